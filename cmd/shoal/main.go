@@ -1,0 +1,15 @@
+// Command shoal is the whole platform in one binary: `shoal serve` runs it,
+// `shoal deploy` and friends drive it, and `shoal runtime` is what runs
+// inside each instance.
+package main
+
+import (
+	"context"
+	"os"
+
+	"github.com/shoal-dev/shoal/internal/cli"
+)
+
+func main() {
+	os.Exit(cli.Main(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+}

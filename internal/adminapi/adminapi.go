@@ -1,0 +1,200 @@
+package adminapi
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/shoal-dev/shoal/internal/api"
+)
+
+// Errors a Control returns for the API to map.
+var (
+	// ErrNotFound: no such project.
+	ErrNotFound = errors.New("not found")
+	// ErrBadRequest: the request or the uploaded project is unusable; the
+	// message is for the user.
+	ErrBadRequest = errors.New("bad request")
+)
+
+// BuildError is a deploy refused because of the project's content.
+type BuildError struct{ Msg string }
+
+func (e *BuildError) Error() string { return e.Msg }
+
+// Control does what the API asks.
+type Control interface {
+	// Deploy builds the project folder packed in archive (tar.gz) and makes
+	// it the project's current deployment.
+	Deploy(ctx context.Context, project string, archive io.Reader) (api.Deployment, error)
+	Projects(ctx context.Context) ([]api.Project, error)
+	Remove(ctx context.Context, project string) error
+	// Logs returns the project's lines after id, at most limit; with wait it
+	// blocks until there is at least one or ctx is done.
+	Logs(ctx context.Context, project string, after int64, limit int, wait bool) ([]api.LogLine, error)
+}
+
+// MaxUpload bounds an uploaded project archive.
+const MaxUpload = 512 << 20
+
+// Handler is the control API.
+type Handler struct {
+	// immutable
+	token []byte
+	ctl   Control
+	log   *slog.Logger
+	mux   *http.ServeMux
+}
+
+// New returns the API, answering only requests that carry token.
+func New(token string, ctl Control, log *slog.Logger) *Handler {
+	if token == "" || ctl == nil {
+		panic("adminapi.New: token and control are required")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	h := &Handler{token: []byte(token), ctl: ctl, log: log, mux: http.NewServeMux()}
+	h.handle("POST /projects/{name}/deployments", h.deploy)
+	h.handle("GET /projects", h.projects)
+	h.handle("DELETE /projects/{name}", h.remove)
+	h.handle("GET /projects/{name}/logs", h.logs)
+	return h
+}
+
+func (h *Handler) handle(pattern string, f func(w http.ResponseWriter, r *http.Request) error) {
+	method, path, _ := strings.Cut(pattern, " ")
+	h.mux.HandleFunc(method+" "+api.Prefix+path, func(w http.ResponseWriter, r *http.Request) {
+		if err := f(w, r); err != nil {
+			h.render(w, r, err)
+		}
+	})
+}
+
+// ServeHTTP checks the token and serves the API.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	got, ok := strings.CutPrefix(r.Header.Get("authorization"), "Bearer ")
+	if !ok || subtle.ConstantTimeCompare([]byte(got), h.token) != 1 {
+		h.render(w, r, &statusError{http.StatusUnauthorized, api.CodeUnauthorized, "missing or wrong token: run shoal on the machine that serves, or pass --token / $SHOAL_TOKEN"})
+		return
+	}
+	h.mux.ServeHTTP(w, r)
+}
+
+type statusError struct {
+	status int
+	code   string
+	msg    string
+}
+
+func (e *statusError) Error() string { return e.msg }
+
+// render is the one function that writes an error response.
+func (h *Handler) render(w http.ResponseWriter, r *http.Request, err error) {
+	se := &statusError{http.StatusInternalServerError, api.CodeInternal, "internal error"}
+	var be *BuildError
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &se):
+	case errors.As(err, &be):
+		se = &statusError{http.StatusBadRequest, api.CodeBuildFailed, be.Msg}
+	case errors.As(err, &mbe):
+		se = &statusError{http.StatusRequestEntityTooLarge, api.CodeTooLarge, fmt.Sprintf("upload over %d bytes", mbe.Limit)}
+	case errors.Is(err, ErrNotFound):
+		se = &statusError{http.StatusNotFound, api.CodeNotFound, err.Error()}
+	case errors.Is(err, ErrBadRequest):
+		se = &statusError{http.StatusBadRequest, api.CodeBadRequest, err.Error()}
+	default:
+		h.log.Error("control api", "method", r.Method, "path", r.URL.Path, "err", err)
+	}
+	w.Header().Set("content-type", "application/json; charset=utf-8")
+	w.WriteHeader(se.status)
+	json.NewEncoder(w).Encode(api.Error{Error: api.ErrorBody{Code: se.code, Message: se.msg}})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) error {
+	w.Header().Set("content-type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	return json.NewEncoder(w).Encode(v)
+}
+
+func (h *Handler) deploy(w http.ResponseWriter, r *http.Request) error {
+	body := http.MaxBytesReader(w, r.Body, MaxUpload)
+	d, err := h.ctl.Deploy(r.Context(), r.PathValue("name"), body)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, d)
+	return nil
+}
+
+func (h *Handler) projects(w http.ResponseWriter, r *http.Request) error {
+	ps, err := h.ctl.Projects(r.Context())
+	if err != nil {
+		return err
+	}
+	if ps == nil {
+		ps = []api.Project{}
+	}
+	writeJSON(w, http.StatusOK, ps)
+	return nil
+}
+
+func (h *Handler) remove(w http.ResponseWriter, r *http.Request) error {
+	if err := h.ctl.Remove(r.Context(), r.PathValue("name")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// logs streams the project's lines as NDJSON; with follow=1 it keeps the
+// response open and writes new lines as they come.
+func (h *Handler) logs(w http.ResponseWriter, r *http.Request) error {
+	name := r.PathValue("name")
+	q := r.URL.Query()
+	var after int64
+	if s := q.Get("after"); s != "" {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return fmt.Errorf("%w: after=%q is not a number", ErrBadRequest, s)
+		}
+		after = n
+	}
+	follow := q.Get("follow") == "1" || q.Get("follow") == "true"
+	ctx := r.Context()
+	lines, err := h.ctl.Logs(ctx, name, after, 1000, false)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("content-type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	enc := json.NewEncoder(w)
+	for {
+		for _, l := range lines {
+			if err := enc.Encode(l); err != nil {
+				return nil
+			}
+			after = l.ID
+		}
+		if len(lines) == 0 && !follow {
+			return nil
+		}
+		rc.Flush()
+		lines, err = h.ctl.Logs(ctx, name, after, 1000, follow)
+		if err != nil {
+			if ctx.Err() == nil {
+				h.log.Warn("logs follow", "project", name, "err", err)
+			}
+			return nil
+		}
+	}
+}

@@ -1,0 +1,57 @@
+// Package api holds the wire types of the control API, shared by the
+// server (adminapi) and its client (apiclient).
+package api
+
+import "time"
+
+// Prefix is the path under which the control API lives.
+const Prefix = "/_shoal/api/v1"
+
+// Project is one project and its current deployment.
+type Project struct {
+	Name       string    `json:"name"`
+	Deployment string    `json:"deployment"`
+	URL        string    `json:"url"`
+	UpdatedAt  time.Time `json:"updatedAt"`
+}
+
+// Deployment is the answer to a deploy.
+type Deployment struct {
+	ID      string `json:"id"`
+	Project string `json:"project"`
+	URL     string `json:"url"`
+	// Entry is the file the deployment was built from.
+	Entry string `json:"entry"`
+}
+
+// LogLine is one line a function wrote, or the platform wrote about it.
+type LogLine struct {
+	ID         int64     `json:"id"`
+	Time       time.Time `json:"time"`
+	Deployment string    `json:"deployment"`
+	Instance   string    `json:"instance"`
+	Invocation string    `json:"invocation,omitempty"`
+	Stream     string    `json:"stream"`
+	Message    string    `json:"message"`
+}
+
+// Error is the body of every error response of the control API.
+type Error struct {
+	Error ErrorBody `json:"error"`
+}
+
+// ErrorBody says what went wrong.
+type ErrorBody struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// Error codes of the control API.
+const (
+	CodeUnauthorized = "UNAUTHORIZED"
+	CodeNotFound     = "NOT_FOUND"
+	CodeBadRequest   = "BAD_REQUEST"
+	CodeBuildFailed  = "BUILD_FAILED"
+	CodeTooLarge     = "PAYLOAD_TOO_LARGE"
+	CodeInternal     = "INTERNAL"
+)

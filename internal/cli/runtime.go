@@ -1,0 +1,85 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/shoal-dev/shoal/internal/runtime"
+	"github.com/shoal-dev/shoal/internal/sandbox"
+	"github.com/shoal-dev/shoal/internal/tunnel"
+)
+
+func newRuntime() *cobra.Command {
+	var (
+		id, tunnelAddr, bundle, dir, node string
+		maxDuration                       time.Duration
+		memory                            int
+	)
+	cmd := &cobra.Command{
+		Use:   "runtime",
+		Short: "Run one instance (started by serve inside its sandbox)",
+		Long: `Run one instance: start node with the bundle, dial the invoker's tunnel
+with the one-time token from $SHOAL_TUNNEL_TOKEN, and serve invocations
+until the tunnel or node goes away. serve starts this; users do not.`,
+		Args:   cobra.NoArgs,
+		Hidden: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, os.Interrupt)
+			defer stop()
+			token := os.Getenv(sandbox.TokenEnv)
+			env := make([]string, 0, len(os.Environ()))
+			for _, kv := range os.Environ() {
+				if !strings.HasPrefix(kv, sandbox.TokenEnv+"=") {
+					env = append(env, kv)
+				}
+			}
+			sup, err := runtime.Start(ctx, runtime.Config{
+				Node: node, Bundle: bundle, Dir: dir, MaxDuration: maxDuration,
+				MemoryMB: memory, Env: env, Logs: cmd.OutOrStdout(),
+			})
+			if err != nil {
+				return fmt.Errorf("instance %s: %w", id, err)
+			}
+			defer sup.Close()
+			conn, err := tunnel.Dial(ctx, tunnelAddr, id, token)
+			if err != nil {
+				return fmt.Errorf("instance %s: %w", id, err)
+			}
+			tctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			go func() {
+				select {
+				case <-sup.Exited():
+					// Let the invocations that node's exit failed send their
+					// error responses, then leave.
+					wctx, wcancel := context.WithTimeout(tctx, 2*time.Second)
+					sup.WaitIdle(wctx)
+					wcancel()
+					cancel()
+				case <-tctx.Done():
+				}
+			}()
+			tunnel.Serve(tctx, conn, sup)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&id, "id", "", "instance id")
+	f.StringVar(&tunnelAddr, "tunnel", "", "invoker tunnel address")
+	f.StringVar(&bundle, "bundle", "", "bundled entry to run")
+	f.StringVar(&dir, "dir", "", "scratch folder")
+	f.StringVar(&node, "node", "", "node binary (default: node from PATH)")
+	f.DurationVar(&maxDuration, "max-duration", 60*time.Second, "bound of each invocation")
+	f.IntVar(&memory, "memory", 0, "memory size in MB")
+	for _, name := range []string{"id", "tunnel", "bundle", "dir"} {
+		cmd.MarkFlagRequired(name)
+	}
+	return cmd
+}

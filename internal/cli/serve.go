@@ -1,0 +1,52 @@
+package cli
+
+import (
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/shoal-dev/shoal/internal/gateway"
+	"github.com/shoal-dev/shoal/internal/invoker"
+	"github.com/shoal-dev/shoal/internal/server"
+)
+
+func newServe() *cobra.Command {
+	var cfg server.Config
+	var verbose bool
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the whole platform on this machine",
+		Long: `Run the whole platform on this machine: the gateway, the control API and
+the instances of every deployed project. SIGTERM or SIGINT stops taking
+requests, lets in-flight invocations finish and stops every instance.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, os.Interrupt)
+			defer stop()
+			level := slog.LevelInfo
+			if verbose {
+				level = slog.LevelDebug
+			}
+			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
+			return server.Run(ctx, cfg, cmd.OutOrStdout(), log)
+		},
+	}
+	d := invoker.DefaultConfig()
+	f := cmd.Flags()
+	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:3000", "address for clients and the control API")
+	f.StringVar(&cfg.DataDir, "data", ".shoal", "data folder: store, token, deployments")
+	f.StringVar(&cfg.TunnelListen, "tunnel-listen", "127.0.0.1:0", "address instances dial back to")
+	f.StringVar(&cfg.Node, "node", "", "node binary (default: node from PATH)")
+	f.DurationVar(&cfg.KeepAlive, "keep-alive", d.KeepAlive, "how long an idle instance stays started")
+	f.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", gateway.DefaultMaxBodyBytes, "request body limit in bytes")
+	f.IntVar(&cfg.QueueSize, "queue-size", d.QueueSize, "invocations of one deployment that may wait for a slot")
+	f.DurationVar(&cfg.QueueTimeout, "queue-timeout", d.QueueTimeout, "how long an invocation may wait for a slot")
+	f.IntVar(&cfg.MaxInstances, "max-instances", d.MaxInstances, "instances of one deployment at most")
+	f.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 30e9, "how long in-flight invocations may finish after a stop")
+	f.StringArrayVar(&cfg.Deploy, "deploy", nil, "project folder to deploy at start (repeatable)")
+	f.BoolVar(&verbose, "verbose", false, "log debug detail")
+	return cmd
+}

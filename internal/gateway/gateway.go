@@ -1,0 +1,247 @@
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/shoal-dev/shoal/internal/invoker"
+)
+
+// Headers the platform owns.
+const (
+	// IDHeader carries the request id, to the function and back to the client.
+	IDHeader = "x-shoal-id"
+	// ErrorHeader marks a response from the instance as a platform error.
+	ErrorHeader = "x-shoal-error"
+	// APIPrefix is the path of the control API.
+	APIPrefix = "/_shoal/"
+)
+
+// Invoker sends one invocation to the project's current deployment.
+type Invoker interface {
+	Invoke(project string, req *http.Request) (*http.Response, error)
+}
+
+// Config holds the request limits. Zero fields take the defaults.
+type Config struct {
+	// MaxBodyBytes bounds a request body; 0 means 4.5 MB.
+	MaxBodyBytes int64
+}
+
+// DefaultMaxBodyBytes is the default request body limit, 4.5 MB.
+const DefaultMaxBodyBytes = 4_500_000
+
+// Gateway is the client-facing http.Handler.
+type Gateway struct {
+	// immutable
+	cfg   Config
+	inv   Invoker
+	api   http.Handler
+	log   *slog.Logger
+	proxy *httputil.ReverseProxy
+}
+
+// New returns a gateway that sends invocations to inv and control API
+// requests (under APIPrefix) to api.
+func New(cfg Config, inv Invoker, api http.Handler, log *slog.Logger) *Gateway {
+	if cfg.MaxBodyBytes == 0 {
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	g := &Gateway{cfg: cfg, inv: inv, api: api, log: log}
+	g.proxy = &httputil.ReverseProxy{
+		Rewrite:        g.rewrite,
+		Transport:      invokeTransport{g.inv},
+		FlushInterval:  -1,
+		BufferPool:     bufferPool{},
+		ModifyResponse: g.modifyResponse,
+		ErrorHandler:   g.proxyError,
+	}
+	return g
+}
+
+// invocation is what the gateway knows about one request in flight.
+type invocation struct {
+	id      string
+	project string
+	body    *limitedBody
+}
+
+type ctxKey struct{}
+
+func invocationOf(r *http.Request) *invocation {
+	inv, _ := r.Context().Value(ctxKey{}).(*invocation)
+	return inv
+}
+
+// ServeHTTP routes r to the control API or to a project's function.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	project, path, ok := route(r.Host, r.URL.Path)
+	if !ok && strings.HasPrefix(r.URL.Path, APIPrefix) && g.api != nil {
+		g.api.ServeHTTP(w, r)
+		return
+	}
+	id := newRequestID()
+	if !ok {
+		render(w, r, id, &HTTPError{Status: http.StatusNotFound, Code: CodeNotFound,
+			Msg: "no project here: use /NAME/ or the host NAME.localhost"})
+		return
+	}
+	if r.ContentLength > g.cfg.MaxBodyBytes {
+		render(w, r, id, tooLarge(g.cfg.MaxBodyBytes))
+		return
+	}
+	inv := &invocation{id: id, project: project}
+	if r.Body != nil && r.Body != http.NoBody {
+		inv.body = &limitedBody{r: r.Body, left: g.cfg.MaxBodyBytes}
+		r.Body = inv.body
+	}
+	r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, inv))
+	r.URL.Path = path
+	r.URL.RawPath = ""
+	g.proxy.ServeHTTP(w, r)
+}
+
+// route finds the project and the function's path: Host NAME.localhost
+// keeps the path; otherwise the first path segment names the project.
+func route(host, path string) (project, rest string, ok bool) {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	if name, found := strings.CutSuffix(strings.ToLower(host), ".localhost"); found && name != "" && !strings.Contains(name, ".") {
+		return name, path, true
+	}
+	trimmed := strings.TrimPrefix(path, "/")
+	name, after, hasSlash := strings.Cut(trimmed, "/")
+	if name == "" || strings.HasPrefix(name, "_") {
+		return "", "", false
+	}
+	if !hasSlash {
+		return name, "/", true
+	}
+	return name, "/" + after, true
+}
+
+func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
+	inv := invocationOf(pr.In)
+	pr.Out.URL.Scheme = "http"
+	pr.Out.URL.Host = pr.In.Host
+	pr.Out.Host = pr.In.Host
+	for k := range pr.Out.Header {
+		if len(k) > 8 && strings.EqualFold(k[:8], "x-shoal-") {
+			delete(pr.Out.Header, k)
+		}
+	}
+	pr.SetXForwarded()
+	pr.Out.Header.Set(IDHeader, inv.id)
+}
+
+func (g *Gateway) modifyResponse(resp *http.Response) error {
+	inv := invocationOf(resp.Request)
+	if code := resp.Header.Get(ErrorHeader); code != "" {
+		return fromFunction(code)
+	}
+	resp.Header.Set(IDHeader, inv.id)
+	return nil
+}
+
+func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	inv := invocationOf(r)
+	if inv.body != nil && inv.body.exceeded.Load() {
+		err = tooLarge(g.cfg.MaxBodyBytes)
+	}
+	var he *HTTPError
+	switch {
+	case errors.As(err, &he):
+	case errors.Is(err, invoker.ErrNotFound):
+		err = &HTTPError{Status: http.StatusNotFound, Code: CodeDeploymentNotFound,
+			Msg: fmt.Sprintf("project %q has no deployment", inv.project), Err: err}
+	case errors.Is(err, invoker.ErrThrottled):
+		err = &HTTPError{Status: http.StatusServiceUnavailable, Code: CodeThrottled,
+			Msg: "the function is at capacity; retry later", Err: err, RetryAfter: 1}
+	case errors.Is(err, invoker.ErrStartFailed):
+		err = &HTTPError{Status: http.StatusInternalServerError, Code: CodeInvocationFailed,
+			Msg: "the function failed to start; see its logs", Err: err}
+	case r.Context().Err() != nil:
+		// The client went away; nobody reads what we write.
+		g.log.Debug("client gone", "id", inv.id, "project", inv.project)
+		return
+	default:
+		err = &HTTPError{Status: http.StatusInternalServerError, Code: CodeInvocationFailed,
+			Msg: "the function's instance failed while serving the request", Err: err}
+	}
+	if errors.As(err, &he) && he.Status >= 500 {
+		g.log.Info("invocation error", "id", inv.id, "project", inv.project, "err", err)
+	}
+	render(w, r, inv.id, err)
+}
+
+func tooLarge(limit int64) *HTTPError {
+	return &HTTPError{Status: http.StatusRequestEntityTooLarge, Code: CodePayloadTooLarge,
+		Msg: fmt.Sprintf("request body over the limit of %d bytes", limit)}
+}
+
+// invokeTransport is the proxy's RoundTripper: the invoker.
+type invokeTransport struct{ inv Invoker }
+
+func (t invokeTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	return t.inv.Invoke(invocationOf(r).project, r)
+}
+
+// errBodyTooLarge fails the read of a body over the limit.
+var errBodyTooLarge = errors.New("request body too large")
+
+// limitedBody fails reads past the limit and remembers that it did.
+type limitedBody struct {
+	r        io.ReadCloser
+	left     int64
+	exceeded atomic.Bool
+}
+
+func (b *limitedBody) Read(p []byte) (int, error) {
+	if b.left < 0 {
+		return 0, errBodyTooLarge
+	}
+	if int64(len(p)) > b.left+1 {
+		p = p[:b.left+1]
+	}
+	n, err := b.r.Read(p)
+	b.left -= int64(n)
+	if b.left < 0 {
+		b.exceeded.Store(true)
+		return 0, errBodyTooLarge
+	}
+	return n, err
+}
+
+func (b *limitedBody) Close() error { return b.r.Close() }
+
+// newRequestID returns a random request id.
+func newRequestID() string {
+	const alphabet = "0123456789abcdefghijklmnopqrstuv"
+	var b [16]byte
+	rand.Read(b[:])
+	for i := range b {
+		b[i] = alphabet[b[i]&31]
+	}
+	return string(b[:])
+}
+
+type bufferPool struct{}
+
+var buffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (bufferPool) Get() []byte  { return *(buffers.Get().(*[]byte)) }
+func (bufferPool) Put(b []byte) { buffers.Put(&b) }

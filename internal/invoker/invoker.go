@@ -1,0 +1,310 @@
+package invoker
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/shoal-dev/shoal/internal/model"
+	"github.com/shoal-dev/shoal/internal/tunnel"
+)
+
+// Errors the gateway turns into platform errors.
+var (
+	// ErrNotFound: the project has no current deployment.
+	ErrNotFound = errors.New("invoker: no such project")
+	// ErrThrottled: the queue is full or the wait for a slot passed its bound.
+	ErrThrottled = errors.New("invoker: no capacity")
+	// ErrStartFailed: no instance could be started to serve the invocation.
+	ErrStartFailed = errors.New("invoker: instance failed to start")
+)
+
+// Config tunes the invoker. Zero fields take the defaults of DefaultConfig.
+type Config struct {
+	// QueueSize is how many invocations of one deployment may wait for a
+	// slot at once.
+	QueueSize int
+	// QueueTimeout is how long an invocation may wait for a slot.
+	QueueTimeout time.Duration
+	// KeepAlive is how long an idle instance stays started.
+	KeepAlive time.Duration
+	// MaxInstances caps the instances of one deployment.
+	MaxInstances int
+	// StartTimeout bounds an instance's start, from process to tunnel.
+	StartTimeout time.Duration
+	// StopTimeout is how long a stopping instance may take before it is
+	// killed.
+	StopTimeout time.Duration
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{
+		QueueSize:    1000,
+		QueueTimeout: 30 * time.Second,
+		KeepAlive:    5 * time.Minute,
+		MaxInstances: 50,
+		StartTimeout: 30 * time.Second,
+		StopTimeout:  5 * time.Second,
+	}
+}
+
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.QueueSize == 0 {
+		c.QueueSize = d.QueueSize
+	}
+	if c.QueueTimeout == 0 {
+		c.QueueTimeout = d.QueueTimeout
+	}
+	if c.KeepAlive == 0 {
+		c.KeepAlive = d.KeepAlive
+	}
+	if c.MaxInstances == 0 {
+		c.MaxInstances = d.MaxInstances
+	}
+	if c.StartTimeout == 0 {
+		c.StartTimeout = d.StartTimeout
+	}
+	if c.StopTimeout == 0 {
+		c.StopTimeout = d.StopTimeout
+	}
+	return c
+}
+
+// Deployment is what the invoker needs to run a deployment's instances.
+type Deployment struct {
+	ID, Project string
+	// Bundle is the path of the deployment's bundled entry.
+	Bundle string
+	Config model.FunctionConfig
+}
+
+// Launch is what a Starter needs to start one instance.
+type Launch struct {
+	Instance   string
+	Deployment Deployment
+	// TunnelAddr and Token are how the instance dials back.
+	TunnelAddr, Token string
+}
+
+// Starter starts instance processes; the sandbox implements it.
+type Starter interface {
+	Start(ctx context.Context, l Launch) (Process, error)
+}
+
+// Process is a started instance process.
+type Process interface {
+	// Done is closed when the process has exited.
+	Done() <-chan struct{}
+	// Stop ends the process: gracefully until ctx is done, then by force.
+	Stop(ctx context.Context) error
+}
+
+// Invoker dispatches invocations to the instances of each project's current
+// deployment.
+type Invoker struct {
+	// immutable
+	cfg     Config
+	starter Starter
+	tunnel  *tunnel.Listener
+	log     *slog.Logger
+	ctx     context.Context // the invoker's lifetime; cancelled by Close
+	cancel  context.CancelFunc
+
+	mu      sync.Mutex
+	current map[string]*pool // guarded by mu; project -> current deployment's pool
+	pools   map[string]*pool // guarded by mu; deployment id -> pool, current or draining
+	closed  bool             // guarded by mu
+
+	wg sync.WaitGroup // instance starts, watches and stops
+}
+
+// New returns an invoker that starts instances with starter and expects
+// them to dial ln.
+func New(cfg Config, starter Starter, ln *tunnel.Listener, log *slog.Logger) *Invoker {
+	if starter == nil || ln == nil {
+		panic("invoker.New: starter and listener are required")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Invoker{
+		cfg:     cfg.withDefaults(),
+		starter: starter,
+		tunnel:  ln,
+		log:     log,
+		ctx:     ctx,
+		cancel:  cancel,
+		current: make(map[string]*pool),
+		pools:   make(map[string]*pool),
+	}
+}
+
+// Deploy makes d its project's current deployment. The previous one drains:
+// its in-flight invocations finish and its instances stop once idle.
+func (inv *Invoker) Deploy(d Deployment) {
+	inv.mu.Lock()
+	defer inv.mu.Unlock()
+	if inv.closed {
+		return
+	}
+	p := inv.pools[d.ID]
+	if p == nil {
+		p = &pool{inv: inv, dep: d}
+		inv.pools[d.ID] = p
+	}
+	old := inv.current[d.Project]
+	inv.current[d.Project] = p
+	p.setCurrent(true)
+	if old != nil && old != p {
+		old.setCurrent(false)
+	}
+}
+
+// Remove takes the project out of service; its instances stop once idle.
+func (inv *Invoker) Remove(project string) {
+	inv.mu.Lock()
+	defer inv.mu.Unlock()
+	if p := inv.current[project]; p != nil {
+		delete(inv.current, project)
+		p.setCurrent(false)
+	}
+}
+
+// Invoke sends req to an instance of the project's current deployment. The
+// response body must be closed; closing it frees the slot.
+func (inv *Invoker) Invoke(project string, req *http.Request) (*http.Response, error) {
+	inv.mu.Lock()
+	p := inv.current[project]
+	inv.mu.Unlock()
+	if p == nil {
+		return nil, ErrNotFound
+	}
+	// An instance found gone before the invocation was sent is not an
+	// attempt: the invocation is placed again, once.
+	for attempt := 0; ; attempt++ {
+		in, err := p.acquire(req.Context())
+		if err != nil {
+			return nil, err
+		}
+		if !in.conn.Usable() && attempt == 0 {
+			p.release(in)
+			p.lost(in)
+			continue
+		}
+		resp, err := in.conn.RoundTrip(req)
+		if err != nil {
+			p.release(in)
+			return nil, fmt.Errorf("invoke %s on %s: %w", p.dep.ID, in.id, err)
+		}
+		resp.Body = &slotBody{ReadCloser: resp.Body, release: func() { p.release(in) }}
+		return resp, nil
+	}
+}
+
+// slotBody frees its invocation's slot when the response body is closed.
+type slotBody struct {
+	io.ReadCloser
+	once    sync.Once
+	release func()
+}
+
+func (b *slotBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.once.Do(b.release)
+	return err
+}
+
+// Run stops idle instances after their keep-alive and keeps minInstances
+// started, ticking on tick, until ctx is done. Then it stops every instance
+// and returns when they are gone.
+func (inv *Invoker) Run(ctx context.Context, tick <-chan time.Time) error {
+	defer inv.Close()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case now := <-tick:
+			inv.reap(now)
+		}
+	}
+}
+
+// reap applies the scaler's decisions to every pool at now.
+func (inv *Invoker) reap(now time.Time) {
+	inv.mu.Lock()
+	pools := make([]*pool, 0, len(inv.pools))
+	for _, p := range inv.pools {
+		pools = append(pools, p)
+	}
+	inv.mu.Unlock()
+	for _, p := range pools {
+		if p.reap(now) {
+			inv.mu.Lock()
+			if p.emptyAndRetired() {
+				delete(inv.pools, p.dep.ID)
+			}
+			inv.mu.Unlock()
+		}
+	}
+}
+
+// Close stops every instance and waits for them. It is safe to call twice.
+func (inv *Invoker) Close() error {
+	inv.mu.Lock()
+	if inv.closed {
+		inv.mu.Unlock()
+		inv.wg.Wait()
+		return nil
+	}
+	inv.closed = true
+	pools := inv.pools
+	inv.current = map[string]*pool{}
+	inv.mu.Unlock()
+	inv.cancel()
+	for _, p := range pools {
+		p.closeAll()
+	}
+	inv.wg.Wait()
+	return nil
+}
+
+// Stats is a snapshot of one deployment for observers and tests.
+type Stats struct {
+	Deployment string
+	Current    bool
+	Ready      int
+	Starting   int
+	Waiting    int
+	InFlight   int
+}
+
+// Stats returns a snapshot of every deployment with instances or waiters.
+func (inv *Invoker) Stats() []Stats {
+	inv.mu.Lock()
+	pools := make([]*pool, 0, len(inv.pools))
+	for _, p := range inv.pools {
+		pools = append(pools, p)
+	}
+	inv.mu.Unlock()
+	out := make([]Stats, 0, len(pools))
+	for _, p := range pools {
+		out = append(out, p.stats())
+	}
+	return out
+}
+
+func newID(prefix string) string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return prefix + hex.EncodeToString(b)
+}

@@ -1,0 +1,357 @@
+package invoker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/shoal-dev/shoal/internal/scaler"
+	"github.com/shoal-dev/shoal/internal/tunnel"
+)
+
+// pool is one deployment's instances and the invocations waiting for them.
+type pool struct {
+	// immutable
+	inv *Invoker
+	dep Deployment
+
+	mu        sync.Mutex
+	current   bool        // guarded by mu
+	instances []*instance // guarded by mu; ready and serving
+	starting  int         // guarded by mu
+	waiters   []*waiter   // guarded by mu; FIFO
+	lastErr   error       // guarded by mu; the last start failure
+}
+
+// instance is one started instance of the deployment.
+type instance struct {
+	// immutable
+	id   string
+	conn *tunnel.Conn
+	proc Process
+
+	// guarded by pool.mu
+	inflight  int
+	limit     int
+	idleSince time.Time
+	gone      bool // removed from the pool; takes no new invocations
+}
+
+// waiter is an invocation waiting for a slot.
+type waiter struct {
+	ch chan waitResult // pool -> acquire; buffered 1
+}
+
+type waitResult struct {
+	in  *instance
+	err error
+}
+
+// acquire returns an instance with a slot taken for the caller, waiting in
+// the queue while capacity starts.
+func (p *pool) acquire(ctx context.Context) (*instance, error) {
+	p.mu.Lock()
+	if in := p.pickLocked(); in != nil {
+		in.inflight++
+		p.mu.Unlock()
+		return in, nil
+	}
+	if len(p.waiters) >= p.inv.cfg.QueueSize {
+		p.mu.Unlock()
+		return nil, fmt.Errorf("%w: queue of %d full", ErrThrottled, p.inv.cfg.QueueSize)
+	}
+	w := &waiter{ch: make(chan waitResult, 1)}
+	p.waiters = append(p.waiters, w)
+	p.scaleLocked()
+	p.mu.Unlock()
+
+	timer := time.NewTimer(p.inv.cfg.QueueTimeout)
+	defer timer.Stop()
+	var err error
+	select {
+	case r := <-w.ch:
+		return r.in, r.err
+	case <-timer.C:
+		err = fmt.Errorf("%w: no slot within %s", ErrThrottled, p.inv.cfg.QueueTimeout)
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	p.mu.Lock()
+	i := slices.Index(p.waiters, w)
+	if i >= 0 {
+		p.waiters = slices.Delete(p.waiters, i, i+1)
+	}
+	p.mu.Unlock()
+	if i < 0 {
+		// Served or failed just as we gave up.
+		if r := <-w.ch; r.in != nil {
+			p.release(r.in)
+		}
+	}
+	return nil, err
+}
+
+// pickLocked returns the busiest instance that still has a free slot.
+func (p *pool) pickLocked() *instance {
+	var best *instance
+	for _, in := range p.instances {
+		if in.inflight < in.limit && (best == nil || in.inflight > best.inflight) {
+			best = in
+		}
+	}
+	return best
+}
+
+// scaleLocked starts the instances the scaler asks for.
+func (p *pool) scaleLocked() {
+	if p.inv.ctx.Err() != nil {
+		return
+	}
+	minInstances := 0
+	if p.current {
+		minInstances = p.dep.Config.MinInstances
+	}
+	n := scaler.ToStart(scaler.Pool{
+		Waiting:          len(p.waiters),
+		Starting:         p.starting,
+		Ready:            len(p.instances),
+		SlotsPerInstance: p.dep.Config.MaxConcurrency,
+		MaxInstances:     p.inv.cfg.MaxInstances,
+		MinInstances:     minInstances,
+	})
+	for range n {
+		p.starting++
+		p.inv.wg.Add(1)
+		go func() {
+			defer p.inv.wg.Done()
+			p.start()
+		}()
+	}
+}
+
+// start starts one instance and adds it to the pool.
+func (p *pool) start() {
+	id := newID("i-")
+	in, err := p.launch(id)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.starting--
+	if err != nil {
+		p.lastErr = err
+		p.inv.log.Warn("instance start failed", "deployment", p.dep.ID, "instance", id, "err", err)
+		if p.starting == 0 && len(p.instances) == 0 {
+			for _, w := range p.waiters {
+				w.ch <- waitResult{err: fmt.Errorf("%w: %v", ErrStartFailed, err)}
+			}
+			p.waiters = nil
+		}
+		return
+	}
+	in.limit = p.dep.Config.MaxConcurrency
+	in.idleSince = time.Now()
+	p.instances = append(p.instances, in)
+	p.dispatchLocked(in)
+	p.inv.wg.Add(1)
+	go func() {
+		defer p.inv.wg.Done()
+		p.watch(in)
+	}()
+	if !p.current && in.inflight == 0 {
+		p.stopLocked(in)
+	}
+}
+
+// launch starts the process and waits for its tunnel.
+func (p *pool) launch(id string) (*instance, error) {
+	ctx, cancel := context.WithTimeout(p.inv.ctx, p.inv.cfg.StartTimeout)
+	defer cancel()
+	pend := p.inv.tunnel.Expect(id)
+	defer pend.Cancel()
+	proc, err := p.inv.starter.Start(ctx, Launch{
+		Instance:   id,
+		Deployment: p.dep,
+		TunnelAddr: p.inv.tunnel.Addr().String(),
+		Token:      pend.Token(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start %s: %w", id, err)
+	}
+	wctx, wcancel := context.WithCancel(ctx)
+	defer wcancel()
+	go func() {
+		select {
+		case <-proc.Done():
+			wcancel()
+		case <-wctx.Done():
+		}
+	}()
+	conn, err := pend.Wait(wctx)
+	if err != nil {
+		p.stopProcess(proc)
+		select {
+		case <-proc.Done():
+			return nil, fmt.Errorf("instance %s exited while starting", id)
+		default:
+		}
+		return nil, fmt.Errorf("instance %s tunnel: %w", id, err)
+	}
+	return &instance{id: id, conn: conn, proc: proc}, nil
+}
+
+// dispatchLocked hands in's free slots to waiting invocations in order.
+func (p *pool) dispatchLocked(in *instance) {
+	for len(p.waiters) > 0 && !in.gone && in.inflight < in.limit {
+		w := p.waiters[0]
+		p.waiters = p.waiters[1:]
+		in.inflight++
+		w.ch <- waitResult{in: in}
+	}
+}
+
+// release frees one slot of in.
+func (p *pool) release(in *instance) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	in.inflight--
+	if in.inflight < 0 {
+		panic("invoker: slot released twice")
+	}
+	if in.inflight == 0 {
+		in.idleSince = time.Now()
+	}
+	if in.gone {
+		return
+	}
+	p.dispatchLocked(in)
+	if !p.current && in.inflight == 0 {
+		p.stopLocked(in)
+	}
+}
+
+// watch removes in from the pool once its process or tunnel is gone.
+func (p *pool) watch(in *instance) {
+	select {
+	case <-in.conn.Done():
+	case <-in.proc.Done():
+	case <-p.inv.ctx.Done():
+	}
+	p.lost(in)
+}
+
+// lost takes in out of the pool and makes sure it is stopped.
+func (p *pool) lost(in *instance) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !in.gone {
+		p.stopLocked(in)
+	}
+	// Waiters that counted on this instance need another.
+	if len(p.waiters) > 0 {
+		p.scaleLocked()
+	}
+}
+
+// stopLocked removes in from the pool and stops it in the background.
+func (p *pool) stopLocked(in *instance) {
+	if in.gone {
+		return
+	}
+	in.gone = true
+	if i := slices.Index(p.instances, in); i >= 0 {
+		p.instances = slices.Delete(p.instances, i, i+1)
+	}
+	p.inv.wg.Add(1)
+	go func() {
+		defer p.inv.wg.Done()
+		in.conn.Close()
+		p.stopProcess(in.proc)
+	}()
+}
+
+func (p *pool) stopProcess(proc Process) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(p.inv.ctx), p.inv.cfg.StopTimeout)
+	defer cancel()
+	if err := proc.Stop(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		p.inv.log.Debug("instance stop", "deployment", p.dep.ID, "err", err)
+	}
+}
+
+func (p *pool) setCurrent(current bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.current = current
+	if current {
+		p.scaleLocked()
+		return
+	}
+	for _, in := range slices.Clone(p.instances) {
+		if in.inflight == 0 {
+			p.stopLocked(in)
+		}
+	}
+	for _, w := range p.waiters {
+		w.ch <- waitResult{err: ErrNotFound}
+	}
+	p.waiters = nil
+}
+
+// reap stops idle instances past their keep-alive and starts missing
+// minInstances. It reports whether the pool may be empty and retired.
+func (p *pool) reap(now time.Time) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	snap := make([]scaler.Instance, len(p.instances))
+	for i, in := range p.instances {
+		snap[i] = scaler.Instance{InFlight: in.inflight, IdleSince: in.idleSince}
+	}
+	minInstances, keepAlive := 0, time.Duration(0)
+	if p.current {
+		minInstances, keepAlive = p.dep.Config.MinInstances, p.inv.cfg.KeepAlive
+	}
+	stop := scaler.ToStop(snap, minInstances, keepAlive, now)
+	victims := make([]*instance, len(stop))
+	for i, idx := range stop {
+		victims[i] = p.instances[idx]
+	}
+	for _, in := range victims {
+		p.stopLocked(in)
+	}
+	if p.current {
+		p.scaleLocked()
+	}
+	return !p.current && len(p.instances) == 0 && p.starting == 0 && len(p.waiters) == 0
+}
+
+// emptyAndRetired reports whether the pool can be forgotten.
+func (p *pool) emptyAndRetired() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return !p.current && len(p.instances) == 0 && p.starting == 0 && len(p.waiters) == 0
+}
+
+// closeAll fails the waiters and stops every instance.
+func (p *pool) closeAll() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.current = false
+	for _, w := range p.waiters {
+		w.ch <- waitResult{err: ErrNotFound}
+	}
+	p.waiters = nil
+	for _, in := range slices.Clone(p.instances) {
+		p.stopLocked(in)
+	}
+}
+
+func (p *pool) stats() Stats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := Stats{Deployment: p.dep.ID, Current: p.current, Ready: len(p.instances), Starting: p.starting, Waiting: len(p.waiters)}
+	for _, in := range p.instances {
+		s.InFlight += in.inflight
+	}
+	return s
+}

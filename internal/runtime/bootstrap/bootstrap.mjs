@@ -1,0 +1,526 @@
+// shoal bootstrap: loads one user bundle into this node process and serves many
+// concurrent invocations of it over HTTP/1.1 on a unix socket.
+//
+// Contract with the Go supervisor (internal/runtime). Keep it exactly; the Go
+// side and the tests in bootstrap_test.go depend on every line of it.
+//
+//   Start:  node --enable-source-maps BOOTSTRAP_PATH SOCKET_PATH BUNDLE_PATH
+//           cwd = the bundle's folder. fd 3 is a pipe to the runtime (the
+//           "control pipe"); stdout and stderr are pipes too and only carry what
+//           escapes the patched streams below (native writes, node's own fatal
+//           errors).
+//
+//   Load:   import(BUNDLE_PATH). The handler is the module's default export,
+//           unwrapped while it is an object without a `fetch` method that has a
+//           `default` property (CommonJS interop, `export default { default }`).
+//           If there is no default export but the module itself exports a
+//           `fetch` function, the module namespace is used.
+//             function              -> Node style: handler(req, res)
+//             object with fetch()   -> Web style: obj.fetch(request, ctx), which
+//                                      returns a Response or a promise of one
+//             anything else         -> control {"type":"error","msg":...}, exit 1
+//           A bundle that throws while loading (syntax error, top-level throw)
+//           -> control {"type":"error","msg":<stack>}, exit 1.
+//
+//   Serve:  an http.Server on the unix socket SOCKET_PATH (a stale socket file at
+//           that path is removed first; any other file there is an error).
+//           requestTimeout and headersTimeout are disabled (the runtime enforces
+//           deadlines), keepAliveTimeout is 10 minutes, maxHeaderSize is 64 KiB.
+//           When it listens: control {"type":"ready"}.
+//
+//   Control pipe (fd 3): newline-delimited JSON, one fs.writeSync per batch, so
+//   records keep the order in which they were produced. Messages:
+//     {"type":"ready"}
+//     {"type":"error","msg":"..."}
+//     {"type":"log","id":"<invocation id or empty>","stream":"stdout"|"stderr",
+//      "msg":"<one line, no trailing newline>","ts":<epoch ms>}
+//   If fd 3 is not open or its reader is gone (EBADF/EPIPE), the same lines go
+//   to stderr instead, so the bootstrap can also be run by hand.
+//
+//   Invocations: each request carries the header x-shoal-id (the invocation
+//   id). The header stays visible to user code (it is harmless, and removing it
+//   would cost a header copy per request). The handler runs inside an
+//   AsyncLocalStorage context holding the invocation; it is entered on the
+//   request's HTTP parser resource (AsyncLocalStorage.enterWith), so the Node
+//   style req/res events ('data', 'end', 'close', 'finish') see it too, not only
+//   the code that the handler call itself reaches.
+//
+//   Logs: console.log/info/debug/warn/error/trace and process.stdout.write /
+//   process.stderr.write are replaced. Every line becomes one log record with
+//   the id of the current invocation (empty outside one). One write with many
+//   lines gives one record per line; a trailing partial line is a record of its
+//   own (writes are never joined). console.log/info/debug and stdout go to
+//   "stdout"; console.warn/error/trace and stderr go to "stderr".
+//
+//   Errors (status, header x-shoal-error, empty body):
+//     handler throws, or its promise rejects, or the fetch promise rejects
+//       -> stderr record with the stack; if the response has not started:
+//          500 FUNCTION_INVOCATION_FAILED; if it has: the response is destroyed.
+//     Node style: the handler returned a thenable that resolved, and one
+//       setImmediate later the response has not started
+//       -> 502 NO_RESPONSE_FROM_FUNCTION. (A handler that returns a non-thenable
+//          may respond later, from a callback.)
+//     Web style: fetch produced something that is not a Response
+//       -> 502 NO_RESPONSE_FROM_FUNCTION.
+//     Web style: the Response body stream errors mid-way
+//       -> stderr record, the response is destroyed.
+//     'unhandledRejection' -> stderr record (id of the context the promise was
+//       rejected in, if any); the process keeps running.
+//     'uncaughtException' -> stderr record; if the context is an invocation
+//       whose response has not started: 500 FUNCTION_INVOCATION_FAILED for it;
+//       the process keeps running. (Node 20 keeps the AsyncLocalStorage store of
+//       the failing callback visible inside the handler: timers, immediates,
+//       nextTick, fs callbacks and event emitters all attribute correctly.)
+//     process.exit() from user code exits; the runtime deals with it.
+//
+//   Web style details: Request URL is http://<host header><req.url>; headers
+//   are copied from the raw headers; the body is Readable.toWeb(req) with
+//   duplex 'half' unless GET or HEAD; request.signal aborts when the client
+//   goes away (res 'close' before the response finished). ctx.waitUntil(p)
+//   keeps p referenced until it settles and logs its rejection. The Response's
+//   status, statusText and headers (every Set-Cookie kept apart) are written,
+//   then the body is written chunk by chunk as the stream yields it, honouring
+//   backpressure ('drain').
+
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import http from 'node:http';
+import path from 'node:path';
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { Readable } from 'node:stream';
+import { pathToFileURL } from 'node:url';
+import { format, inspect } from 'node:util';
+
+const CONTROL_FD = 3;
+const [socketPath, bundlePath] = process.argv.slice(2);
+
+// ---------------------------------------------------------------------------
+// Control pipe.
+
+let controlFd = CONTROL_FD;
+const sleepCell = new Int32Array(new SharedArrayBuffer(4));
+
+// writeControl writes text (whole lines) synchronously. A non-blocking pipe
+// that is full (EAGAIN) is retried after a millisecond; a pipe nobody reads
+// any more makes the bootstrap fall back to its own stderr.
+function writeControl(text) {
+  const buf = Buffer.from(text, 'utf8');
+  let off = 0;
+  while (off < buf.length) {
+    try {
+      off += fs.writeSync(controlFd, buf, off, buf.length - off);
+    } catch (err) {
+      if (err.code === 'EAGAIN') {
+        Atomics.wait(sleepCell, 0, 0, 1);
+      } else if (controlFd !== 2 && (err.code === 'EBADF' || err.code === 'EPIPE')) {
+        controlFd = 2;
+        off = 0;
+      } else {
+        return; // nowhere left to report to
+      }
+    }
+  }
+}
+
+function fatal(msg) {
+  writeControl('{"type":"error","msg":' + JSON.stringify(msg) + '}\n');
+  process.exit(1);
+}
+
+// ---------------------------------------------------------------------------
+// Invocations and logs.
+
+const als = new AsyncLocalStorage();
+
+// Invocation is the AsyncLocalStorage store of one request.
+class Invocation {
+  constructor(id, req, res) {
+    this.id = id;
+    this.req = req;
+    this.res = res;
+    this.idJSON = undefined; // JSON.stringify(id), made on the first log line
+    this.ac = undefined; // Web style: AbortController behind request.signal
+    this.reader = undefined; // Web style: reader of the response body
+  }
+}
+
+const NO_ID = '""';
+
+// writeLines turns text into one log record per line and writes them all with
+// one system call. A final line without '\n' is still a record; a final '\n'
+// does not start an empty one.
+function writeLines(inv, stream, text) {
+  const n = text.length;
+  if (n === 0) return;
+  let id = NO_ID;
+  if (inv !== undefined) {
+    id = inv.idJSON;
+    if (id === undefined) id = inv.idJSON = JSON.stringify(inv.id);
+  }
+  const head = '{"type":"log","id":' + id + ',"stream":"' + stream + '","msg":';
+  const tail = ',"ts":' + Date.now() + '}\n';
+  let out = '';
+  let start = 0;
+  while (start < n) {
+    const nl = text.indexOf('\n', start);
+    const stop = nl === -1 ? n : nl;
+    let end = stop;
+    if (end > start && text.charCodeAt(end - 1) === 13) end--; // \r\n
+    out += head + JSON.stringify(text.slice(start, end)) + tail;
+    if (nl === -1) break;
+    start = nl + 1;
+  }
+  writeControl(out);
+}
+
+function log(stream, text) {
+  writeLines(als.getStore(), stream, text);
+}
+
+function describe(err) {
+  if (err instanceof Error && typeof err.stack === 'string') {
+    // inspect adds `cause` and own properties (code, errno...) to the stack.
+    try { return inspect(err); } catch { return err.stack; }
+  }
+  try { return inspect(err); } catch { return String(err); }
+}
+
+// Streams and console.
+
+function toText(chunk, encoding) {
+  if (typeof chunk === 'string') {
+    if (typeof encoding === 'string' && encoding !== 'utf8' && encoding !== 'utf-8' &&
+        Buffer.isEncoding(encoding)) {
+      return Buffer.from(chunk, encoding).toString('utf8');
+    }
+    return chunk;
+  }
+  if (chunk instanceof Uint8Array) {
+    return Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength).toString('utf8');
+  }
+  return String(chunk);
+}
+
+function patchStream(stream, name) {
+  stream.write = function write(chunk, encoding, cb) {
+    if (typeof encoding === 'function') {
+      cb = encoding;
+      encoding = undefined;
+    }
+    log(name, toText(chunk, encoding));
+    if (typeof cb === 'function') process.nextTick(cb, null);
+    return true;
+  };
+}
+
+patchStream(process.stdout, 'stdout');
+patchStream(process.stderr, 'stderr');
+
+console.log = function log(...args) { writeLines(als.getStore(), 'stdout', format(...args) + '\n'); };
+console.info = function info(...args) { writeLines(als.getStore(), 'stdout', format(...args) + '\n'); };
+console.debug = function debug(...args) { writeLines(als.getStore(), 'stdout', format(...args) + '\n'); };
+console.warn = function warn(...args) { writeLines(als.getStore(), 'stderr', format(...args) + '\n'); };
+console.error = function error(...args) { writeLines(als.getStore(), 'stderr', format(...args) + '\n'); };
+console.trace = function trace(...args) {
+  const err = { name: 'Trace', message: format(...args) };
+  Error.captureStackTrace(err, trace);
+  writeLines(als.getStore(), 'stderr', err.stack + '\n');
+};
+
+// ---------------------------------------------------------------------------
+// Responses the platform writes.
+
+const FAILED = 'FUNCTION_INVOCATION_FAILED';
+const NO_RESPONSE = 'NO_RESPONSE_FROM_FUNCTION';
+
+function started(res) {
+  return res.headersSent || res.writableEnded || res.destroyed;
+}
+
+// respondError answers with status and x-shoal-error: code, dropping any
+// header the user set but did not send.
+function respondError(res, status, code) {
+  try {
+    for (const name of res.getHeaderNames()) res.removeHeader(name);
+    res.writeHead(status, { 'x-shoal-error': code, 'content-length': '0' });
+    res.end();
+  } catch {
+    res.destroy();
+  }
+}
+
+// fail handles an error that ended an invocation: the handler threw or its
+// promise rejected.
+function fail(inv, err) {
+  writeLines(inv, 'stderr', describe(err) + '\n');
+  const res = inv.res;
+  if (!started(res)) respondError(res, 500, FAILED);
+  else if (!res.writableEnded) res.destroy();
+}
+
+process.on('unhandledRejection', (reason) => {
+  writeLines(als.getStore(), 'stderr', 'Unhandled Rejection: ' + describe(reason) + '\n');
+});
+
+process.on('uncaughtException', (err) => {
+  const inv = als.getStore();
+  writeLines(inv, 'stderr', 'Uncaught Exception: ' + describe(err) + '\n');
+  if (inv instanceof Invocation && !started(inv.res)) respondError(inv.res, 500, FAILED);
+});
+
+// ---------------------------------------------------------------------------
+// Node style: handler(req, res).
+
+function afterNodeHandler(inv) {
+  setImmediate(checkResponded, inv);
+}
+
+function checkResponded(inv) {
+  if (!started(inv.res)) respondError(inv.res, 502, NO_RESPONSE);
+}
+
+function serveNode(handler, inv, req, res) {
+  try {
+    const ret = handler(req, res);
+    if (ret !== null && (typeof ret === 'object' || typeof ret === 'function') &&
+        typeof ret.then === 'function') {
+      ret.then(() => afterNodeHandler(inv), (err) => fail(inv, err));
+    }
+  } catch (err) {
+    fail(inv, err);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Web style: target.fetch(request, ctx) -> Response.
+
+const waiting = new Set(); // ctx.waitUntil promises that have not settled
+
+function waitUntil(inv, promise) {
+  const p = Promise.resolve(promise).then(undefined, (err) => {
+    writeLines(inv, 'stderr', 'waitUntil: ' + describe(err) + '\n');
+  });
+  waiting.add(p);
+  p.then(() => waiting.delete(p));
+}
+
+function onWebClose(inv) {
+  if (inv.res.writableFinished) return;
+  inv.ac.abort();
+  const reader = inv.reader;
+  if (reader !== undefined) reader.cancel().catch(() => {});
+}
+
+function toRequest(req, signal) {
+  const raw = req.rawHeaders;
+  const headers = new Headers();
+  let host = '';
+  for (let i = 0; i < raw.length; i += 2) {
+    const k = raw[i];
+    const v = raw[i + 1];
+    if (host === '' && k.length === 4 && k.toLowerCase() === 'host') host = v;
+    headers.append(k, v);
+  }
+  const target = req.url;
+  const url = target.charCodeAt(0) === 47 /* / */ ? 'http://' + (host || 'localhost') + target : target;
+  const method = req.method;
+  const init = { method, headers, signal };
+  if (method !== 'GET' && method !== 'HEAD') {
+    init.body = Readable.toWeb(req);
+    init.duplex = 'half';
+  }
+  return new Request(url, init);
+}
+
+function isResponse(r) {
+  if (r instanceof Response) return true;
+  // A Response from a bundled fetch polyfill is accepted by its shape.
+  return r !== null && typeof r === 'object' && typeof r.status === 'number' &&
+    r.headers !== null && typeof r.headers === 'object' && typeof r.headers.forEach === 'function';
+}
+
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'set-cookie']);
+
+function drained(res) {
+  return new Promise((resolve) => {
+    const done = () => {
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.on('drain', done);
+    res.on('close', done);
+  });
+}
+
+async function writeBody(inv, reader) {
+  const res = inv.res;
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      if (res.destroyed) {
+        reader.cancel().catch(() => {});
+        return;
+      }
+      if (!res.write(value)) await drained(res);
+    }
+    if (!res.destroyed) res.end();
+  } catch (err) {
+    writeLines(inv, 'stderr', 'Response body: ' + describe(err) + '\n');
+    reader.cancel(err).catch(() => {});
+    res.destroy();
+  }
+}
+
+function sendResponse(inv, r) {
+  const res = inv.res;
+  if (res.destroyed) {
+    // The client went away; let the body's source know.
+    if (isResponse(r) && r.body) r.body.cancel().catch(() => {});
+    return;
+  }
+  if (!isResponse(r)) {
+    writeLines(inv, 'stderr', 'fetch did not return a Response: ' + describe(r) + '\n');
+    respondError(res, 502, NO_RESPONSE);
+    return;
+  }
+  try {
+    const list = [];
+    r.headers.forEach((v, k) => {
+      if (!HOP_BY_HOP.has(k)) list.push(k, v);
+    });
+    if (typeof r.headers.getSetCookie === 'function') {
+      for (const c of r.headers.getSetCookie()) list.push('set-cookie', c);
+    } else {
+      const c = r.headers.get('set-cookie');
+      if (c) list.push('set-cookie', c);
+    }
+    res.writeHead(r.status, r.statusText || undefined, list);
+  } catch (err) {
+    if (r.body) r.body.cancel().catch(() => {});
+    fail(inv, err);
+    return;
+  }
+  const body = r.body;
+  const status = r.status;
+  if (body === null || body === undefined) {
+    res.end();
+  } else if (inv.req.method === 'HEAD' || status === 204 || status === 304) {
+    body.cancel().catch(() => {});
+    res.end();
+  } else {
+    const reader = body.getReader();
+    inv.reader = reader;
+    writeBody(inv, reader);
+  }
+}
+
+function serveWeb(target, inv, req, res) {
+  try {
+    const ac = new AbortController();
+    inv.ac = ac;
+    res.once('close', () => onWebClose(inv));
+    const request = toRequest(req, ac.signal);
+    const ctx = { waitUntil: (p) => waitUntil(inv, p) };
+    const ret = target.fetch(request, ctx);
+    if (ret !== null && typeof ret === 'object' && typeof ret.then === 'function') {
+      ret.then((r) => sendResponse(inv, r), (err) => fail(inv, err));
+    } else {
+      sendResponse(inv, ret);
+    }
+  } catch (err) {
+    fail(inv, err);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Startup.
+
+function invocationID(raw) {
+  for (let i = 0; i < raw.length; i += 2) {
+    const k = raw[i];
+    if (k.length === 10 && (k === 'X-Shoal-Id' || k === 'x-shoal-id' || k.toLowerCase() === 'x-shoal-id')) {
+      return raw[i + 1];
+    }
+  }
+  return '';
+}
+
+function pickHandler(mod) {
+  let h = mod.default;
+  for (let depth = 0; depth < 8; depth++) {
+    if (h === null || typeof h !== 'object' || typeof h.fetch === 'function' || !('default' in h)) break;
+    h = h.default;
+  }
+  if (h === undefined && typeof mod.fetch === 'function') h = mod;
+  if (typeof h === 'function') return { node: h, web: null };
+  if (h !== null && typeof h === 'object' && typeof h.fetch === 'function') return { node: null, web: h };
+  const what = h === null ? 'null' : typeof h === 'object' ? 'an object without a fetch method' : typeof h;
+  throw new Error(
+    'the bundle exports ' + what + ' as its default; export a function (req, res) or an object with a fetch(request) method');
+}
+
+// syntaxErrorWhere returns node's own report (file:line, the line and a caret)
+// for a syntax error in the bundle, which the SyntaxError that import() throws
+// does not carry in Node 20. It runs only on this failure path.
+function syntaxErrorWhere(err) {
+  if (!(err instanceof SyntaxError)) return '';
+  try {
+    const r = spawnSync(process.execPath, ['--check', bundlePath], { encoding: 'utf8', timeout: 5000 });
+    if (r.status === 0 || typeof r.stderr !== 'string') return '';
+    return r.stderr.replace(/\n+Node\.js v[^\n]*\n*$/, '').trim();
+  } catch {
+    return '';
+  }
+}
+
+if (!socketPath || !bundlePath) {
+  fatal('usage: node bootstrap.mjs SOCKET_PATH BUNDLE_PATH');
+}
+
+let mod;
+try {
+  mod = await import(pathToFileURL(path.resolve(bundlePath)).href);
+} catch (err) {
+  fatal('load ' + bundlePath + ': ' + (syntaxErrorWhere(err) || describe(err)));
+}
+
+let picked;
+try {
+  picked = pickHandler(mod);
+} catch (err) {
+  fatal(err.message);
+}
+
+const { node: nodeHandler, web: webTarget } = picked;
+
+const server = http.createServer({
+  requestTimeout: 0,
+  headersTimeout: 0,
+  keepAlive: true,
+  maxHeaderSize: 65536,
+  requireHostHeader: false,
+}, webTarget === null
+  ? (req, res) => {
+    const inv = new Invocation(invocationID(req.rawHeaders), req, res);
+    als.enterWith(inv);
+    serveNode(nodeHandler, inv, req, res);
+  }
+  : (req, res) => {
+    const inv = new Invocation(invocationID(req.rawHeaders), req, res);
+    als.enterWith(inv);
+    serveWeb(webTarget, inv, req, res);
+  });
+server.keepAliveTimeout = 10 * 60 * 1000;
+server.timeout = 0;
+
+server.on('error', (err) => fatal('listen ' + socketPath + ': ' + describe(err)));
+
+try {
+  if (fs.lstatSync(socketPath).isSocket()) fs.unlinkSync(socketPath);
+} catch {
+  // nothing there
+}
+
+server.listen(socketPath, () => writeControl('{"type":"ready"}\n'));

@@ -1,0 +1,379 @@
+package runtime
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/shoal-dev/shoal/internal/runtime/bootstrap"
+)
+
+// Platform error codes the runtime answers with, in the x-shoal-error
+// header of a response that carries no body of its own.
+const (
+	CodeTimeout = "FUNCTION_INVOCATION_TIMEOUT"
+	CodeFailed  = "FUNCTION_INVOCATION_FAILED"
+
+	// ErrorHeader names the header that marks a platform error response.
+	ErrorHeader = "x-shoal-error"
+	// IDHeader carries the invocation id.
+	IDHeader = "x-shoal-id"
+)
+
+// Config says what the supervisor runs.
+type Config struct {
+	// Node is the node binary; "" means "node" from PATH.
+	Node string
+	// Bundle is the deployment's bundled entry (index.mjs). Required.
+	Bundle string
+	// Dir is a scratch folder for the socket and the bootstrap. Required;
+	// a short path, since a unix socket path is limited to 107 bytes.
+	Dir string
+	// MaxDuration bounds each invocation. Required.
+	MaxDuration time.Duration
+	// MemoryMB sizes node's heap; 0 leaves node's default.
+	MemoryMB int
+	// Env is node's environment; nil means an empty one.
+	Env []string
+	// Logs receives one JSON log record per line (see Record). Required.
+	Logs io.Writer
+	// StartTimeout bounds node's start to ready; 0 means 30 s.
+	StartTimeout time.Duration
+}
+
+// Record is one log line as the runtime writes it to Config.Logs.
+type Record struct {
+	Type   string `json:"type"` // always "log"
+	ID     string `json:"id"`   // invocation id; "" outside an invocation
+	Stream string `json:"stream"`
+	Msg    string `json:"msg"`
+	TS     int64  `json:"ts"` // unix milliseconds
+}
+
+// Supervisor runs one node process and proxies invocations to it.
+type Supervisor struct {
+	// immutable
+	cfg   Config
+	cmd   *exec.Cmd
+	proxy *httputil.ReverseProxy
+	logs  *lockedWriter
+
+	exited  chan struct{} // closed by the wait goroutine when node exited
+	exitErr error         // set before exited is closed
+
+	inflight sync.WaitGroup
+	readers  sync.WaitGroup // log pipe readers
+}
+
+var errTimeout = errors.New("invocation timed out")
+
+// Start starts node and returns once the bootstrap reported ready, or with
+// the error it reported (a bundle that throws at import, no usable export).
+func Start(ctx context.Context, cfg Config) (*Supervisor, error) {
+	if cfg.Bundle == "" || cfg.Dir == "" || cfg.MaxDuration <= 0 || cfg.Logs == nil {
+		panic("runtime.Start: Bundle, Dir, MaxDuration and Logs are required")
+	}
+	if cfg.Node == "" {
+		cfg.Node = "node"
+	}
+	if cfg.StartTimeout == 0 {
+		cfg.StartTimeout = 30 * time.Second
+	}
+	bootPath, err := bootstrap.Write(cfg.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("write bootstrap: %w", err)
+	}
+	sock := filepath.Join(cfg.Dir, "node.sock")
+	os.Remove(sock)
+
+	args := []string{"--enable-source-maps"}
+	if cfg.MemoryMB > 0 {
+		args = append(args, "--max-old-space-size="+strconv.Itoa(cfg.MemoryMB*3/4))
+	}
+	args = append(args, bootPath, sock, cfg.Bundle)
+	cmd := exec.Command(cfg.Node, args...)
+	cmd.Dir = filepath.Dir(cfg.Bundle)
+	cmd.Env = cfg.Env
+	if cmd.Env == nil {
+		cmd.Env = []string{}
+	}
+	// node dies with its supervisor, whatever kills the supervisor.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+
+	ctrlR, ctrlW, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("control pipe: %w", err)
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		ctrlR.Close()
+		ctrlW.Close()
+		return nil, fmt.Errorf("stdout pipe: %w", err)
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		ctrlR.Close()
+		ctrlW.Close()
+		outR.Close()
+		outW.Close()
+		return nil, fmt.Errorf("stderr pipe: %w", err)
+	}
+	cmd.ExtraFiles = []*os.File{ctrlW}
+	cmd.Stdout = outW
+	cmd.Stderr = errW
+	if err := cmd.Start(); err != nil {
+		for _, f := range []*os.File{ctrlR, ctrlW, outR, outW, errR, errW} {
+			f.Close()
+		}
+		return nil, fmt.Errorf("start node: %w", err)
+	}
+	ctrlW.Close()
+	outW.Close()
+	errW.Close()
+
+	s := &Supervisor{
+		cfg:    cfg,
+		cmd:    cmd,
+		logs:   &lockedWriter{w: cfg.Logs},
+		exited: make(chan struct{}),
+	}
+	s.proxy = newProxy(sock, s.proxyError)
+
+	ready := make(chan error, 1)
+	s.readers.Add(3)
+	go func() { defer s.readers.Done(); s.readControl(ctrlR, ready) }()
+	go func() { defer s.readers.Done(); s.readRaw(outR, "stdout") }()
+	go func() { defer s.readers.Done(); s.readRaw(errR, "stderr") }()
+	go func() {
+		err := cmd.Wait()
+		s.readers.Wait()
+		s.exitErr = err
+		close(s.exited)
+	}()
+
+	timer := time.NewTimer(cfg.StartTimeout)
+	defer timer.Stop()
+	select {
+	case err := <-ready:
+		if err == nil {
+			return s, nil
+		}
+		s.Close()
+		return nil, err
+	case <-s.exited:
+		// The control reader saw EOF before ready: node died at start.
+		select {
+		case err := <-ready:
+			if err != nil {
+				return nil, err
+			}
+		default:
+		}
+		return nil, fmt.Errorf("node exited before ready: %v", s.exitErr)
+	case <-timer.C:
+		s.Close()
+		return nil, fmt.Errorf("node not ready after %s", cfg.StartTimeout)
+	case <-ctx.Done():
+		s.Close()
+		return nil, ctx.Err()
+	}
+}
+
+// StartError is the error node's bootstrap reported at start.
+type StartError struct{ Msg string }
+
+func (e *StartError) Error() string { return e.Msg }
+
+func (s *Supervisor) readControl(r io.ReadCloser, ready chan<- error) {
+	defer r.Close()
+	br := bufio.NewReaderSize(r, 64<<10)
+	readySent := false
+	for {
+		line, err := readLine(br)
+		if len(line) > 0 {
+			switch {
+			case bytes.HasPrefix(line, []byte(`{"type":"log"`)):
+				s.logs.writeLine(line)
+			case bytes.HasPrefix(line, []byte(`{"type":"ready"`)):
+				if !readySent {
+					readySent = true
+					ready <- nil
+				}
+			default:
+				var m struct{ Type, Msg string }
+				if json.Unmarshal(line, &m) == nil && m.Type == "error" {
+					s.System("", m.Msg)
+					if !readySent {
+						readySent = true
+						ready <- &StartError{Msg: m.Msg}
+					}
+				}
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// readRaw turns what node writes outside the bootstrap's logging (native
+// crash output, child processes) into untagged records.
+func (s *Supervisor) readRaw(r io.ReadCloser, stream string) {
+	defer r.Close()
+	br := bufio.NewReaderSize(r, 64<<10)
+	for {
+		line, err := readLine(br)
+		if len(line) > 0 || err == nil {
+			s.write(Record{Type: "log", Stream: stream, Msg: string(line), TS: time.Now().UnixMilli()})
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// maxLine bounds one log line; longer lines are cut.
+const maxLine = 256 << 10
+
+// readLine returns the next line without its newline, cut at maxLine.
+func readLine(br *bufio.Reader) ([]byte, error) {
+	var line []byte
+	for {
+		chunk, err := br.ReadSlice('\n')
+		if len(line)+len(chunk) <= maxLine {
+			line = append(line, chunk...)
+		}
+		if err == bufio.ErrBufferFull {
+			continue
+		}
+		line = bytes.TrimSuffix(line, []byte("\n"))
+		return line, err
+	}
+}
+
+// System writes a record of the platform's own, for invocation id.
+func (s *Supervisor) System(id, msg string) {
+	s.write(Record{Type: "log", ID: id, Stream: "system", Msg: msg, TS: time.Now().UnixMilli()})
+}
+
+func (s *Supervisor) write(r Record) {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return
+	}
+	s.logs.writeLine(b)
+}
+
+// ServeHTTP passes one invocation to node and bounds it by MaxDuration.
+func (s *Supervisor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.inflight.Add(1)
+	defer s.inflight.Done()
+	ctx, cancel := context.WithTimeoutCause(r.Context(), s.cfg.MaxDuration, errTimeout)
+	defer cancel()
+	defer func() {
+		if context.Cause(ctx) == errTimeout {
+			s.System(r.Header.Get(IDHeader), fmt.Sprintf("invocation timed out after %s (maxDuration)", s.cfg.MaxDuration))
+		}
+	}()
+	s.proxy.ServeHTTP(w, r.WithContext(ctx))
+}
+
+func (s *Supervisor) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	switch {
+	case context.Cause(r.Context()) == errTimeout:
+		w.Header().Set(ErrorHeader, CodeTimeout)
+		w.WriteHeader(http.StatusGatewayTimeout)
+	case r.Context().Err() != nil:
+		// The invoker went away; nobody reads this.
+		w.WriteHeader(http.StatusBadGateway)
+	default:
+		s.System(r.Header.Get(IDHeader), "invocation failed: "+err.Error())
+		w.Header().Set(ErrorHeader, CodeFailed)
+		w.WriteHeader(http.StatusInternalServerError)
+	}
+}
+
+// Exited is closed when node has exited.
+func (s *Supervisor) Exited() <-chan struct{} { return s.exited }
+
+// ExitErr is node's exit status; valid after Exited is closed.
+func (s *Supervisor) ExitErr() error { return s.exitErr }
+
+// WaitIdle waits until no invocation is in flight or ctx is done.
+func (s *Supervisor) WaitIdle(ctx context.Context) {
+	done := make(chan struct{})
+	go func() { s.inflight.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+}
+
+// Close kills node and waits for it to exit. It is safe to call twice.
+func (s *Supervisor) Close() error {
+	select {
+	case <-s.exited:
+		return nil
+	default:
+	}
+	s.cmd.Process.Kill()
+	<-s.exited
+	return nil
+}
+
+func newProxy(sock string, onError func(http.ResponseWriter, *http.Request, error)) *httputil.ReverseProxy {
+	transport := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		},
+		MaxIdleConns:        0,
+		MaxIdleConnsPerHost: 4096,
+		IdleConnTimeout:     5 * time.Minute,
+		DisableCompression:  true,
+	}
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.URL.Scheme = "http"
+			pr.Out.URL.Host = "node"
+			pr.Out.Host = pr.In.Host
+		},
+		Transport:     transport,
+		FlushInterval: -1,
+		BufferPool:    bufferPool{},
+		ErrorHandler:  onError,
+	}
+}
+
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) writeLine(b []byte) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	// One write per line keeps lines whole on a pipe shared with others.
+	l.w.Write(append(b, '\n'))
+}
+
+type bufferPool struct{}
+
+var buffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (bufferPool) Get() []byte  { return *(buffers.Get().(*[]byte)) }
+func (bufferPool) Put(b []byte) { buffers.Put(&b) }

@@ -1,0 +1,168 @@
+package server
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+
+	"github.com/shoal-dev/shoal/internal/adminapi"
+	"github.com/shoal-dev/shoal/internal/api"
+	"github.com/shoal-dev/shoal/internal/archive"
+	"github.com/shoal-dev/shoal/internal/build"
+	"github.com/shoal-dev/shoal/internal/invoker"
+	"github.com/shoal-dev/shoal/internal/model"
+	"github.com/shoal-dev/shoal/internal/observe"
+	"github.com/shoal-dev/shoal/internal/store"
+)
+
+// maxProjectBytes bounds an unpacked project folder.
+const maxProjectBytes = 1 << 30
+
+// control carries out what the control API asks.
+type control struct {
+	// immutable
+	store   *store.Store
+	inv     *invoker.Invoker
+	logs    *observe.Logs
+	dataDir string
+	baseURL string
+	log     *slog.Logger
+}
+
+func (c *control) projectURL(name string) string { return c.baseURL + "/" + name + "/" }
+
+func (c *control) bundlePath(id string) string {
+	return filepath.Join(c.dataDir, "deployments", id, build.BundleFile)
+}
+
+// restore puts every project's current deployment back in service.
+func (c *control) restore(ctx context.Context) error {
+	ps, err := c.store.Projects(ctx)
+	if err != nil {
+		return fmt.Errorf("restore projects: %w", err)
+	}
+	for _, p := range ps {
+		d, err := c.store.Deployment(ctx, p.Current)
+		if err != nil {
+			return fmt.Errorf("restore project %s: %w", p.Name, err)
+		}
+		c.inv.Deploy(c.invokerDeployment(d))
+	}
+	return nil
+}
+
+func (c *control) invokerDeployment(d store.Deployment) invoker.Deployment {
+	return invoker.Deployment{ID: d.ID, Project: d.Project, Bundle: c.bundlePath(d.ID), Config: d.Config}
+}
+
+// Deploy unpacks, builds and puts in service one project upload.
+func (c *control) Deploy(ctx context.Context, project string, upload io.Reader) (api.Deployment, error) {
+	if err := model.ValidateProjectName(project); err != nil {
+		return api.Deployment{}, fmt.Errorf("%w: %v", adminapi.ErrBadRequest, err)
+	}
+	work, err := os.MkdirTemp(filepath.Join(c.dataDir, "tmp"), "deploy-")
+	if err != nil {
+		return api.Deployment{}, err
+	}
+	defer os.RemoveAll(work)
+	src, out := filepath.Join(work, "src"), filepath.Join(work, "out")
+	if err := os.Mkdir(src, 0o755); err != nil {
+		return api.Deployment{}, err
+	}
+	if err := archive.Unpack(upload, src, maxProjectBytes); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) || ctx.Err() != nil {
+			return api.Deployment{}, err
+		}
+		return api.Deployment{}, fmt.Errorf("%w: %v", adminapi.ErrBadRequest, err)
+	}
+	res, err := build.Build(ctx, src, out)
+	if err != nil {
+		var be *build.Error
+		if errors.As(err, &be) {
+			return api.Deployment{}, &adminapi.BuildError{Msg: "build failed: " + err.Error()}
+		}
+		return api.Deployment{}, fmt.Errorf("build %s: %w", project, err)
+	}
+	sum := sha256.Sum256([]byte(project + "\x00" + res.Digest))
+	id := "d-" + hex.EncodeToString(sum[:6])
+	final := filepath.Join(c.dataDir, "deployments", id)
+	if _, err := os.Stat(final); errors.Is(err, os.ErrNotExist) {
+		if err := os.Rename(out, final); err != nil {
+			return api.Deployment{}, fmt.Errorf("store bundle: %w", err)
+		}
+	}
+	d := store.Deployment{ID: id, Project: project, Config: res.Config}
+	if err := c.store.Deploy(ctx, d); err != nil {
+		return api.Deployment{}, err
+	}
+	c.inv.Deploy(c.invokerDeployment(d))
+	c.log.Info("deployed", "project", project, "deployment", id, "entry", res.Entry)
+	return api.Deployment{ID: id, Project: project, URL: c.projectURL(project), Entry: res.Entry}, nil
+}
+
+// DeployDir deploys a folder on this machine, named after the folder.
+func (c *control) DeployDir(ctx context.Context, dir string) (api.Deployment, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return api.Deployment{}, err
+	}
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(archive.Pack(abs, pw)) }()
+	defer pr.Close()
+	return c.Deploy(ctx, filepath.Base(abs), pr)
+}
+
+// Projects lists the projects.
+func (c *control) Projects(ctx context.Context) ([]api.Project, error) {
+	ps, err := c.store.Projects(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.Project, len(ps))
+	for i, p := range ps {
+		out[i] = api.Project{Name: p.Name, Deployment: p.Current, URL: c.projectURL(p.Name), UpdatedAt: p.UpdatedAt}
+	}
+	return out, nil
+}
+
+// Remove takes a project out of service and deletes it.
+func (c *control) Remove(ctx context.Context, project string) error {
+	if err := c.store.DeleteProject(ctx, project); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("project %q: %w", project, adminapi.ErrNotFound)
+		}
+		return err
+	}
+	c.inv.Remove(project)
+	return nil
+}
+
+// Logs reads the project's stored log lines.
+func (c *control) Logs(ctx context.Context, project string, after int64, limit int, wait bool) ([]api.LogLine, error) {
+	if _, err := c.store.Project(ctx, project); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, fmt.Errorf("project %q: %w", project, adminapi.ErrNotFound)
+		}
+		return nil, err
+	}
+	lines, err := c.logs.Read(ctx, project, after, limit, wait)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.LogLine, len(lines))
+	for i, l := range lines {
+		out[i] = api.LogLine{ID: l.ID, Time: l.Time, Deployment: l.Deployment, Instance: l.Instance,
+			Invocation: l.Invocation, Stream: l.Stream, Message: l.Message}
+	}
+	return out, nil
+}
+
+var _ adminapi.Control = (*control)(nil)

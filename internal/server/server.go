@@ -1,0 +1,260 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/shoal-dev/shoal/internal/adminapi"
+	"github.com/shoal-dev/shoal/internal/credentials"
+	"github.com/shoal-dev/shoal/internal/gateway"
+	"github.com/shoal-dev/shoal/internal/invoker"
+	"github.com/shoal-dev/shoal/internal/observe"
+	"github.com/shoal-dev/shoal/internal/runtime"
+	"github.com/shoal-dev/shoal/internal/sandbox"
+	"github.com/shoal-dev/shoal/internal/store"
+	"github.com/shoal-dev/shoal/internal/tunnel"
+)
+
+// Config is everything `shoal serve` can be told.
+type Config struct {
+	// Listen is the client and control API address; "" means 127.0.0.1:3000.
+	Listen string
+	// DataDir holds the store, the token and the deployments; "" means .shoal.
+	DataDir string
+	// TunnelListen is where instances dial back; "" means 127.0.0.1:0.
+	TunnelListen string
+	// Exe is the shoal binary started as each instance's runtime; "" means
+	// this process's executable.
+	Exe string
+	// Node is the node binary; "" means "node" from PATH.
+	Node string
+	// KeepAlive is how long an idle instance stays started; 0 means 5 min.
+	KeepAlive time.Duration
+	// MaxBodyBytes bounds a request body; 0 means 4.5 MB.
+	MaxBodyBytes int64
+	// QueueSize, QueueTimeout and MaxInstances bound each deployment's
+	// queue and instances; 0 means the invoker's defaults.
+	QueueSize    int
+	QueueTimeout time.Duration
+	MaxInstances int
+	// ShutdownTimeout bounds how long in-flight invocations may run on
+	// after a stop was asked; 0 means 30 s.
+	ShutdownTimeout time.Duration
+	// Deploy lists project folders to deploy once serving.
+	Deploy []string
+}
+
+// Run serves until ctx is done, then stops taking requests, lets in-flight
+// invocations finish (bounded by ShutdownTimeout) and stops every instance.
+// It writes the URL it serves on to stdout once it is ready.
+func Run(ctx context.Context, cfg Config, stdout io.Writer, log *slog.Logger) (err error) {
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:3000"
+	}
+	if cfg.DataDir == "" {
+		cfg.DataDir = ".shoal"
+	}
+	if cfg.TunnelListen == "" {
+		cfg.TunnelListen = "127.0.0.1:0"
+	}
+	if cfg.ShutdownTimeout == 0 {
+		cfg.ShutdownTimeout = 30 * time.Second
+	}
+	if cfg.Exe == "" {
+		if cfg.Exe, err = os.Executable(); err != nil {
+			return fmt.Errorf("find own binary: %w", err)
+		}
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	dataDir, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	for _, d := range []string{dataDir, filepath.Join(dataDir, "deployments"), filepath.Join(dataDir, "tmp")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return fmt.Errorf("data folder: %w", err)
+		}
+	}
+	st, err := store.Open(ctx, filepath.Join(dataDir, "shoal.db"))
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	token, err := loadToken(dataDir)
+	if err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	defer ln.Close()
+	baseURL := urlOf(ln.Addr())
+	if err := credentials.Save(token, baseURL, strings.Replace(baseURL, "127.0.0.1", "localhost", 1)); err != nil {
+		log.Warn("could not record the token for the CLI", "err", err)
+	}
+
+	tl, err := tunnel.Listen(cfg.TunnelListen, log)
+	if err != nil {
+		return err
+	}
+	logs := observe.NewLogs(st, log)
+	sb := sandbox.New(sandbox.Config{Exe: cfg.Exe, Node: cfg.Node, Logs: collect(logs)})
+	inv := invoker.New(invoker.Config{
+		QueueSize:    cfg.QueueSize,
+		QueueTimeout: cfg.QueueTimeout,
+		KeepAlive:    cfg.KeepAlive,
+		MaxInstances: cfg.MaxInstances,
+	}, starter{sb}, tl, log)
+
+	ctl := &control{store: st, inv: inv, logs: logs, dataDir: dataDir, baseURL: baseURL, log: log}
+	if err := ctl.restore(ctx); err != nil {
+		inv.Close()
+		return err
+	}
+	gw := gateway.New(gateway.Config{MaxBodyBytes: cfg.MaxBodyBytes}, inv, adminapi.New(token, ctl, log), log)
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	srv := &http.Server{
+		Handler:           gw,
+		ReadHeaderTimeout: 30 * time.Second,
+		Protocols:         &protocols,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+
+	// Background parts, each stopped by cancelling bg and waited for.
+	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	run := func(f func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(bg); err != nil {
+				log.Error("background part stopped", "err", err)
+			}
+		}()
+	}
+	run(tl.Run)
+	run(func(ctx context.Context) error {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		return inv.Run(ctx, t.C)
+	})
+	run(func(ctx context.Context) error {
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		return logs.Run(ctx, t.C)
+	})
+	defer func() {
+		stopBG()
+		wg.Wait()
+	}()
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+
+	for _, dir := range cfg.Deploy {
+		d, err := ctl.DeployDir(ctx, dir)
+		if err != nil {
+			srv.Close()
+			return fmt.Errorf("deploy %s: %w", dir, err)
+		}
+		fmt.Fprintf(stdout, "deployed %s: %s\n", d.Project, d.URL)
+	}
+	fmt.Fprintf(stdout, "shoal serving on %s\n", baseURL)
+
+	select {
+	case err := <-serveErr:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: finishing in-flight invocations", "timeout", cfg.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		srv.Close()
+	}
+	return nil
+}
+
+// urlOf is the URL clients on this machine use for addr.
+func urlOf(addr net.Addr) string {
+	ta, ok := addr.(*net.TCPAddr)
+	if !ok {
+		return "http://" + addr.String()
+	}
+	host := ta.IP.String()
+	if ta.IP.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, fmt.Sprint(ta.Port))
+}
+
+// loadToken reads the control API token from the data folder, creating it
+// on first start.
+func loadToken(dataDir string) (string, error) {
+	path := filepath.Join(dataDir, "token")
+	b, err := os.ReadFile(path)
+	if err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		return strings.TrimSpace(string(b)), nil
+	}
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("read token: %w", err)
+	}
+	raw := make([]byte, 32)
+	rand.Read(raw)
+	token := hex.EncodeToString(raw)
+	if err := os.WriteFile(path, []byte(token+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write token: %w", err)
+	}
+	return token, nil
+}
+
+// starter adapts the sandbox to the invoker.
+type starter struct{ sb *sandbox.Sandbox }
+
+func (s starter) Start(ctx context.Context, l invoker.Launch) (invoker.Process, error) {
+	return s.sb.Start(ctx, sandbox.Spec{
+		ID:          l.Instance,
+		Project:     l.Deployment.Project,
+		Deployment:  l.Deployment.ID,
+		Bundle:      l.Deployment.Bundle,
+		MaxDuration: l.Deployment.Config.MaxDuration,
+		MemoryMB:    l.Deployment.Config.MemoryMB,
+		TunnelAddr:  l.TunnelAddr,
+		Token:       l.Token,
+	})
+}
+
+// collect turns what a runtime writes into stored log lines.
+func collect(logs *observe.Logs) func(s *sandbox.Spec, stream string, line []byte) {
+	return func(s *sandbox.Spec, stream string, line []byte) {
+		l := store.LogLine{Project: s.Project, Deployment: s.Deployment, Instance: s.ID}
+		var rec runtime.Record
+		if stream == "stdout" && json.Unmarshal(line, &rec) == nil && rec.Type == "log" {
+			l.Time = time.UnixMilli(rec.TS).UTC()
+			l.Invocation, l.Stream, l.Message = rec.ID, rec.Stream, rec.Msg
+		} else {
+			l.Time = time.Now().UTC()
+			l.Stream, l.Message = "system", string(line)
+		}
+		logs.Add(l)
+	}
+}

@@ -1,0 +1,304 @@
+// Package testutil helps tests run the real thing: it builds the shoal
+// binary once, starts `shoal serve` on a loopback port with its own data
+// and config folders, deploys project folders written by the test, and
+// finds the instance processes serve started. Only _test.go files import it.
+package testutil
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// Binary builds the shoal binary once per test process and returns its path.
+func Binary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "shoal-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "shoal")
+		_, file, _, _ := runtime.Caller(0)
+		root := filepath.Join(filepath.Dir(file), "..", "..")
+		args := []string{"build", "-o", binPath}
+		if raceEnabled {
+			args = append(args, "-race")
+		}
+		cmd := exec.Command("go", append(args, "./cmd/shoal")...)
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// WriteProject writes files (slash paths to contents) into a new folder
+// named name and returns the folder.
+func WriteProject(t testing.TB, name string, files map[string]string) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), name)
+	for p, body := range files {
+		full := filepath.Join(dir, filepath.FromSlash(p))
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(full, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// Serve is a running `shoal serve`.
+type Serve struct {
+	URL     string
+	DataDir string
+	// Env is the environment the CLI needs to reach this serve (its config
+	// folder, where serve recorded the token).
+	Env []string
+
+	t      testing.TB
+	cmd    *exec.Cmd
+	out    *syncBuffer
+	exited chan struct{}
+}
+
+// ServeOptions configures StartServe.
+type ServeOptions struct {
+	// DataDir reuses a data folder; "" makes a new one.
+	DataDir string
+	// ConfigHome reuses a config folder; "" makes a new one.
+	ConfigHome string
+	// Args are more serve flags.
+	Args []string
+}
+
+// StartServe starts serve on a free loopback port and waits until it
+// serves. It is stopped (SIGTERM, then SIGKILL) when the test ends, and the
+// test fails if any instance process outlives it.
+func StartServe(t testing.TB, opt ServeOptions) *Serve {
+	t.Helper()
+	bin := Binary(t)
+	if opt.DataDir == "" {
+		opt.DataDir = filepath.Join(t.TempDir(), "data")
+	}
+	if opt.ConfigHome == "" {
+		opt.ConfigHome = filepath.Join(t.TempDir(), "config")
+	}
+	args := append([]string{"serve", "--listen", "127.0.0.1:0", "--data", opt.DataDir}, opt.Args...)
+	cmd := exec.Command(bin, args...)
+	env := []string{"XDG_CONFIG_HOME=" + opt.ConfigHome, "HOME=" + opt.ConfigHome}
+	cmd.Env = append(os.Environ(), env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	out := &syncBuffer{}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	s := &Serve{DataDir: opt.DataDir, Env: env, t: t, cmd: cmd, out: out, exited: make(chan struct{})}
+	urlCh := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			line := sc.Text()
+			out.Write([]byte(line + "\n"))
+			if u, ok := strings.CutPrefix(line, "shoal serving on "); ok {
+				urlCh <- u
+			}
+		}
+	}()
+	go func() { cmd.Wait(); close(s.exited) }()
+	t.Cleanup(func() { s.Stop(); s.checkNoInstances() })
+	select {
+	case s.URL = <-urlCh:
+	case <-s.exited:
+		t.Fatalf("serve exited before serving:\n%s", out.String())
+	case <-time.After(60 * time.Second):
+		t.Fatalf("serve not ready after 60 s:\n%s", out.String())
+	}
+	return s
+}
+
+// Output is what serve wrote so far.
+func (s *Serve) Output() string { return s.out.String() }
+
+// Signal sends sig to serve alone.
+func (s *Serve) Signal(sig syscall.Signal) { s.cmd.Process.Signal(sig) }
+
+// Exited is closed when serve has exited.
+func (s *Serve) Exited() <-chan struct{} { return s.exited }
+
+// Stop stops serve with SIGTERM and waits, killing it after 30 s.
+func (s *Serve) Stop() {
+	select {
+	case <-s.exited:
+		return
+	default:
+	}
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.exited:
+	case <-time.After(30 * time.Second):
+		s.t.Errorf("serve did not stop within 30 s of SIGTERM; killing it")
+		syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+		<-s.exited
+	}
+}
+
+// checkNoInstances fails the test if an instance of this serve outlived it.
+func (s *Serve) checkNoInstances() {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		pids := InstancePids(s.DataDir)
+		if len(pids) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			s.t.Errorf("instance processes outlived serve: %v", pids)
+			for _, p := range pids {
+				syscall.Kill(p, syscall.SIGKILL)
+			}
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// CLI runs the shoal binary with args against this serve and returns its
+// stdout, stderr and error.
+func (s *Serve) CLI(ctx context.Context, args ...string) (string, string, error) {
+	cmd := exec.CommandContext(ctx, Binary(s.t), args...)
+	cmd.Env = append(append(os.Environ(), s.Env...), "SHOAL_URL="+s.URL)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	return stdout.String(), stderr.String(), err
+}
+
+// Deploy deploys dir with the CLI and fails the test if that fails.
+func (s *Serve) Deploy(dir string, args ...string) string {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out, errOut, err := s.CLI(ctx, append([]string{"deploy", dir}, args...)...)
+	if err != nil {
+		s.t.Fatalf("shoal deploy %s: %v\n%s", dir, err, errOut)
+	}
+	return strings.TrimSpace(out)
+}
+
+// Get fetches url and returns the status, body and response.
+func Get(t testing.TB, url string) (int, string, *http.Response) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), resp
+}
+
+// InstancePids returns the pids of runtime and node processes whose command
+// line names dataDir (every instance's bundle lives in it).
+func InstancePids(dataDir string) []int {
+	abs, _ := filepath.Abs(dataDir)
+	var pids []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		if bytes.Contains(b, []byte(abs+"/deployments/")) && !isZombie(pid) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// RuntimePids returns the pids of the `shoal runtime` processes of dataDir.
+func RuntimePids(dataDir string) []int {
+	var out []int
+	for _, pid := range InstancePids(dataDir) {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if bytes.Contains(b, []byte("\x00runtime\x00")) {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+var stateRE = regexp.MustCompile(`\) (\S) `)
+
+func isZombie(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	m := stateRE.FindSubmatch(b)
+	return m != nil && string(m[1]) == "Z"
+}
+
+// Eventually polls cond every 20 ms until it holds or timeout passes.
+func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not true after %s", what, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

@@ -1,0 +1,286 @@
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+func startListener(t *testing.T) *Listener {
+	t.Helper()
+	l, err := Listen("127.0.0.1:0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return l
+}
+
+// serveInstance dials l as id and serves h on the tunnel until the test ends.
+func serveInstance(t *testing.T, l *Listener, id, token string, h http.Handler) <-chan struct{} {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	c, err := Dial(ctx, l.Addr().String(), id, token)
+	if err != nil {
+		cancel()
+		t.Fatalf("Dial: %v", err)
+	}
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		Serve(ctx, c, h)
+	}()
+	t.Cleanup(func() { cancel(); <-served })
+	return served
+}
+
+func TestTunnel_RoundTrip(t *testing.T) {
+	l := startListener(t)
+	p := l.Expect("inst-1")
+	serveInstance(t, l, "inst-1", p.Token(), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		w.Header().Set("x-got", r.URL.Path)
+		w.Write(append([]byte("echo:"), body...))
+	}))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := p.Wait(ctx)
+	if err != nil {
+		t.Fatalf("Wait: %v", err)
+	}
+	defer conn.Close()
+	if got, want := conn.ID(), "inst-1"; got != want {
+		t.Errorf("ID() = %q, want %q", got, want)
+	}
+	req, _ := http.NewRequest("POST", "http://instance/a/b", strings.NewReader("hello"))
+	resp, err := conn.RoundTrip(req)
+	if err != nil {
+		t.Fatalf("RoundTrip: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if got, want := string(body), "echo:hello"; got != want {
+		t.Errorf("body = %q, want %q", got, want)
+	}
+	if got, want := resp.Header.Get("x-got"), "/a/b"; got != want {
+		t.Errorf("path = %q, want %q", got, want)
+	}
+}
+
+func TestTunnel_BadConnectionsAreDropped(t *testing.T) {
+	l := startListener(t)
+	p := l.Expect("good")
+	tests := []struct {
+		name  string
+		hello string
+	}{
+		{"garbage", "GET / HTTP/1.1\r\nHost: x\r\n\r\n"},
+		{"wrong_token", "SHOAL-TUNNEL/1 good wrongtoken\n"},
+		{"unknown_id", "SHOAL-TUNNEL/1 other " + p.Token() + "\n"},
+		{"too_long", "SHOAL-TUNNEL/1 good " + strings.Repeat("a", 300) + "\n"},
+		{"no_newline_then_close", "SHOAL-TUNNEL/1 good " + p.Token()},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := net.Dial("tcp", l.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.Write([]byte(tt.hello))
+			if tt.name == "no_newline_then_close" {
+				c.(*net.TCPConn).CloseWrite()
+			}
+			c.SetReadDeadline(time.Now().Add(HandshakeTimeout + 2*time.Second))
+			n, err := c.Read(make([]byte, 16))
+			if n != 0 || err == nil {
+				t.Errorf("read = %d, %v; want the connection closed with no answer", n, err)
+			}
+		})
+	}
+	// The good instance still gets in after all that.
+	serveInstance(t, l, "good", p.Token(), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := p.Wait(ctx)
+	if err != nil {
+		t.Fatalf("Wait after bad connections: %v", err)
+	}
+	conn.Close()
+}
+
+func TestTunnel_TokenIsOneTime(t *testing.T) {
+	l := startListener(t)
+	p := l.Expect("once")
+	serveInstance(t, l, "once", p.Token(), http.NotFoundHandler())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := p.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := Dial(ctx, l.Addr().String(), "once", p.Token()); err == nil {
+		t.Fatal("second Dial with the same token succeeded, want refused")
+	}
+}
+
+func TestTunnel_SlowHandshakeDoesNotBlockOthers(t *testing.T) {
+	l := startListener(t)
+	slow, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	slow.Write([]byte("SHOAL-TUN")) // and never more
+	p := l.Expect("fast")
+	serveInstance(t, l, "fast", p.Token(), http.NotFoundHandler())
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	conn, err := p.Wait(ctx)
+	if err != nil {
+		t.Fatalf("Wait while another handshake hangs: %v", err)
+	}
+	conn.Close()
+}
+
+func TestTunnel_CancelResetsStream(t *testing.T) {
+	l := startListener(t)
+	p := l.Expect("c")
+	cancelled := make(chan struct{})
+	started := make(chan struct{})
+	serveInstance(t, l, "c", p.Token(), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(200)
+		w.(http.Flusher).Flush()
+		close(started)
+		<-r.Context().Done()
+		close(cancelled)
+	}))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := p.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	rctx, rcancel := context.WithCancel(ctx)
+	req, _ := http.NewRequestWithContext(rctx, "GET", "http://instance/", nil)
+	resp, err := conn.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	<-started
+	rcancel()
+	select {
+	case <-cancelled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("handler context not cancelled after the invoker cancelled the request")
+	}
+}
+
+func TestTunnel_DoneWhenInstanceGoes(t *testing.T) {
+	l := startListener(t)
+	p := l.Expect("d")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := Dial(ctx, l.Addr().String(), "d", p.Token())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sctx, scancel := context.WithCancel(ctx)
+	served := make(chan struct{})
+	go func() { defer close(served); Serve(sctx, c, http.NotFoundHandler()) }()
+	conn, err := p.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if !conn.Usable() {
+		t.Fatal("Usable() = false on a fresh connection")
+	}
+	scancel()
+	<-served
+	select {
+	case <-conn.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("Done not closed after the instance went away")
+	}
+	if conn.Usable() {
+		t.Error("Usable() = true after the instance went away")
+	}
+}
+
+func TestPending_WaitAfterClose(t *testing.T) {
+	l, err := Listen("127.0.0.1:0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := l.Expect("x")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	cancel()
+	<-done
+	if _, err := p.Wait(context.Background()); !errors.Is(err, ErrClosed) {
+		t.Errorf("Wait after close = %v, want ErrClosed", err)
+	}
+}
+
+func TestParseHello(t *testing.T) {
+	tests := []struct {
+		name, line, id, token string
+		ok                    bool
+	}{
+		{"valid", "SHOAL-TUNNEL/1 abc-1 tok_EN\n", "abc-1", "tok_EN", true},
+		{"no_newline", "SHOAL-TUNNEL/1 abc tok", "", "", false},
+		{"wrong_version", "SHOAL-TUNNEL/2 abc tok\n", "", "", false},
+		{"three_words", "SHOAL-TUNNEL/1 a b c\n", "", "", false},
+		{"empty_id", "SHOAL-TUNNEL/1  tok\n", "", "", false},
+		{"bad_char", "SHOAL-TUNNEL/1 a/b tok\n", "", "", false},
+		{"crlf", "SHOAL-TUNNEL/1 a tok\r\n", "", "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			id, token, err := parseHello([]byte(tt.line))
+			if got := err == nil; got != tt.ok {
+				t.Fatalf("parseHello(%q) err = %v, want ok=%v", tt.line, err, tt.ok)
+			}
+			if id != tt.id || token != tt.token {
+				t.Errorf("parseHello(%q) = %q, %q, want %q, %q", tt.line, id, token, tt.id, tt.token)
+			}
+		})
+	}
+}
+
+func FuzzParseHello(f *testing.F) {
+	f.Add([]byte("SHOAL-TUNNEL/1 abc tok\n"))
+	f.Add([]byte("SHOAL-TUNNEL/1 \n"))
+	f.Add([]byte("\x00\xff"))
+	f.Fuzz(func(t *testing.T, line []byte) {
+		id, token, err := parseHello(line)
+		if err != nil {
+			return
+		}
+		again, err := formatHello(id, token)
+		if err != nil {
+			t.Fatalf("parsed %q but cannot format it back: %v", line, err)
+		}
+		if string(again) != string(line) {
+			t.Fatalf("round trip %q -> %q", line, again)
+		}
+	})
+}
