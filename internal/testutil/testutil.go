@@ -194,11 +194,17 @@ func (s *Serve) checkNoInstances() {
 	}
 }
 
+// CLICommand returns the shoal binary with args, set to reach this serve.
+func (s *Serve) CLICommand(ctx context.Context, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, Binary(s.t), args...)
+	cmd.Env = append(append(os.Environ(), s.Env...), "SHOAL_URL="+s.URL)
+	return cmd
+}
+
 // CLI runs the shoal binary with args against this serve and returns its
 // stdout, stderr and error.
 func (s *Serve) CLI(ctx context.Context, args ...string) (string, string, error) {
-	cmd := exec.CommandContext(ctx, Binary(s.t), args...)
-	cmd.Env = append(append(os.Environ(), s.Env...), "SHOAL_URL="+s.URL)
+	cmd := s.CLICommand(ctx, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
