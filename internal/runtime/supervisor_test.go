@@ -1,0 +1,182 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// logBuffer collects what the supervisor writes to Config.Logs.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// start runs a supervisor on a bundle whose source is src.
+func start(t *testing.T, src string, maxDuration time.Duration) (*Supervisor, *logBuffer, error) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "shoal-rt-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	bundle := filepath.Join(dir, "index.mjs")
+	if err := os.WriteFile(bundle, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	logs := &logBuffer{}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := Start(ctx, Config{Bundle: bundle, Dir: dir, MaxDuration: maxDuration, Logs: logs, Env: []string{"PATH=" + os.Getenv("PATH")}})
+	if err == nil {
+		t.Cleanup(func() { s.Close() })
+	}
+	return s, logs, err
+}
+
+func invoke(s *Supervisor, path, id string) *http.Response {
+	req := httptest.NewRequest("GET", "http://fn"+path, nil)
+	req.Header.Set(IDHeader, id)
+	w := httptest.NewRecorder()
+	s.ServeHTTP(w, req)
+	return w.Result()
+}
+
+const handler = `
+export default async function (req, res) {
+  if (req.url === '/hang') return new Promise(() => {});
+  if (req.url === '/exit') { setTimeout(() => process.exit(3), 50); return new Promise(() => {}); }
+  console.log('served ' + req.headers['x-shoal-id']);
+  res.end('ok');
+}
+`
+
+func TestSupervisor_Serves(t *testing.T) {
+	s, logs, err := start(t, handler, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp := invoke(s, "/", "inv1")
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || string(body) != "ok" {
+		t.Fatalf("got %d %q, want 200 ok", resp.StatusCode, body)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(logs.String(), `"id":"inv1","stream":"stdout","msg":"served inv1"`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("log record for inv1 not written; logs:\n%s", logs)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestSupervisor_Timeout(t *testing.T) {
+	s, logs, err := start(t, handler, 300*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	begin := time.Now()
+	resp := invoke(s, "/hang", "slow")
+	if got, want := resp.StatusCode, http.StatusGatewayTimeout; got != want {
+		t.Errorf("status = %d, want %d", got, want)
+	}
+	if got := resp.Header.Get(ErrorHeader); got != CodeTimeout {
+		t.Errorf("%s = %q, want %q", ErrorHeader, got, CodeTimeout)
+	}
+	if took := time.Since(begin); took < 300*time.Millisecond || took > 5*time.Second {
+		t.Errorf("timed out after %s, want about 300 ms", took)
+	}
+	if !strings.Contains(logs.String(), `"id":"slow","stream":"system"`) {
+		t.Errorf("no system log record for the timeout; logs:\n%s", logs)
+	}
+	// The process still serves.
+	if resp := invoke(s, "/", "after"); resp.StatusCode != 200 {
+		t.Errorf("after a timeout: status %d, want 200", resp.StatusCode)
+	}
+}
+
+func TestSupervisor_NodeExitFailsInFlight(t *testing.T) {
+	s, _, err := start(t, handler, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp := invoke(s, "/exit", "dies")
+	if got, want := resp.StatusCode, http.StatusInternalServerError; got != want {
+		t.Errorf("status = %d, want %d", got, want)
+	}
+	if got := resp.Header.Get(ErrorHeader); got != CodeFailed {
+		t.Errorf("%s = %q, want %q", ErrorHeader, got, CodeFailed)
+	}
+	select {
+	case <-s.Exited():
+	case <-time.After(5 * time.Second):
+		t.Fatal("Exited not closed after node exited")
+	}
+	if s.ExitErr() == nil {
+		t.Error("ExitErr() = nil, want exit status 3")
+	}
+}
+
+func TestSupervisor_StartErrors(t *testing.T) {
+	tests := []struct {
+		name, src, want string
+	}{
+		{"throws_at_import", "throw new Error('boom at load')", "boom at load"},
+		{"no_usable_export", "export default 42", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, _, err := start(t, tt.src, time.Second)
+			var se *StartError
+			if !errors.As(err, &se) {
+				t.Fatalf("Start error = %v, want a *StartError", err)
+			}
+			if !strings.Contains(se.Msg, tt.want) {
+				t.Errorf("StartError %q does not mention %q", se.Msg, tt.want)
+			}
+		})
+	}
+}
+
+func TestSupervisor_CloseTwice(t *testing.T) {
+	s, _, err := start(t, handler, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s.Close()
+	select {
+	case <-s.Exited():
+	default:
+		t.Error("Exited not closed after Close")
+	}
+}
+
+func TestStart_PanicsWithoutRequiredConfig(t *testing.T) {
+	defer func() {
+		if recover() == nil {
+			t.Error("Start with an empty Config did not panic")
+		}
+	}()
+	Start(context.Background(), Config{})
+}
