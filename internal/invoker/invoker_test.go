@@ -1,0 +1,359 @@
+package invoker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/shoal-dev/shoal/internal/model"
+	"github.com/shoal-dev/shoal/internal/tunnel"
+)
+
+// goStarter starts in-process instances: a goroutine that dials the tunnel
+// like the runtime does and serves handler. It stands in for the sandbox at
+// the process boundary only; the tunnel and the invoker are real.
+type goStarter struct {
+	handler http.Handler
+	fail    atomic.Bool // Start fails while set
+
+	mu      sync.Mutex
+	started []*goProcess
+}
+
+type goProcess struct {
+	id     string
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func (p *goProcess) Done() <-chan struct{} { return p.done }
+
+func (p *goProcess) Stop(ctx context.Context) error {
+	p.cancel()
+	<-p.done
+	return nil
+}
+
+func (s *goStarter) Start(ctx context.Context, l Launch) (Process, error) {
+	if s.fail.Load() {
+		return nil, errors.New("no room for node")
+	}
+	pctx, cancel := context.WithCancel(context.Background())
+	p := &goProcess{id: l.Instance, cancel: cancel, done: make(chan struct{})}
+	c, err := tunnel.Dial(ctx, l.TunnelAddr, l.Instance, l.Token)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	go func() {
+		defer close(p.done)
+		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("x-instance", l.Instance)
+			s.handler.ServeHTTP(w, r)
+		})
+		tunnel.Serve(pctx, c, h)
+	}()
+	s.mu.Lock()
+	s.started = append(s.started, p)
+	s.mu.Unlock()
+	return p, nil
+}
+
+func (s *goStarter) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.started)
+}
+
+func newInvoker(t *testing.T, cfg Config, h http.Handler) (*Invoker, *goStarter) {
+	t.Helper()
+	before := runtime.NumGoroutine()
+	ln, err := tunnel.Listen("127.0.0.1:0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	lnDone := make(chan error, 1)
+	go func() { lnDone <- ln.Run(ctx) }()
+	st := &goStarter{handler: h}
+	inv := New(cfg, st, ln, nil)
+	t.Cleanup(func() {
+		inv.Close()
+		cancel()
+		<-lnDone
+		// Every goroutine the invoker started is gone after Close.
+		for deadline := time.Now().Add(5 * time.Second); runtime.NumGoroutine() > before; {
+			if time.Now().After(deadline) {
+				buf := make([]byte, 1<<16)
+				t.Errorf("goroutines: %d before, %d after Close\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+	return inv, st
+}
+
+func deployment(id string, maxConc int) Deployment {
+	cfg := model.DefaultFunctionConfig()
+	cfg.MaxConcurrency = maxConc
+	return Deployment{ID: id, Project: "app", Config: cfg}
+}
+
+// gate holds invocations until released.
+type gate struct {
+	entered chan string
+	release chan struct{}
+}
+
+func newGate() *gate { return &gate{entered: make(chan string, 100), release: make(chan struct{})} }
+
+func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	g.entered <- r.URL.Path
+	select {
+	case <-g.release:
+	case <-r.Context().Done():
+	}
+	io.WriteString(w, "done")
+}
+
+func call(inv *Invoker, path string) (string, error) {
+	req, _ := http.NewRequest("GET", "http://app"+path, nil)
+	resp, err := inv.Invoke("app", req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	io.ReadAll(resp.Body)
+	return resp.Header.Get("x-instance"), nil
+}
+
+func TestInvoker_PacksOntoOneInstance(t *testing.T) {
+	g := newGate()
+	inv, st := newInvoker(t, Config{}, g)
+	inv.Deploy(deployment("d1", 10))
+	errCh := make(chan error, 10)
+	instances := make(chan string, 10)
+	for i := range 10 {
+		go func() {
+			in, err := call(inv, fmt.Sprint("/", i))
+			errCh <- err
+			instances <- in
+		}()
+	}
+	for range 10 {
+		<-g.entered
+	}
+	close(g.release)
+	seen := map[string]bool{}
+	for range 10 {
+		if err := <-errCh; err != nil {
+			t.Error(err)
+		}
+		seen[<-instances] = true
+	}
+	if len(seen) != 1 || st.count() != 1 {
+		t.Errorf("10 invocations at max 10 used %d instances (%d started), want 1", len(seen), st.count())
+	}
+}
+
+func TestInvoker_ScalesOutPastTheLimit(t *testing.T) {
+	g := newGate()
+	inv, st := newInvoker(t, Config{}, g)
+	inv.Deploy(deployment("d1", 2))
+	errCh := make(chan error, 5)
+	for i := range 5 {
+		go func() { _, err := call(inv, fmt.Sprint("/", i)); errCh <- err }()
+	}
+	for range 5 {
+		<-g.entered
+	}
+	if got, want := st.count(), 3; got != want {
+		t.Errorf("5 invocations at max 2 started %d instances, want %d", got, want)
+	}
+	close(g.release)
+	for range 5 {
+		if err := <-errCh; err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+func TestInvoker_Throttles(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+	}{
+		{"queue_full", Config{QueueSize: 1, MaxInstances: 1, QueueTimeout: time.Minute}},
+		{"queue_timeout", Config{QueueSize: 10, MaxInstances: 1, QueueTimeout: 100 * time.Millisecond}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := newGate()
+			inv, _ := newInvoker(t, tt.cfg, g)
+			inv.Deploy(deployment("d1", 1))
+			held := make(chan error, 2)
+			go func() { _, err := call(inv, "/held"); held <- err }()
+			<-g.entered
+			queued := make(chan error, 1)
+			if tt.name == "queue_full" {
+				go func() { _, err := call(inv, "/queued"); queued <- err }()
+				// Wait until it is in the queue.
+				for deadline := time.Now().Add(5 * time.Second); inv.Stats()[0].Waiting != 1; {
+					if time.Now().After(deadline) {
+						t.Fatal("second invocation never queued")
+					}
+					time.Sleep(5 * time.Millisecond)
+				}
+			}
+			_, err := call(inv, "/throttled")
+			if !errors.Is(err, ErrThrottled) {
+				t.Errorf("err = %v, want ErrThrottled", err)
+			}
+			close(g.release)
+			if err := <-held; err != nil {
+				t.Errorf("held invocation: %v", err)
+			}
+			if tt.name == "queue_full" {
+				if err := <-queued; err != nil {
+					t.Errorf("queued invocation: %v", err)
+				}
+			}
+		})
+	}
+}
+
+func TestInvoker_StartFailureFailsWaiters(t *testing.T) {
+	inv, st := newInvoker(t, Config{QueueTimeout: time.Minute}, newGate())
+	st.fail.Store(true)
+	inv.Deploy(deployment("d1", 10))
+	begin := time.Now()
+	_, err := call(inv, "/")
+	if !errors.Is(err, ErrStartFailed) {
+		t.Errorf("err = %v, want ErrStartFailed", err)
+	}
+	if took := time.Since(begin); took > 10*time.Second {
+		t.Errorf("failed after %s, want without waiting for the queue timeout", took)
+	}
+}
+
+func TestInvoker_NotFound(t *testing.T) {
+	inv, _ := newInvoker(t, Config{}, newGate())
+	if _, err := call(inv, "/"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("err = %v, want ErrNotFound", err)
+	}
+	inv.Deploy(deployment("d1", 1))
+	inv.Remove("app")
+	if _, err := call(inv, "/"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("after Remove: err = %v, want ErrNotFound", err)
+	}
+}
+
+func TestInvoker_LostInstanceIsReplaced(t *testing.T) {
+	inv, st := newInvoker(t, Config{}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	inv.Deploy(deployment("d1", 10))
+	first, err := call(inv, "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The instance goes away on its own (as when node exits).
+	st.mu.Lock()
+	p := st.started[0]
+	st.mu.Unlock()
+	p.cancel()
+	<-p.done
+	second, err := call(inv, "/")
+	if err != nil {
+		t.Fatalf("invocation after the instance died: %v", err)
+	}
+	if second == first {
+		t.Errorf("served by the dead instance %s", first)
+	}
+}
+
+func TestInvoker_ReapKeepsMinAndStopsIdle(t *testing.T) {
+	inv, st := newInvoker(t, Config{KeepAlive: time.Minute}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	d := deployment("d1", 1)
+	d.Config.MinInstances = 1
+	inv.Deploy(d)
+	waitFor(t, "minInstances started", func() bool { s := inv.Stats(); return len(s) == 1 && s[0].Ready == 1 })
+	// A burst of two at max 1 adds a second instance.
+	errCh := make(chan error, 2)
+	for range 2 {
+		go func() { _, err := call(inv, "/"); errCh <- err }()
+	}
+	for range 2 {
+		if err := <-errCh; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st.count() < 2 {
+		t.Fatalf("%d instances started, want 2", st.count())
+	}
+	now := time.Now()
+	inv.reap(now)
+	if got := inv.Stats()[0].Ready; got != 2 {
+		t.Errorf("within keep-alive: %d ready, want 2", got)
+	}
+	inv.reap(now.Add(2 * time.Minute))
+	if got := inv.Stats()[0].Ready; got != 1 {
+		t.Errorf("after keep-alive: %d ready, want minInstances 1", got)
+	}
+}
+
+func TestInvoker_OldDeploymentDrains(t *testing.T) {
+	g := newGate()
+	inv, _ := newInvoker(t, Config{}, g)
+	inv.Deploy(deployment("d1", 10))
+	held := make(chan error, 1)
+	go func() { _, err := call(inv, "/old"); held <- err }()
+	<-g.entered
+	inv.Deploy(deployment("d2", 10))
+	close(g.release)
+	if err := <-held; err != nil {
+		t.Errorf("in-flight invocation of the old deployment: %v", err)
+	}
+	waitFor(t, "old deployment's instance stopped", func() bool {
+		for _, s := range inv.Stats() {
+			if s.Deployment == "d1" && s.Ready > 0 {
+				return false
+			}
+		}
+		return true
+	})
+	inv.reap(time.Now())
+	for _, s := range inv.Stats() {
+		if s.Deployment == "d1" {
+			t.Errorf("old deployment still tracked: %+v", s)
+		}
+	}
+}
+
+func TestPool_ReleaseTwicePanics(t *testing.T) {
+	p := &pool{}
+	in := &instance{inflight: 0, gone: true}
+	defer func() {
+		if r := recover(); r == nil || !strings.Contains(fmt.Sprint(r), "twice") {
+			t.Errorf("recover() = %v, want a panic about releasing twice", r)
+		}
+	}()
+	p.release(in)
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not true after 10 s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
