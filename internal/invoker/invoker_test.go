@@ -270,6 +270,7 @@ func TestInvoker_LostInstanceIsReplaced(t *testing.T) {
 	st.mu.Unlock()
 	p.cancel()
 	<-p.done
+	waitFor(t, "dead instance out of the pool", func() bool { return inv.Stats()[0].Ready == 0 })
 	second, err := call(inv, "/")
 	if err != nil {
 		t.Fatalf("invocation after the instance died: %v", err)
