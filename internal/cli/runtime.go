@@ -55,13 +55,10 @@ until the tunnel or node goes away. serve starts this; users do not.`,
 			tctx, cancel := context.WithCancel(ctx)
 			defer cancel()
 			go func() {
+				// When node exits the instance is gone: Serve refuses new
+				// invocations and lets the failed ones send their errors.
 				select {
 				case <-sup.Exited():
-					// Let the invocations that node's exit failed send their
-					// error responses, then leave.
-					wctx, wcancel := context.WithTimeout(tctx, 2*time.Second)
-					sup.WaitIdle(wctx)
-					wcancel()
 					cancel()
 				case <-tctx.Done():
 				}

@@ -111,6 +111,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, inv))
 	r.URL.Path = path
 	r.URL.RawPath = ""
+	// The function may answer while the body still streams in; without
+	// full duplex net/http would discard the unread body when the
+	// response starts.
+	http.NewResponseController(w).EnableFullDuplex()
 	g.proxy.ServeHTTP(w, r)
 }
 

@@ -40,7 +40,9 @@ func TestRoute(t *testing.T) {
 // invokerFunc is an Invoker made of a function.
 type invokerFunc func(project string, r *http.Request) (*http.Response, error)
 
-func (f invokerFunc) Invoke(project string, r *http.Request) (*http.Response, error) { return f(project, r) }
+func (f invokerFunc) Invoke(project string, r *http.Request) (*http.Response, error) {
+	return f(project, r)
+}
 
 func TestGateway_Errors(t *testing.T) {
 	tests := []struct {
@@ -72,7 +74,9 @@ func TestGateway_Errors(t *testing.T) {
 			req.Header.Set("accept", "application/json")
 			w := httptest.NewRecorder()
 			g.ServeHTTP(w, req)
-			var body struct{ Error struct{ Code, Message, ID string } }
+			var body struct {
+				Error struct{ Code, Message, ID string }
+			}
 			if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil {
 				t.Fatalf("body %q: %v", w.Body, err)
 			}

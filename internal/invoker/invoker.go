@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+
+	"golang.org/x/net/http2"
 	"time"
 
 	"github.com/shoal-dev/shoal/internal/model"
@@ -204,11 +206,42 @@ func (inv *Invoker) Invoke(project string, req *http.Request) (*http.Response, e
 		resp, err := in.conn.RoundTrip(req)
 		if err != nil {
 			p.release(in)
+			var se http2.StreamError
+			if attempt == 0 && errors.As(err, &se) && se.Code == http2.ErrCodeRefusedStream && !hasBody(req) {
+				// The instance is going away and refused the stream
+				// unprocessed.
+				p.lost(in)
+				continue
+			}
 			return nil, fmt.Errorf("invoke %s on %s: %w", p.dep.ID, in.id, err)
+		}
+		if resp.Header.Get(ErrorHeader) == CodeInstanceGone {
+			resp.Body.Close()
+			p.release(in)
+			p.lost(in)
+			if attempt == 0 && !hasBody(req) {
+				continue
+			}
+			return nil, fmt.Errorf("invoke %s on %s: %w", p.dep.ID, in.id, errInstanceGone)
 		}
 		resp.Body = &slotBody{ReadCloser: resp.Body, release: func() { p.release(in) }}
 		return resp, nil
 	}
+}
+
+// The runtime's answer to an invocation that reached no user code because
+// node had exited (see internal/tunnel/PROTOCOL.md).
+const (
+	ErrorHeader      = "x-shoal-error"
+	CodeInstanceGone = "INSTANCE_GONE"
+)
+
+var errInstanceGone = errors.New("instance gone before the invocation reached it")
+
+// hasBody reports whether req has a body, which the tunnel may have read
+// and which cannot be sent a second time.
+func hasBody(req *http.Request) bool {
+	return req.Body != nil && req.Body != http.NoBody
 }
 
 // slotBody frees its invocation's slot when the response body is closed.

@@ -27,6 +27,10 @@ import (
 const (
 	CodeTimeout = "FUNCTION_INVOCATION_TIMEOUT"
 	CodeFailed  = "FUNCTION_INVOCATION_FAILED"
+	// CodeInstanceGone answers an invocation that arrived after node
+	// exited: it reached no user code, so the invoker places it again.
+	// Clients never see it.
+	CodeInstanceGone = "INSTANCE_GONE"
 
 	// ErrorHeader names the header that marks a platform error response.
 	ErrorHeader = "x-shoal-error"
@@ -282,6 +286,13 @@ func (s *Supervisor) write(r Record) {
 func (s *Supervisor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.inflight.Add(1)
 	defer s.inflight.Done()
+	select {
+	case <-s.exited:
+		w.Header().Set(ErrorHeader, CodeInstanceGone)
+		w.WriteHeader(http.StatusServiceUnavailable)
+		return
+	default:
+	}
 	ctx, cancel := context.WithTimeoutCause(r.Context(), s.cfg.MaxDuration, errTimeout)
 	defer cancel()
 	defer func() {
@@ -299,12 +310,23 @@ func (s *Supervisor) proxyError(w http.ResponseWriter, r *http.Request, err erro
 		w.WriteHeader(http.StatusGatewayTimeout)
 	case r.Context().Err() != nil:
 		// The invoker went away; nobody reads this.
+		w.Header().Set(ErrorHeader, CodeFailed)
 		w.WriteHeader(http.StatusBadGateway)
+	case isDialError(err):
+		// node's socket is gone: nothing reached user code.
+		w.Header().Set(ErrorHeader, CodeInstanceGone)
+		w.WriteHeader(http.StatusServiceUnavailable)
 	default:
 		s.System(r.Header.Get(IDHeader), "invocation failed: "+err.Error())
 		w.Header().Set(ErrorHeader, CodeFailed)
 		w.WriteHeader(http.StatusInternalServerError)
 	}
+}
+
+// isDialError reports whether err is a failure to connect to node.
+func isDialError(err error) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "dial"
 }
 
 // Exited is closed when node has exited.
@@ -351,6 +373,20 @@ func newProxy(sock string, onError func(http.ResponseWriter, *http.Request, erro
 			pr.Out.URL.Scheme = "http"
 			pr.Out.URL.Host = "node"
 			pr.Out.Host = pr.In.Host
+			// The gateway set these; Rewrite drops them by default.
+			for _, h := range []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+				if v := pr.In.Header[h]; v != nil {
+					pr.Out.Header[h] = v
+				}
+			}
+			if pr.Out.Body == nil || pr.Out.Body == http.NoBody {
+				// net/http replays a bodiless GET on a fresh connection when
+				// a reused one breaks after the request was written: that
+				// would run user code twice. A body that is not NoBody makes
+				// the request not replayable; an empty one sends nothing.
+				pr.Out.Body = emptyBody{}
+				pr.Out.ContentLength = 0
+			}
 		},
 		Transport:     transport,
 		FlushInterval: -1,
@@ -358,6 +394,13 @@ func newProxy(sock string, onError func(http.ResponseWriter, *http.Request, erro
 		ErrorHandler:  onError,
 	}
 }
+
+// emptyBody is an empty request body that net/http does not treat as
+// replayable.
+type emptyBody struct{}
+
+func (emptyBody) Read([]byte) (int, error) { return 0, io.EOF }
+func (emptyBody) Close() error             { return nil }
 
 type lockedWriter struct {
 	mu sync.Mutex

@@ -48,16 +48,46 @@ func (r *oneByteReader) Read(p []byte) (int, error) {
 	return r.c.Read(p)
 }
 
+// DrainTimeout bounds how long Serve lets the invocations in flight finish
+// after its context is done.
+const DrainTimeout = 10 * time.Second
+
 // Serve answers invocations arriving on the dialed connection c with h
 // until the connection closes or ctx is done. Each request's context is
-// cancelled when the invoker resets its stream.
+// cancelled when the invoker resets its stream. When ctx is done, Serve
+// sends GOAWAY, so the invoker starts nothing new here and streams it sent
+// meanwhile are refused (REFUSED_STREAM: never processed, safe to place
+// elsewhere), lets the streams in flight finish for up to DrainTimeout,
+// and closes the connection.
 func Serve(ctx context.Context, c net.Conn, h http.Handler) {
+	hs := &http.Server{Handler: h}
 	srv := &http2.Server{
 		MaxConcurrentStreams: 10000,
 		// Idle instances are the invoker's to stop, not the link's.
 		IdleTimeout: 0,
 	}
-	stop := context.AfterFunc(ctx, func() { c.Close() })
-	defer stop()
-	srv.ServeConn(c, &http2.ServeConnOpts{Context: ctx, Handler: h})
+	if err := http2.ConfigureServer(hs, srv); err != nil {
+		panic("tunnel: configure http2 server: " + err.Error())
+	}
+	served := make(chan struct{})
+	go func() {
+		select {
+		case <-served:
+			return
+		case <-ctx.Done():
+		}
+		// Shutdown has no listener to wait for; it only starts the
+		// graceful GOAWAY on every connection served with hs.
+		hs.Shutdown(context.Background())
+		t := time.NewTimer(DrainTimeout)
+		defer t.Stop()
+		select {
+		case <-served:
+		case <-t.C:
+			c.Close()
+		}
+	}()
+	srv.ServeConn(c, &http2.ServeConnOpts{Context: context.WithoutCancel(ctx), BaseConfig: hs, Handler: h})
+	close(served)
+	c.Close()
 }

@@ -1,86 +1,100 @@
 // shoal bootstrap: loads one user bundle into this node process and serves many
-// concurrent invocations of it over HTTP/1.1 on a unix socket.
+// concurrent invocations of it over HTTP/1.1 on a unix socket. Node 20+, node
+// built-ins only. Embedded in the shoal binary (internal/runtime/bootstrap).
 //
 // Contract with the Go supervisor (internal/runtime). Keep it exactly; the Go
-// side and the tests in bootstrap_test.go depend on every line of it.
+// side and bootstrap_test.go depend on it.
 //
 //   Start:  node --enable-source-maps BOOTSTRAP_PATH SOCKET_PATH BUNDLE_PATH
 //           cwd = the bundle's folder. fd 3 is a pipe to the runtime (the
-//           "control pipe"); stdout and stderr are pipes too and only carry what
-//           escapes the patched streams below (native writes, node's own fatal
-//           errors).
+//           "control pipe"). stdout and stderr are pipes too; they carry only
+//           what bypasses the patched streams below (fs.writeSync(1, ...),
+//           loggers that write to fd 1 directly, native code, node's own fatal
+//           errors), with no invocation id.
 //
 //   Load:   import(BUNDLE_PATH). The handler is the module's default export,
 //           unwrapped while it is an object without a `fetch` method that has a
 //           `default` property (CommonJS interop, `export default { default }`).
-//           If there is no default export but the module itself exports a
-//           `fetch` function, the module namespace is used.
-//             function              -> Node style: handler(req, res)
-//             object with fetch()   -> Web style: obj.fetch(request, ctx), which
-//                                      returns a Response or a promise of one
-//             anything else         -> control {"type":"error","msg":...}, exit 1
-//           A bundle that throws while loading (syntax error, top-level throw)
-//           -> control {"type":"error","msg":<stack>}, exit 1.
+//           If there is no default export but the module exports a `fetch`
+//           function, the module namespace is the handler.
+//             function             -> Node style: handler(req, res)
+//             object with fetch()  -> Web style: obj.fetch(request, ctx), called
+//                                     as a method; returns a Response or a
+//                                     promise of one
+//             anything else        -> control {"type":"error","msg":...}, exit 1
+//           A bundle that fails to load (syntax error, missing import, throw at
+//           top level) -> control {"type":"error","msg":"load <path>: <stack>"},
+//           exit 1. For a syntax error the message is node's own report with
+//           file:line and a caret (from `node --check`, run only then).
 //
-//   Serve:  an http.Server on the unix socket SOCKET_PATH (a stale socket file at
-//           that path is removed first; any other file there is an error).
-//           requestTimeout and headersTimeout are disabled (the runtime enforces
-//           deadlines), keepAliveTimeout is 10 minutes, maxHeaderSize is 64 KiB.
-//           When it listens: control {"type":"ready"}.
+//   Serve:  an http.Server on the unix socket SOCKET_PATH (a stale socket file
+//           there is removed first). requestTimeout and headersTimeout are off
+//           (the runtime enforces deadlines), keepAliveTimeout is 10 minutes,
+//           maxHeaderSize 64 KiB, no Host header needed. When it listens:
+//           control {"type":"ready"}. A listen error -> control error, exit 1.
 //
-//   Control pipe (fd 3): newline-delimited JSON, one fs.writeSync per batch, so
-//   records keep the order in which they were produced. Messages:
+//   Control pipe (fd 3): newline-delimited JSON, written with fs.writeSync, so
+//   in the order things happened, and node blocks while the pipe is full: the
+//   runtime must keep reading it. Messages:
 //     {"type":"ready"}
 //     {"type":"error","msg":"..."}
 //     {"type":"log","id":"<invocation id or empty>","stream":"stdout"|"stderr",
 //      "msg":"<one line, no trailing newline>","ts":<epoch ms>}
-//   If fd 3 is not open or its reader is gone (EBADF/EPIPE), the same lines go
-//   to stderr instead, so the bootstrap can also be run by hand.
+//   If fd 3 is not open or nobody reads it any more (EBADF/EPIPE), the same
+//   lines go to stderr instead, so the bootstrap also runs by hand.
 //
-//   Invocations: each request carries the header x-shoal-id (the invocation
-//   id). The header stays visible to user code (it is harmless, and removing it
-//   would cost a header copy per request). The handler runs inside an
-//   AsyncLocalStorage context holding the invocation; it is entered on the
-//   request's HTTP parser resource (AsyncLocalStorage.enterWith), so the Node
-//   style req/res events ('data', 'end', 'close', 'finish') see it too, not only
-//   the code that the handler call itself reaches.
+//   Invocations: each request carries the header x-shoal-id, the invocation
+//   id. It stays visible to user code (harmless; removing it would cost a
+//   header copy per request). Each request gets its own AsyncLocalStorage
+//   store; it is in effect for the handler and everything it starts, and also
+//   for the events node emits later on that request's req and res ('data',
+//   'end', 'close', 'finish'; see enter() below for how).
 //
-//   Logs: console.log/info/debug/warn/error/trace and process.stdout.write /
-//   process.stderr.write are replaced. Every line becomes one log record with
+//   Logs: console.log/info/debug/warn/error/trace (formatted with util.format,
+//   console.group indentation kept) and process.stdout.write /
+//   process.stderr.write are replaced. Each line becomes one log record with
 //   the id of the current invocation (empty outside one). One write with many
 //   lines gives one record per line; a trailing partial line is a record of its
-//   own (writes are never joined). console.log/info/debug and stdout go to
-//   "stdout"; console.warn/error/trace and stderr go to "stderr".
+//   own (writes are never joined, so a multi-byte character split across two
+//   Buffer writes is garbled); a trailing \r is dropped. console.log/info/debug
+//   and stdout -> "stdout"; console.warn/error/trace and stderr -> "stderr".
 //
-//   Errors (status, header x-shoal-error, empty body):
-//     handler throws, or its promise rejects, or the fetch promise rejects
-//       -> stderr record with the stack; if the response has not started:
-//          500 FUNCTION_INVOCATION_FAILED; if it has: the response is destroyed.
+//   Errors. The bootstrap's own responses have an empty body and the header
+//   x-shoal-error:
+//     The handler throws, its promise rejects, or fetch throws or rejects
+//       -> a stderr record with the stack; then if the response has not
+//          started: 500 FUNCTION_INVOCATION_FAILED (headers the user set are
+//          dropped), and if it has: the response is destroyed.
 //     Node style: the handler returned a thenable that resolved, and one
 //       setImmediate later the response has not started
-//       -> 502 NO_RESPONSE_FROM_FUNCTION. (A handler that returns a non-thenable
-//          may respond later, from a callback.)
-//     Web style: fetch produced something that is not a Response
-//       -> 502 NO_RESPONSE_FROM_FUNCTION.
-//     Web style: the Response body stream errors mid-way
-//       -> stderr record, the response is destroyed.
-//     'unhandledRejection' -> stderr record (id of the context the promise was
-//       rejected in, if any); the process keeps running.
-//     'uncaughtException' -> stderr record; if the context is an invocation
-//       whose response has not started: 500 FUNCTION_INVOCATION_FAILED for it;
-//       the process keeps running. (Node 20 keeps the AsyncLocalStorage store of
-//       the failing callback visible inside the handler: timers, immediates,
-//       nextTick, fs callbacks and event emitters all attribute correctly.)
-//     process.exit() from user code exits; the runtime deals with it.
+//       -> 502 NO_RESPONSE_FROM_FUNCTION. A handler that returns anything else
+//          may respond later, from a callback.
+//     Web style: fetch produced something that is not a Response (checked with
+//       instanceof, or by shape for a polyfill's Response)
+//       -> a stderr record, 502 NO_RESPONSE_FROM_FUNCTION.
+//     Web style: the Response's body stream errors mid-way
+//       -> a stderr record, the response is destroyed.
+//     'unhandledRejection' -> a stderr record "Unhandled Rejection: ...", with
+//       the id of the context the promise was rejected in; node keeps running.
+//     'uncaughtException' -> a stderr record "Uncaught Exception: ..."; if it
+//       was thrown in an invocation's context and that response has not
+//       started: 500 FUNCTION_INVOCATION_FAILED with `connection: close` (an
+//       exception thrown out of an HTTP parser callback breaks that
+//       connection's parser). A response already started is left alone. Node
+//       keeps running. Node 20 keeps the store of the failing callback visible
+//       in the handler (timers, immediates, nextTick, I/O callbacks, emitters).
+//     process.exit() from user code exits; the runtime deals with that.
 //
-//   Web style details: Request URL is http://<host header><req.url>; headers
-//   are copied from the raw headers; the body is Readable.toWeb(req) with
-//   duplex 'half' unless GET or HEAD; request.signal aborts when the client
-//   goes away (res 'close' before the response finished). ctx.waitUntil(p)
-//   keeps p referenced until it settles and logs its rejection. The Response's
-//   status, statusText and headers (every Set-Cookie kept apart) are written,
-//   then the body is written chunk by chunk as the stream yields it, honouring
-//   backpressure ('drain').
+//   Web style details: the Request's URL is http://<Host header><req.url>; its
+//   headers are the raw request headers; its body is Readable.toWeb(req) with
+//   duplex 'half' unless the method is GET or HEAD; request.signal aborts when
+//   the client goes away (res 'close' before the response finished), which
+//   also cancels the Response body being written. ctx.waitUntil(p) keeps p
+//   referenced until it settles and logs a rejection as a stderr record. The
+//   Response's status, statusText and headers are written (each Set-Cookie
+//   kept apart; connection, keep-alive and transfer-encoding dropped, node
+//   frames the body itself), then the body chunk by chunk as the stream yields
+//   it, honouring backpressure ('drain'). No body for HEAD, 204 and 304.
 
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -177,12 +191,14 @@ function log(stream, text) {
   writeLines(als.getStore(), stream, text);
 }
 
+// describe renders a thrown value like node does for an uncaught one: for an
+// Error its stack plus `cause` and own properties (code, errno...).
 function describe(err) {
-  if (err instanceof Error && typeof err.stack === 'string') {
-    // inspect adds `cause` and own properties (code, errno...) to the stack.
-    try { return inspect(err); } catch { return err.stack; }
+  try {
+    return inspect(err);
+  } catch {
+    return String(err);
   }
-  try { return inspect(err); } catch { return String(err); }
 }
 
 // Streams and console.
@@ -216,15 +232,30 @@ function patchStream(stream, name) {
 patchStream(process.stdout, 'stdout');
 patchStream(process.stderr, 'stderr');
 
-console.log = function log(...args) { writeLines(als.getStore(), 'stdout', format(...args) + '\n'); };
-console.info = function info(...args) { writeLines(als.getStore(), 'stdout', format(...args) + '\n'); };
-console.debug = function debug(...args) { writeLines(als.getStore(), 'stdout', format(...args) + '\n'); };
-console.warn = function warn(...args) { writeLines(als.getStore(), 'stderr', format(...args) + '\n'); };
-console.error = function error(...args) { writeLines(als.getStore(), 'stderr', format(...args) + '\n'); };
+// console.group indentation, process-wide as in node's own console.
+let indent = '';
+
+function consoleWrite(stream, text) {
+  if (indent !== '') text = indent + text.slice(0, -1).replaceAll('\n', '\n' + indent) + '\n';
+  writeLines(als.getStore(), stream, text);
+}
+
+console.log = function log(...args) { consoleWrite('stdout', format(...args) + '\n'); };
+console.info = function info(...args) { consoleWrite('stdout', format(...args) + '\n'); };
+console.debug = function debug(...args) { consoleWrite('stdout', format(...args) + '\n'); };
+console.warn = function warn(...args) { consoleWrite('stderr', format(...args) + '\n'); };
+console.error = function error(...args) { consoleWrite('stderr', format(...args) + '\n'); };
 console.trace = function trace(...args) {
   const err = { name: 'Trace', message: format(...args) };
   Error.captureStackTrace(err, trace);
-  writeLines(als.getStore(), 'stderr', err.stack + '\n');
+  consoleWrite('stderr', err.stack + '\n');
+};
+console.group = console.groupCollapsed = function group(...labels) {
+  if (labels.length > 0) console.log(...labels);
+  indent += '  ';
+};
+console.groupEnd = function groupEnd() {
+  indent = indent.slice(0, -2);
 };
 
 // ---------------------------------------------------------------------------
@@ -237,12 +268,21 @@ function started(res) {
   return res.headersSent || res.writableEnded || res.destroyed;
 }
 
-// respondError answers with status and x-shoal-error: code, dropping any
-// header the user set but did not send.
-function respondError(res, status, code) {
+const ERROR_HEADERS = {
+  500: { 'x-shoal-error': FAILED, 'content-length': '0' },
+  502: { 'x-shoal-error': NO_RESPONSE, 'content-length': '0' },
+};
+// An exception thrown out of an HTTP parser callback (a 'data' listener, say)
+// leaves that connection's parser broken: the next request on it would get a
+// 400 from node. So the answer to an uncaught exception closes the connection.
+const UNCAUGHT_HEADERS = { 'x-shoal-error': FAILED, 'content-length': '0', 'connection': 'close' };
+
+// respondError answers with status and the headers of ERROR_HEADERS[status]
+// (or headers), dropping any header the user set but did not send.
+function respondError(res, status, headers = ERROR_HEADERS[status]) {
   try {
     for (const name of res.getHeaderNames()) res.removeHeader(name);
-    res.writeHead(status, { 'x-shoal-error': code, 'content-length': '0' });
+    res.writeHead(status, headers);
     res.end();
   } catch {
     res.destroy();
@@ -254,7 +294,7 @@ function respondError(res, status, code) {
 function fail(inv, err) {
   writeLines(inv, 'stderr', describe(err) + '\n');
   const res = inv.res;
-  if (!started(res)) respondError(res, 500, FAILED);
+  if (!started(res)) respondError(res, 500);
   else if (!res.writableEnded) res.destroy();
 }
 
@@ -265,7 +305,7 @@ process.on('unhandledRejection', (reason) => {
 process.on('uncaughtException', (err) => {
   const inv = als.getStore();
   writeLines(inv, 'stderr', 'Uncaught Exception: ' + describe(err) + '\n');
-  if (inv instanceof Invocation && !started(inv.res)) respondError(inv.res, 500, FAILED);
+  if (inv instanceof Invocation && !started(inv.res)) respondError(inv.res, 500, UNCAUGHT_HEADERS);
 });
 
 // ---------------------------------------------------------------------------
@@ -276,7 +316,7 @@ function afterNodeHandler(inv) {
 }
 
 function checkResponded(inv) {
-  if (!started(inv.res)) respondError(inv.res, 502, NO_RESPONSE);
+  if (!started(inv.res)) respondError(inv.res, 502);
 }
 
 function serveNode(handler, inv, req, res) {
@@ -305,7 +345,10 @@ function waitUntil(inv, promise) {
 }
 
 function onWebClose(inv) {
-  if (inv.res.writableFinished) return;
+  if (!inv.res.writableFinished) als.run(inv, abortInvocation, inv);
+}
+
+function abortInvocation(inv) {
   inv.ac.abort();
   const reader = inv.reader;
   if (reader !== undefined) reader.cancel().catch(() => {});
@@ -353,6 +396,10 @@ function drained(res) {
   });
 }
 
+function uncork(res) {
+  res.uncork();
+}
+
 async function writeBody(inv, reader) {
   const res = inv.res;
   try {
@@ -363,6 +410,11 @@ async function writeBody(inv, reader) {
         reader.cancel().catch(() => {});
         return;
       }
+      // Corked until the next tick: a chunk and what follows it at once
+      // (often the end of the body) leave in one write, while a chunk that
+      // is followed by a wait still goes out right away.
+      res.cork();
+      process.nextTick(uncork, res);
       if (!res.write(value)) await drained(res);
     }
     if (!res.destroyed) res.end();
@@ -382,7 +434,7 @@ function sendResponse(inv, r) {
   }
   if (!isResponse(r)) {
     writeLines(inv, 'stderr', 'fetch did not return a Response: ' + describe(r) + '\n');
-    respondError(res, 502, NO_RESPONSE);
+    respondError(res, 502);
     return;
   }
   try {
@@ -495,6 +547,27 @@ try {
 
 const { node: nodeHandler, web: webTarget } = picked;
 
+// enter makes inv the AsyncLocalStorage store of everything that follows
+// from this request. enterWith sets it on the current async resource, which in
+// the request listener is the connection's HTTP parser: so the req events the
+// parser emits later ('data', 'end') see it, as does the code the handler
+// runs. The socket's handle is a resource of its own, whose callbacks emit
+// 'close' on req and res when the client goes away: it gets the store too,
+// through the property AsyncLocalStorage itself uses (Node 20 keeps stores
+// on resources under als.kResourceStore; where that is missing, those close
+// events just run without an invocation). Both stay until the next request on
+// the connection replaces them; HTTP/1.1 serves one request at a time per
+// connection.
+const RESOURCE_STORE = typeof als.kResourceStore === 'symbol' ? als.kResourceStore : undefined;
+
+function enter(inv, req) {
+  als.enterWith(inv);
+  if (RESOURCE_STORE !== undefined) {
+    const handle = req.socket._handle;
+    if (handle) handle[RESOURCE_STORE] = inv;
+  }
+}
+
 const server = http.createServer({
   requestTimeout: 0,
   headersTimeout: 0,
@@ -504,12 +577,12 @@ const server = http.createServer({
 }, webTarget === null
   ? (req, res) => {
     const inv = new Invocation(invocationID(req.rawHeaders), req, res);
-    als.enterWith(inv);
+    enter(inv, req);
     serveNode(nodeHandler, inv, req, res);
   }
   : (req, res) => {
     const inv = new Invocation(invocationID(req.rawHeaders), req, res);
-    als.enterWith(inv);
+    enter(inv, req);
     serveWeb(webTarget, inv, req, res);
   });
 server.keepAliveTimeout = 10 * 60 * 1000;
