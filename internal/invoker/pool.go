@@ -266,7 +266,12 @@ func (p *pool) stopLocked(in *instance) {
 	p.inv.wg.Add(1)
 	go func() {
 		defer p.inv.wg.Done()
-		in.conn.Close()
+		// Invocations that picked in just before it went are let through:
+		// a live instance serves them, a dead one answers INSTANCE_GONE and
+		// they are placed again.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(p.inv.ctx), p.inv.cfg.StopTimeout)
+		in.conn.Shutdown(ctx)
+		cancel()
 		p.stopProcess(in.proc)
 	}()
 }

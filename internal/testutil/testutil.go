@@ -138,7 +138,13 @@ func StartServe(t testing.TB, opt ServeOptions) *Serve {
 		}
 	}()
 	go func() { cmd.Wait(); close(s.exited) }()
-	t.Cleanup(func() { s.Stop(); s.checkNoInstances() })
+	t.Cleanup(func() {
+		s.Stop()
+		s.checkNoInstances()
+		if t.Failed() {
+			t.Logf("serve output:\n%s", s.out.String())
+		}
+	})
 	select {
 	case s.URL = <-urlCh:
 	case <-s.exited:

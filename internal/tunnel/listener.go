@@ -235,6 +235,17 @@ func (c *Conn) Usable() bool {
 // Done is closed when the connection stopped reading: the instance is gone.
 func (c *Conn) Done() <-chan struct{} { return c.watched.done }
 
+// Shutdown lets the streams in flight finish, starts no new ones, and then
+// closes the connection; when ctx is done first it closes at once.
+func (c *Conn) Shutdown(ctx context.Context) error {
+	err := c.cc.Shutdown(ctx)
+	if err != nil {
+		c.cc.Close()
+	}
+	c.watched.Close()
+	return err
+}
+
 // Close closes the connection, failing the streams in flight.
 func (c *Conn) Close() error {
 	err := c.cc.Close()
