@@ -134,11 +134,11 @@ func TestScaling_QueueFullIsThrottled(t *testing.T) {
 	held := make(chan int, 2)
 	for range 2 {
 		go func() {
-			code, _, _ := testutil.Get(t, url+"?ms=1500")
+			code, _, _ := testutil.Get(t, url+"?ms=3000")
 			held <- code
 		}()
 	}
-	time.Sleep(300 * time.Millisecond)
+	time.Sleep(time.Second) // both placed: one in flight, one queued
 	req, _ := http.NewRequest("GET", url, nil)
 	req.Header.Set("accept", "application/json")
 	resp, err := http.DefaultClient.Do(req)

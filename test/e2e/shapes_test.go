@@ -82,8 +82,8 @@ func TestScaling_QueueTimeoutIsThrottled(t *testing.T) {
 	}))
 	testutil.Get(t, url)
 	held := make(chan int, 1)
-	go func() { code, _, _ := testutil.Get(t, url+"?ms=2000"); held <- code }()
-	time.Sleep(300 * time.Millisecond) // let the first invocation take the only slot
+	go func() { code, _, _ := testutil.Get(t, url+"?ms=3000"); held <- code }()
+	time.Sleep(time.Second) // let the first invocation take the only slot
 	code, body, resp := testutil.Get(t, url)
 	if code != 503 || !strings.Contains(body, "FUNCTION_THROTTLED") || resp.Header.Get("retry-after") == "" {
 		t.Errorf("waiting past the queue timeout: %d %q, want 503 FUNCTION_THROTTLED with retry-after", code, body)
