@@ -223,3 +223,40 @@ func TestFunction_CannotSeeTheToken(t *testing.T) {
 		}
 	}
 }
+
+func TestCLI_NameRmAndLs(t *testing.T) {
+	s := testutil.StartServe(t, testutil.ServeOptions{})
+	dir := testutil.WriteProject(t, "folder-name", map[string]string{"index.mjs": `export default (req, res) => { console.log('hi'); res.end('named') }`})
+	url := s.Deploy(dir, "--name", "other")
+	if want := s.URL + "/other/"; url != want {
+		t.Errorf("deploy --name printed %q, want %q", url, want)
+	}
+	if code, body, _ := testutil.Get(t, url); code != 200 || body != "named" {
+		t.Fatalf("GET %s: %d %q", url, code, body)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, _, err := s.CLI(ctx, "ls")
+	if err != nil || !strings.Contains(out, "other") || strings.Contains(out, "folder-name") {
+		t.Errorf("ls = %q, %v; want the project named other", out, err)
+	}
+	if out, errOut, err := s.CLI(ctx, "rm", "other"); err != nil {
+		t.Fatalf("rm: %v %s %s", err, out, errOut)
+	}
+	code, body, _ := testutil.Get(t, url)
+	if code != 404 || !strings.Contains(body, "DEPLOYMENT_NOT_FOUND") {
+		t.Errorf("after rm: %d %q, want 404 DEPLOYMENT_NOT_FOUND", code, body)
+	}
+	if out, _, _ := s.CLI(ctx, "ls"); strings.Contains(out, "other") {
+		t.Errorf("ls after rm still lists it: %q", out)
+	}
+	if _, errOut, err := s.CLI(ctx, "rm", "other"); err == nil || !strings.Contains(errOut, "not found") {
+		t.Errorf("second rm: %v %q, want a not found error", err, errOut)
+	}
+	if _, errOut, err := s.CLI(ctx, "logs", "other"); err == nil || !strings.Contains(errOut, "not found") {
+		t.Errorf("logs after rm: %v %q, want a not found error", err, errOut)
+	}
+	testutil.Eventually(t, 10*time.Second, "removed project's instance stopped", func() bool {
+		return len(testutil.InstancePids(s.DataDir)) == 0
+	})
+}
