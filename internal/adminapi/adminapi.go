@@ -80,8 +80,9 @@ func (h *Handler) handle(pattern string, f func(w http.ResponseWriter, r *http.R
 
 // ServeHTTP checks the token and serves the API.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	got, ok := strings.CutPrefix(r.Header.Get("authorization"), "Bearer ")
-	if !ok || subtle.ConstantTimeCompare([]byte(got), h.token) != 1 {
+	auth := r.Header.Get("authorization")
+	scheme, got, ok := strings.Cut(auth, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare([]byte(got), h.token) != 1 {
 		h.render(w, r, &statusError{http.StatusUnauthorized, api.CodeUnauthorized, "missing or wrong token: run shoal on the machine that serves, or pass --token / $SHOAL_TOKEN"})
 		return
 	}

@@ -13,7 +13,14 @@ import (
 type LogStore interface {
 	AppendLogs(ctx context.Context, lines []store.LogLine) ([]store.LogLine, error)
 	Logs(ctx context.Context, project string, afterID int64, limit int) ([]store.LogLine, error)
+	TrimLogs(ctx context.Context, project string, keep int) error
 }
+
+// MaxLinesPerProject is how many of each project's newest lines are kept;
+// older ones are deleted every trimEvery stored batches.
+const MaxLinesPerProject = 100_000
+
+const trimEvery = 100
 
 // MaxPending bounds the lines waiting to be stored; past it new lines are
 // dropped and counted, so a flood of logs cannot exhaust serve's memory.
@@ -24,11 +31,16 @@ type Logs struct {
 	// immutable
 	store LogStore
 	log   *slog.Logger
+	keep  int // lines kept per project: MaxLinesPerProject
 
 	mu      sync.Mutex
 	pending []store.LogLine // guarded by mu
 	dropped int             // guarded by mu
 	wake    chan struct{}   // guarded by mu; closed after each flush that stored lines
+
+	flushMu sync.Mutex          // serializes Flush
+	batches int                 // guarded by flushMu; stored batches since the last trim
+	touched map[string]struct{} // guarded by flushMu; projects written since the last trim
 }
 
 // NewLogs returns a collector that stores into st.
@@ -36,7 +48,7 @@ func NewLogs(st LogStore, log *slog.Logger) *Logs {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Logs{store: st, log: log, wake: make(chan struct{})}
+	return &Logs{store: st, log: log, keep: MaxLinesPerProject, wake: make(chan struct{}), touched: map[string]struct{}{}}
 }
 
 // Add queues one line; it never blocks on storage.
@@ -66,6 +78,8 @@ func (l *Logs) Run(ctx context.Context, tick <-chan time.Time) error {
 
 // Flush stores the queued lines now and wakes the followers.
 func (l *Logs) Flush(ctx context.Context) {
+	l.flushMu.Lock()
+	defer l.flushMu.Unlock()
 	l.mu.Lock()
 	batch, dropped := l.pending, l.dropped
 	l.pending, l.dropped = nil, 0
@@ -84,6 +98,18 @@ func (l *Logs) Flush(ctx context.Context) {
 	close(l.wake)
 	l.wake = make(chan struct{})
 	l.mu.Unlock()
+	for _, line := range batch {
+		l.touched[line.Project] = struct{}{}
+	}
+	if l.batches++; l.batches >= trimEvery {
+		l.batches = 0
+		for project := range l.touched {
+			if err := l.store.TrimLogs(ctx, project, l.keep); err != nil {
+				l.log.Error("trim log lines", "project", project, "err", err)
+			}
+		}
+		clear(l.touched)
+	}
 }
 
 // Read returns the project's lines after id, at most limit. With wait and

@@ -25,7 +25,8 @@ type Config struct {
 	// Node is the node binary the runtime starts; "" means "node" from PATH.
 	Node string
 	// Logs receives every line the runtime writes: stream "stdout" lines are
-	// JSON log records, "stderr" lines the runtime's own text. Nil drops them.
+	// JSON log records, "stderr" lines the runtime's own text. The line is
+	// valid only during the call. Nil drops them.
 	Logs func(s *Spec, stream string, line []byte)
 }
 
@@ -100,30 +101,40 @@ func (sb *Sandbox) Start(ctx context.Context, s Spec) (*Process, error) {
 	cmd.Dir = dir
 	cmd.Env = Env(dir, s)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	stdout, err := cmd.StdoutPipe()
+	outR, outW, err := os.Pipe()
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("instance %s stdout: %w", s.ID, err)
 	}
-	stderr, err := cmd.StderrPipe()
+	errR, errW, err := os.Pipe()
 	if err != nil {
+		outR.Close()
+		outW.Close()
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("instance %s stderr: %w", s.ID, err)
 	}
-	if err := cmd.Start(); err != nil {
+	cmd.Stdout, cmd.Stderr = outW, errW
+	err = cmd.Start()
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		outR.Close()
+		errR.Close()
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("instance %s start: %w", s.ID, err)
 	}
 	p := &Process{id: s.ID, cmd: cmd, dir: dir, done: make(chan struct{})}
 	var readers sync.WaitGroup
 	readers.Add(2)
-	go func() { defer readers.Done(); sb.forward(&s, "stdout", stdout) }()
-	go func() { defer readers.Done(); sb.forward(&s, "stderr", stderr) }()
+	go func() { defer readers.Done(); defer outR.Close(); sb.forward(&s, "stdout", outR) }()
+	go func() { defer readers.Done(); defer errR.Close(); sb.forward(&s, "stderr", errR) }()
 	go func() {
-		readers.Wait()
 		p.err = cmd.Wait()
-		// node may linger a moment after its runtime: take the group.
+		// node (or anything else in the group) may linger after its
+		// runtime, holding the output pipes: take the whole group, then
+		// read what is left.
 		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		readers.Wait()
 		os.RemoveAll(dir)
 		close(p.done)
 	}()
