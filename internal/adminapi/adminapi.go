@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/shoal-dev/shoal/internal/api"
 )
@@ -39,6 +40,8 @@ type Control interface {
 	// Logs returns the project's lines after id, at most limit; with wait it
 	// blocks until there is at least one or ctx is done.
 	Logs(ctx context.Context, project string, after int64, limit int, wait bool) ([]api.LogLine, error)
+	// Usage returns what the project cost since then.
+	Usage(ctx context.Context, project string, since time.Time) (api.Usage, error)
 }
 
 // MaxUpload bounds an uploaded project archive.
@@ -66,6 +69,7 @@ func New(token string, ctl Control, log *slog.Logger) *Handler {
 	h.handle("GET /projects", h.projects)
 	h.handle("DELETE /projects/{name}", h.remove)
 	h.handle("GET /projects/{name}/logs", h.logs)
+	h.handle("GET /projects/{name}/usage", h.usage)
 	return h
 }
 
@@ -153,6 +157,27 @@ func (h *Handler) remove(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// usage answers what the project cost since ?since=, an RFC 3339 time or a
+// duration back from now (default 1h).
+func (h *Handler) usage(w http.ResponseWriter, r *http.Request) error {
+	since := time.Now().Add(-time.Hour)
+	if s := r.URL.Query().Get("since"); s != "" {
+		if d, err := time.ParseDuration(s); err == nil {
+			since = time.Now().Add(-d)
+		} else if t, err := time.Parse(time.RFC3339, s); err == nil {
+			since = t
+		} else {
+			return fmt.Errorf("%w: since=%q is neither a time (RFC 3339) nor a duration", ErrBadRequest, s)
+		}
+	}
+	u, err := h.ctl.Usage(r.Context(), r.PathValue("name"), since)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, u)
 	return nil
 }
 

@@ -28,6 +28,14 @@ type fakeControl struct {
 	projects func(ctx context.Context) ([]api.Project, error)
 	remove   func(ctx context.Context, project string) error
 	logs     func(ctx context.Context, project string, after int64, limit int, wait bool) ([]api.LogLine, error)
+	usage    func(ctx context.Context, project string, since time.Time) (api.Usage, error)
+}
+
+func (c *fakeControl) Usage(ctx context.Context, project string, since time.Time) (api.Usage, error) {
+	if c.usage == nil {
+		return api.Usage{}, errUnexpected
+	}
+	return c.usage(ctx, project, since)
 }
 
 var errUnexpected = errors.New("unexpected call")
@@ -637,4 +645,37 @@ func TestHandler_LogsErrors(t *testing.T) {
 			t.Errorf("log %q does not say why the stream ended", logs.String())
 		}
 	})
+}
+
+func TestHandler_UsageSince(t *testing.T) {
+	now := time.Now()
+	tests := []struct {
+		name, query string
+		status      int
+		since       time.Time // expected, within a minute
+	}{
+		{"default_hour", "", 200, now.Add(-time.Hour)},
+		{"duration", "?since=10m", 200, now.Add(-10 * time.Minute)},
+		{"time", "?since=2026-01-02T03:04:05Z", 200, time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)},
+		{"bad", "?since=yesterday", 400, time.Time{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got time.Time
+			h := New("tok", &fakeControl{usage: func(ctx context.Context, project string, since time.Time) (api.Usage, error) {
+				got = since
+				return api.Usage{Project: project, Invocations: 3}, nil
+			}}, nil)
+			req := httptest.NewRequest("GET", api.Prefix+"/projects/app/usage"+tt.query, nil)
+			req.Header.Set("authorization", "Bearer tok")
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, req)
+			if w.Code != tt.status {
+				t.Fatalf("status %d, want %d: %s", w.Code, tt.status, w.Body)
+			}
+			if tt.status == 200 && (got.Sub(tt.since) > time.Minute || tt.since.Sub(got) > time.Minute) {
+				t.Errorf("since = %v, want about %v", got, tt.since)
+			}
+		})
+	}
 }

@@ -35,6 +35,25 @@ type LogLine struct {
 	Message    string    `json:"message"`
 }
 
+// Usage is what a project's functions cost over a window (see package
+// metering for the meaning of each figure). Counters start anew with serve.
+type Usage struct {
+	Project              string    `json:"project"`
+	Since                time.Time `json:"since"`
+	Until                time.Time `json:"until"`
+	Invocations          int       `json:"invocations"`
+	Errors               int       `json:"errors"`
+	InstanceGBSeconds    float64   `json:"instance_gb_seconds"`
+	ProvisionedGBSeconds float64   `json:"provisioned_gb_seconds"`
+	ClassicGBSeconds     float64   `json:"classic_gb_seconds"`
+	Savings              float64   `json:"savings"`
+	PeakInstances        int       `json:"peak_instances"`
+	LatencyP50Ms         float64   `json:"latency_p50_ms"`
+	LatencyP99Ms         float64   `json:"latency_p99_ms"`
+	TTFBP50Ms            float64   `json:"ttfb_p50_ms"`
+	TTFBP99Ms            float64   `json:"ttfb_p99_ms"`
+}
+
 // Error is the body of every error response of the control API.
 type Error struct {
 	Error ErrorBody `json:"error"`

@@ -101,6 +101,14 @@ func (c *Client) Remove(ctx context.Context, project string) error {
 	return c.decode(ctx, "DELETE", "/projects/"+url.PathEscape(project), nil, "", nil)
 }
 
+// Usage returns what the project cost since the given duration ago or
+// RFC 3339 time.
+func (c *Client) Usage(ctx context.Context, project, since string) (api.Usage, error) {
+	var u api.Usage
+	err := c.decode(ctx, "GET", "/projects/"+url.PathEscape(project)+"/usage?since="+url.QueryEscape(since), nil, "", &u)
+	return u, err
+}
+
 // Logs calls fn for each of the project's log lines after id; with follow
 // it keeps waiting for new ones until ctx is done.
 func (c *Client) Logs(ctx context.Context, project string, after int64, follow bool, fn func(api.LogLine) error) error {

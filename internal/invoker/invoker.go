@@ -14,6 +14,7 @@ import (
 	"golang.org/x/net/http2"
 	"time"
 
+	"github.com/shoal-dev/shoal/internal/metering"
 	"github.com/shoal-dev/shoal/internal/model"
 	"github.com/shoal-dev/shoal/internal/tunnel"
 )
@@ -110,12 +111,21 @@ type Process interface {
 	Stop(ctx context.Context) error
 }
 
+// Meter receives what the invoker sees, for metering; the metering
+// package's Recorder implements it.
+type Meter interface {
+	InstanceStarted(deployment, instance string, memoryMB int, now time.Time)
+	InstanceStopped(instance string, now time.Time)
+	Invoked(inv metering.Invocation)
+}
+
 // Invoker dispatches invocations to the instances of each project's current
 // deployment.
 type Invoker struct {
 	// immutable
 	cfg     Config
 	starter Starter
+	meter   Meter
 	tunnel  *tunnel.Listener
 	log     *slog.Logger
 	ctx     context.Context // the invoker's lifetime; cancelled by Close
@@ -129,19 +139,23 @@ type Invoker struct {
 	wg sync.WaitGroup // instance starts, watches and stops
 }
 
-// New returns an invoker that starts instances with starter and expects
-// them to dial ln.
-func New(cfg Config, starter Starter, ln *tunnel.Listener, log *slog.Logger) *Invoker {
+// New returns an invoker that starts instances with starter, expects them
+// to dial ln and reports to meter (nil: no metering).
+func New(cfg Config, starter Starter, ln *tunnel.Listener, meter Meter, log *slog.Logger) *Invoker {
 	if starter == nil || ln == nil {
 		panic("invoker.New: starter and listener are required")
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if meter == nil {
+		meter = noMeter{}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Invoker{
 		cfg:     cfg.withDefaults(),
 		starter: starter,
+		meter:   meter,
 		tunnel:  ln,
 		log:     log,
 		ctx:     ctx,
@@ -203,6 +217,7 @@ func (inv *Invoker) Invoke(project string, req *http.Request) (*http.Response, e
 			p.lost(in)
 			continue
 		}
+		start := time.Now()
 		resp, err := in.conn.RoundTrip(req)
 		if err != nil {
 			p.release(in)
@@ -213,6 +228,7 @@ func (inv *Invoker) Invoke(project string, req *http.Request) (*http.Response, e
 				p.lost(in)
 				continue
 			}
+			inv.meter.Invoked(metering.Invocation{Deployment: p.dep.ID, Instance: in.id, Start: start, End: time.Now(), Status: http.StatusInternalServerError})
 			return nil, fmt.Errorf("invoke %s on %s: %w", p.dep.ID, in.id, err)
 		}
 		if resp.Header.Get(ErrorHeader) == CodeInstanceGone {
@@ -224,7 +240,12 @@ func (inv *Invoker) Invoke(project string, req *http.Request) (*http.Response, e
 			}
 			return nil, fmt.Errorf("invoke %s on %s: %w", p.dep.ID, in.id, errInstanceGone)
 		}
-		resp.Body = &slotBody{ReadCloser: resp.Body, release: func() { p.release(in) }}
+		record := metering.Invocation{Deployment: p.dep.ID, Instance: in.id, Start: start, FirstByte: time.Now(), Status: resp.StatusCode}
+		resp.Body = &slotBody{ReadCloser: resp.Body, release: func() {
+			record.End = time.Now()
+			inv.meter.Invoked(record)
+			p.release(in)
+		}}
 		return resp, nil
 	}
 }
@@ -335,6 +356,12 @@ func (inv *Invoker) Stats() []Stats {
 	}
 	return out
 }
+
+type noMeter struct{}
+
+func (noMeter) InstanceStarted(string, string, int, time.Time) {}
+func (noMeter) InstanceStopped(string, time.Time)              {}
+func (noMeter) Invoked(metering.Invocation)                    {}
 
 func newID(prefix string) string {
 	b := make([]byte, 8)

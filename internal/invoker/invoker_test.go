@@ -84,7 +84,7 @@ func newInvoker(t *testing.T, cfg Config, h http.Handler) (*Invoker, *goStarter)
 	lnDone := make(chan error, 1)
 	go func() { lnDone <- ln.Run(ctx) }()
 	st := &goStarter{handler: h}
-	inv := New(cfg, st, ln, nil)
+	inv := New(cfg, st, ln, nil, nil)
 	t.Cleanup(func() {
 		inv.Close()
 		cancel()

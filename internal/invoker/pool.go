@@ -135,6 +135,7 @@ func (p *pool) scaleLocked() {
 // start starts one instance and adds it to the pool.
 func (p *pool) start() {
 	id := newID("i-")
+	began := time.Now()
 	in, err := p.launch(id)
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -152,6 +153,7 @@ func (p *pool) start() {
 	}
 	in.limit = p.dep.Config.MaxConcurrency
 	in.idleSince = time.Now()
+	p.inv.meter.InstanceStarted(p.dep.ID, id, p.dep.Config.MemoryMB, began)
 	p.instances = append(p.instances, in)
 	p.dispatchLocked(in)
 	p.inv.wg.Add(1)
@@ -260,6 +262,7 @@ func (p *pool) stopLocked(in *instance) {
 		return
 	}
 	in.gone = true
+	p.inv.meter.InstanceStopped(in.id, time.Now())
 	if i := slices.Index(p.instances, in); i >= 0 {
 		p.instances = slices.Delete(p.instances, i, i+1)
 	}

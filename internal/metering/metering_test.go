@@ -55,7 +55,7 @@ func TestCompute(t *testing.T) {
 			name:  "instance_stopped_mid_window",
 			insts: []Instance{{Deployment: "d", Instance: "i1", MemoryMB: 2048, Start: at(0), End: at(5000)}},
 			since: at(2000), until: at(10000),
-			want:  Usage{ProvisionedGBSeconds: 6, PeakInstances: 1},
+			want: Usage{ProvisionedGBSeconds: 6, PeakInstances: 1},
 		},
 		{
 			name: "timeout_is_an_error_and_counts_its_full_duration",
@@ -89,7 +89,7 @@ func TestCompute(t *testing.T) {
 				{Deployment: "d", Instance: "b", MemoryMB: 1024, Start: at(100), End: at(200)},
 			},
 			since: at(0), until: at(1000),
-			want:  Usage{ProvisionedGBSeconds: 0.2, PeakInstances: 1},
+			want: Usage{ProvisionedGBSeconds: 0.2, PeakInstances: 1},
 		},
 	}
 	for _, tt := range tests {

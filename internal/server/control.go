@@ -11,12 +11,14 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/shoal-dev/shoal/internal/adminapi"
 	"github.com/shoal-dev/shoal/internal/api"
 	"github.com/shoal-dev/shoal/internal/archive"
 	"github.com/shoal-dev/shoal/internal/build"
 	"github.com/shoal-dev/shoal/internal/invoker"
+	"github.com/shoal-dev/shoal/internal/metering"
 	"github.com/shoal-dev/shoal/internal/model"
 	"github.com/shoal-dev/shoal/internal/observe"
 	"github.com/shoal-dev/shoal/internal/store"
@@ -31,6 +33,7 @@ type control struct {
 	store   *store.Store
 	inv     *invoker.Invoker
 	logs    *observe.Logs
+	meter   *metering.Recorder
 	dataDir string
 	baseURL string
 	log     *slog.Logger
@@ -163,6 +166,30 @@ func (c *control) Logs(ctx context.Context, project string, after int64, limit i
 			Invocation: l.Invocation, Stream: l.Stream, Message: l.Message}
 	}
 	return out, nil
+}
+
+// Usage computes what the project's deployments cost since then.
+func (c *control) Usage(ctx context.Context, project string, since time.Time) (api.Usage, error) {
+	ds, err := c.store.Deployments(ctx, project)
+	if err != nil {
+		return api.Usage{}, err
+	}
+	if len(ds) == 0 {
+		return api.Usage{}, fmt.Errorf("project %q: %w", project, adminapi.ErrNotFound)
+	}
+	ids := make([]string, len(ds))
+	for i, d := range ds {
+		ids[i] = d.ID
+	}
+	u := c.meter.Usage(ids, since, time.Now())
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	return api.Usage{
+		Project: project, Since: u.Since, Until: u.Until,
+		Invocations: u.Invocations, Errors: u.Errors,
+		InstanceGBSeconds: u.InstanceGBSeconds, ProvisionedGBSeconds: u.ProvisionedGBSeconds,
+		ClassicGBSeconds: u.ClassicGBSeconds, Savings: u.Savings(), PeakInstances: u.PeakInstances,
+		LatencyP50Ms: ms(u.LatencyP50), LatencyP99Ms: ms(u.LatencyP99), TTFBP50Ms: ms(u.TTFBP50), TTFBP99Ms: ms(u.TTFBP99),
+	}, nil
 }
 
 var _ adminapi.Control = (*control)(nil)

@@ -21,6 +21,7 @@ import (
 	"github.com/shoal-dev/shoal/internal/credentials"
 	"github.com/shoal-dev/shoal/internal/gateway"
 	"github.com/shoal-dev/shoal/internal/invoker"
+	"github.com/shoal-dev/shoal/internal/metering"
 	"github.com/shoal-dev/shoal/internal/observe"
 	"github.com/shoal-dev/shoal/internal/runtime"
 	"github.com/shoal-dev/shoal/internal/sandbox"
@@ -115,15 +116,16 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, log *slog.Logger) (e
 		return err
 	}
 	logs := observe.NewLogs(st, log)
+	meter := metering.NewRecorder()
 	sb := sandbox.New(sandbox.Config{Exe: cfg.Exe, Node: cfg.Node, Logs: collect(logs)})
 	inv := invoker.New(invoker.Config{
 		QueueSize:    cfg.QueueSize,
 		QueueTimeout: cfg.QueueTimeout,
 		KeepAlive:    cfg.KeepAlive,
 		MaxInstances: cfg.MaxInstances,
-	}, starter{sb}, tl, log)
+	}, starter{sb}, tl, meter, log)
 
-	ctl := &control{store: st, inv: inv, logs: logs, dataDir: dataDir, baseURL: baseURL, log: log}
+	ctl := &control{store: st, inv: inv, logs: logs, meter: meter, dataDir: dataDir, baseURL: baseURL, log: log}
 	if err := ctl.restore(ctx); err != nil {
 		inv.Close()
 		return err

@@ -1,0 +1,61 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoal-dev/shoal/internal/api"
+	"github.com/shoal-dev/shoal/internal/testutil"
+)
+
+func TestMetering_OverlappingInvocations(t *testing.T) {
+	s := testutil.StartServe(t, testutil.ServeOptions{})
+	url := s.Deploy(testutil.WriteProject(t, "metered", map[string]string{
+		"index.mjs":  pidHandler,
+		"shoal.json": `{ "memory": 512 }`,
+	}))
+	testutil.Get(t, url) // warm, so the 20 overlap on one instance
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	before := usage(ctx, t, s)
+	getAll(t, 20, url+"?ms=200")
+	u := usage(ctx, t, s)
+	// 20 × 0.2 s × 0.5 GB classic; the instance busy ~0.2 s × 0.5 GB.
+	classic := u.ClassicGBSeconds - before.ClassicGBSeconds
+	instance := u.InstanceGBSeconds - before.InstanceGBSeconds
+	if u.Invocations-before.Invocations != 20 {
+		t.Errorf("invocations %d, want 20", u.Invocations-before.Invocations)
+	}
+	if classic < 2.0 || classic > 2.6 {
+		t.Errorf("classic GB-s %.3f, want about 20 x 0.2 s x 0.5 GB = 2", classic)
+	}
+	if instance < 0.1 || instance > 0.25 {
+		t.Errorf("instance GB-s %.3f, want about 0.2 s x 0.5 GB = 0.1", instance)
+	}
+	if u.Savings < 0.8 {
+		t.Errorf("savings %.2f, want above 0.8", u.Savings)
+	}
+	if u.PeakInstances != 1 {
+		t.Errorf("peak instances %d, want 1", u.PeakInstances)
+	}
+	out, _, err := s.CLI(ctx, "usage", "metered")
+	if err != nil || !strings.Contains(out, "savings") || !strings.Contains(out, "classic GB-s") {
+		t.Errorf("shoal usage: %v %q", err, out)
+	}
+}
+
+func usage(ctx context.Context, t *testing.T, s *testutil.Serve) api.Usage {
+	t.Helper()
+	out, errOut, err := s.CLI(ctx, "usage", "metered", "--json")
+	if err != nil {
+		t.Fatalf("shoal usage --json: %v %s", err, errOut)
+	}
+	var u api.Usage
+	if err := json.Unmarshal([]byte(out), &u); err != nil {
+		t.Fatalf("usage JSON %q: %v", out, err)
+	}
+	return u
+}
