@@ -76,6 +76,11 @@ func render(w http.ResponseWriter, r *http.Request, id string, err error) {
 	}
 	h.Set(IDHeader, id)
 	h.Set("cache-control", "no-store")
+	if he.Status == http.StatusRequestEntityTooLarge {
+		// The rest of the body is still on its way: do not let the client
+		// send its next request on this connection.
+		h.Set("connection", "close")
+	}
 	if he.RetryAfter > 0 {
 		h.Set("retry-after", fmt.Sprint(he.RetryAfter))
 	}

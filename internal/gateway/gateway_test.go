@@ -151,6 +151,9 @@ func TestGateway_BodyLimit(t *testing.T) {
 			if w.Code != 413 || !strings.Contains(w.Body.String(), CodePayloadTooLarge) {
 				t.Errorf("got %d %q, want 413 %s", w.Code, w.Body, CodePayloadTooLarge)
 			}
+			if got := w.Header().Get("connection"); got != "close" {
+				t.Errorf("connection = %q, want close: the unread body must not be taken for the next request", got)
+			}
 			if called != tt.invoked {
 				t.Errorf("invoker called = %v, want %v", called, tt.invoked)
 			}
