@@ -173,7 +173,7 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 
 // MaxInvocations bounds the invocation records kept per deployment; the
 // oldest go first, so a window reaching further back is undercounted.
-const MaxInvocations = 1_000_000
+const MaxInvocations = 200_000
 
 // Recorder keeps the records of every deployment. It is safe for
 // concurrent use.
