@@ -48,6 +48,8 @@ until the tunnel or node goes away. serve starts this; users do not.`,
 				return fmt.Errorf("instance %s: %w", id, err)
 			}
 			defer sup.Close()
+			// serve removes the scratch folder too, unless it was killed.
+			defer os.RemoveAll(dir)
 			conn, err := tunnel.Dial(ctx, tunnelAddr, id, token)
 			if err != nil {
 				return fmt.Errorf("instance %s: %w", id, err)

@@ -58,6 +58,14 @@ func Binary(t testing.TB) string {
 	return binPath
 }
 
+// RemoveBinary deletes the binary Binary built; call it from TestMain after
+// the tests ran.
+func RemoveBinary() {
+	if binPath != "" {
+		os.RemoveAll(filepath.Dir(binPath))
+	}
+}
+
 // WriteProject writes files (slash paths to contents) into a new folder
 // named name and returns the folder.
 func WriteProject(t testing.TB, name string, files map[string]string) string {
