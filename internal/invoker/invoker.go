@@ -114,7 +114,7 @@ type Process interface {
 // Meter receives what the invoker sees, for metering; the metering
 // package's Recorder implements it.
 type Meter interface {
-	InstanceStarted(deployment, instance string, memoryMB int, now time.Time)
+	InstanceStarted(in metering.Instance)
 	InstanceStopped(instance string, now time.Time)
 	Invoked(inv metering.Invocation)
 }
@@ -228,7 +228,7 @@ func (inv *Invoker) Invoke(project string, req *http.Request) (*http.Response, e
 				p.lost(in)
 				continue
 			}
-			inv.meter.Invoked(metering.Invocation{Deployment: p.dep.ID, Instance: in.id, Start: start, End: time.Now(), Status: http.StatusInternalServerError})
+			inv.meter.Invoked(metering.Invocation{Project: p.dep.Project, Deployment: p.dep.ID, Instance: in.id, Start: start, End: time.Now(), Status: http.StatusInternalServerError})
 			return nil, fmt.Errorf("invoke %s on %s: %w", p.dep.ID, in.id, err)
 		}
 		if resp.Header.Get(ErrorHeader) == CodeInstanceGone {
@@ -240,7 +240,7 @@ func (inv *Invoker) Invoke(project string, req *http.Request) (*http.Response, e
 			}
 			return nil, fmt.Errorf("invoke %s on %s: %w", p.dep.ID, in.id, errInstanceGone)
 		}
-		record := metering.Invocation{Deployment: p.dep.ID, Instance: in.id, Start: start, FirstByte: time.Now(), Status: resp.StatusCode}
+		record := metering.Invocation{Project: p.dep.Project, Deployment: p.dep.ID, Instance: in.id, Start: start, FirstByte: time.Now(), Status: resp.StatusCode}
 		resp.Body = &slotBody{ReadCloser: resp.Body, release: func() {
 			record.End = time.Now()
 			inv.meter.Invoked(record)
@@ -359,9 +359,9 @@ func (inv *Invoker) Stats() []Stats {
 
 type noMeter struct{}
 
-func (noMeter) InstanceStarted(string, string, int, time.Time) {}
-func (noMeter) InstanceStopped(string, time.Time)              {}
-func (noMeter) Invoked(metering.Invocation)                    {}
+func (noMeter) InstanceStarted(metering.Instance) {}
+func (noMeter) InstanceStopped(string, time.Time) {}
+func (noMeter) Invoked(metering.Invocation)       {}
 
 func newID(prefix string) string {
 	b := make([]byte, 8)

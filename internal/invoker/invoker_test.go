@@ -281,7 +281,8 @@ func TestInvoker_LostInstanceIsReplaced(t *testing.T) {
 }
 
 func TestInvoker_ReapKeepsMinAndStopsIdle(t *testing.T) {
-	inv, st := newInvoker(t, Config{KeepAlive: time.Minute}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	g := newGate()
+	inv, st := newInvoker(t, Config{KeepAlive: time.Minute}, g)
 	d := deployment("d1", 1)
 	d.Config.MinInstances = 1
 	inv.Deploy(d)
@@ -291,6 +292,9 @@ func TestInvoker_ReapKeepsMinAndStopsIdle(t *testing.T) {
 	for range 2 {
 		go func() { _, err := call(inv, "/"); errCh <- err }()
 	}
+	<-g.entered
+	<-g.entered
+	close(g.release)
 	for range 2 {
 		if err := <-errCh; err != nil {
 			t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/shoal-dev/shoal/internal/metering"
 	"github.com/shoal-dev/shoal/internal/scaler"
 	"github.com/shoal-dev/shoal/internal/tunnel"
 )
@@ -153,7 +154,7 @@ func (p *pool) start() {
 	}
 	in.limit = p.dep.Config.MaxConcurrency
 	in.idleSince = time.Now()
-	p.inv.meter.InstanceStarted(p.dep.ID, id, p.dep.Config.MemoryMB, began)
+	p.inv.meter.InstanceStarted(metering.Instance{Project: p.dep.Project, Deployment: p.dep.ID, Instance: id, MemoryMB: p.dep.Config.MemoryMB, Start: began})
 	p.instances = append(p.instances, in)
 	p.dispatchLocked(in)
 	p.inv.wg.Add(1)

@@ -9,7 +9,7 @@ import (
 
 // Invocation is one finished invocation.
 type Invocation struct {
-	Deployment, Instance string
+	Project, Deployment, Instance string
 	// Start is when the invoker sent it; FirstByte when the response
 	// headers came back (zero if none did); End when the response was done,
 	// including work the function kept doing after it (waitUntil).
@@ -19,8 +19,8 @@ type Invocation struct {
 
 // Instance is one instance's life.
 type Instance struct {
-	Deployment, Instance string
-	MemoryMB             int
+	Project, Deployment, Instance string
+	MemoryMB                      int
 	// Start is when it was started; End when it stopped, zero while it runs.
 	Start, End time.Time
 }
@@ -189,11 +189,12 @@ func NewRecorder() *Recorder {
 	return &Recorder{invocations: map[string][]Invocation{}, instances: map[string]*Instance{}}
 }
 
-// InstanceStarted records an instance's start.
-func (r *Recorder) InstanceStarted(deployment, instance string, memoryMB int, now time.Time) {
+// InstanceStarted records an instance's start; in.End is ignored.
+func (r *Recorder) InstanceStarted(in Instance) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.instances[instance] = &Instance{Deployment: deployment, Instance: instance, MemoryMB: memoryMB, Start: now}
+	in.End = time.Time{}
+	r.instances[in.Instance] = &in
 }
 
 // InstanceStopped records an instance's stop.

@@ -128,8 +128,8 @@ func TestUsage_Savings(t *testing.T) {
 
 func TestRecorder(t *testing.T) {
 	r := NewRecorder()
-	r.InstanceStarted("d1", "i1", 1024, at(0))
-	r.InstanceStarted("d2", "i2", 1024, at(0))
+	r.InstanceStarted(Instance{Deployment: "d1", Instance: "i1", MemoryMB: 1024, Start: at(0)})
+	r.InstanceStarted(Instance{Deployment: "d2", Instance: "i2", MemoryMB: 1024, Start: at(0)})
 	var wg sync.WaitGroup
 	for i := range 20 {
 		wg.Add(1)

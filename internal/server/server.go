@@ -117,20 +117,24 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, log *slog.Logger) (e
 	}
 	logs := observe.NewLogs(st, log)
 	meter := metering.NewRecorder()
+	metrics := observe.NewMetrics()
 	sb := sandbox.New(sandbox.Config{Exe: cfg.Exe, Node: cfg.Node, Logs: collect(logs)})
 	inv := invoker.New(invoker.Config{
 		QueueSize:    cfg.QueueSize,
 		QueueTimeout: cfg.QueueTimeout,
 		KeepAlive:    cfg.KeepAlive,
 		MaxInstances: cfg.MaxInstances,
-	}, starter{sb}, tl, meter, log)
+	}, starter{sb}, tl, meters{meter, metrics}, log)
 
 	ctl := &control{store: st, inv: inv, logs: logs, meter: meter, dataDir: dataDir, baseURL: baseURL, log: log}
 	if err := ctl.restore(ctx); err != nil {
 		inv.Close()
 		return err
 	}
-	gw := gateway.New(gateway.Config{MaxBodyBytes: cfg.MaxBodyBytes}, inv, adminapi.New(token, ctl, log), log)
+	control := http.NewServeMux()
+	control.Handle(MetricsPath, metrics.Handler())
+	control.Handle("/", adminapi.New(token, ctl, log))
+	gw := gateway.New(gateway.Config{MaxBodyBytes: cfg.MaxBodyBytes}, inv, control, log)
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
@@ -194,6 +198,31 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, log *slog.Logger) (e
 		srv.Close()
 	}
 	return nil
+}
+
+// MetricsPath serves the Prometheus metrics. Like the rest of serve it
+// listens on loopback by default; it needs no token.
+const MetricsPath = "/_shoal/metrics"
+
+// meters hands every metering record to each of its meters.
+type meters []invoker.Meter
+
+func (ms meters) InstanceStarted(in metering.Instance) {
+	for _, m := range ms {
+		m.InstanceStarted(in)
+	}
+}
+
+func (ms meters) InstanceStopped(instance string, now time.Time) {
+	for _, m := range ms {
+		m.InstanceStopped(instance, now)
+	}
+}
+
+func (ms meters) Invoked(inv metering.Invocation) {
+	for _, m := range ms {
+		m.Invoked(inv)
+	}
 }
 
 // urlOf is the URL clients on this machine use for addr.

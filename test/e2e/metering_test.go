@@ -59,3 +59,23 @@ func usage(ctx context.Context, t *testing.T, s *testutil.Serve) api.Usage {
 	}
 	return u
 }
+
+func TestMetering_Prometheus(t *testing.T) {
+	s := testutil.StartServe(t, testutil.ServeOptions{})
+	url := s.Deploy(testutil.WriteProject(t, "scraped", map[string]string{"index.mjs": pidHandler}))
+	getAll(t, 5, url)
+	code, body, _ := testutil.Get(t, s.URL+"/_shoal/metrics")
+	if code != 200 {
+		t.Fatalf("metrics: %d", code)
+	}
+	for _, want := range []string{
+		`shoal_invocations_total{code="200",project="scraped"} 5`,
+		`shoal_invocation_duration_seconds_count{project="scraped"} 5`,
+		`shoal_instances{project="scraped"} 1`,
+		`shoal_classic_gb_seconds_total{project="scraped"}`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+}

@@ -1,0 +1,99 @@
+package observe
+
+import (
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/shoal-dev/shoal/internal/metering"
+)
+
+// Metrics exposes what the invoker sees in Prometheus form. It receives the
+// same records as the metering Recorder. Counters start anew with serve.
+type Metrics struct {
+	// immutable
+	reg         *prometheus.Registry
+	invocations *prometheus.CounterVec
+	duration    *prometheus.HistogramVec
+	ttfb        *prometheus.HistogramVec
+	instances   *prometheus.GaugeVec
+	classicGBs  *prometheus.CounterVec
+	provGBs     *prometheus.CounterVec
+
+	mu   sync.Mutex
+	live map[string]metering.Instance // guarded by mu; running instances by id
+}
+
+// NewMetrics returns metrics on a registry of their own.
+func NewMetrics() *Metrics {
+	latency := []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		invocations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_invocations_total", Help: "Invocations that ended, by project and HTTP status code.",
+		}, []string{"project", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "shoal_invocation_duration_seconds", Help: "Invocation duration, from dispatch to the end of the response.", Buckets: latency,
+		}, []string{"project"}),
+		ttfb: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "shoal_invocation_ttfb_seconds", Help: "Time from dispatch to the response headers.", Buckets: latency,
+		}, []string{"project"}),
+		instances: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "shoal_instances", Help: "Running instances.",
+		}, []string{"project"}),
+		classicGBs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_classic_gb_seconds_total", Help: "Sum of invocation durations times memory: what one invocation per instance would bill.",
+		}, []string{"project"}),
+		provGBs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_provisioned_gb_seconds_total", Help: "Lifetime of stopped instances times memory.",
+		}, []string{"project"}),
+		live: map[string]metering.Instance{},
+	}
+	m.reg.MustRegister(m.invocations, m.duration, m.ttfb, m.instances, m.classicGBs, m.provGBs,
+		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	return m
+}
+
+// Handler serves the metrics in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+// InstanceStarted counts a running instance.
+func (m *Metrics) InstanceStarted(in metering.Instance) {
+	m.mu.Lock()
+	m.live[in.Instance] = in
+	m.mu.Unlock()
+	m.instances.WithLabelValues(in.Project).Inc()
+}
+
+// InstanceStopped counts an instance's lifetime.
+func (m *Metrics) InstanceStopped(instance string, now time.Time) {
+	m.mu.Lock()
+	in, ok := m.live[instance]
+	delete(m.live, instance)
+	m.mu.Unlock()
+	if !ok {
+		return
+	}
+	m.instances.WithLabelValues(in.Project).Dec()
+	m.provGBs.WithLabelValues(in.Project).Add(now.Sub(in.Start).Seconds() * float64(in.MemoryMB) / 1024)
+}
+
+// Invoked counts an invocation.
+func (m *Metrics) Invoked(inv metering.Invocation) {
+	m.mu.Lock()
+	mem := m.live[inv.Instance].MemoryMB
+	m.mu.Unlock()
+	d := inv.End.Sub(inv.Start)
+	m.invocations.WithLabelValues(inv.Project, strconv.Itoa(inv.Status)).Inc()
+	m.duration.WithLabelValues(inv.Project).Observe(d.Seconds())
+	if !inv.FirstByte.IsZero() {
+		m.ttfb.WithLabelValues(inv.Project).Observe(inv.FirstByte.Sub(inv.Start).Seconds())
+	}
+	m.classicGBs.WithLabelValues(inv.Project).Add(d.Seconds() * float64(mem) / 1024)
+}

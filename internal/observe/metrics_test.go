@@ -1,0 +1,42 @@
+package observe
+
+import (
+	"io"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoal-dev/shoal/internal/metering"
+)
+
+func TestMetrics(t *testing.T) {
+	m := NewMetrics()
+	t0 := time.Unix(1000, 0)
+	m.InstanceStarted(metering.Instance{Project: "app", Deployment: "d", Instance: "i1", MemoryMB: 2048, Start: t0})
+	for range 3 {
+		m.Invoked(metering.Invocation{Project: "app", Deployment: "d", Instance: "i1", Start: t0, FirstByte: t0.Add(10 * time.Millisecond), End: t0.Add(500 * time.Millisecond), Status: 200})
+	}
+	m.Invoked(metering.Invocation{Project: "app", Deployment: "d", Instance: "i1", Start: t0, End: t0.Add(time.Second), Status: 504})
+	m.InstanceStopped("i1", t0.Add(10*time.Second))
+	m.InstanceStopped("i1", t0.Add(20*time.Second)) // twice: counted once
+
+	w := httptest.NewRecorder()
+	m.Handler().ServeHTTP(w, httptest.NewRequest("GET", "/metrics", nil))
+	body, _ := io.ReadAll(w.Body)
+	for _, want := range []string{
+		`shoal_invocations_total{code="200",project="app"} 3`,
+		`shoal_invocations_total{code="504",project="app"} 1`,
+		`shoal_invocation_duration_seconds_count{project="app"} 4`,
+		`shoal_invocation_ttfb_seconds_count{project="app"} 3`,
+		`shoal_instances{project="app"} 0`,
+		// 3 × 0.5 s + 1 s, at 2 GB
+		`shoal_classic_gb_seconds_total{project="app"} 5`,
+		// 10 s at 2 GB
+		`shoal_provisioned_gb_seconds_total{project="app"} 20`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+}
