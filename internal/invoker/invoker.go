@@ -10,9 +10,9 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"time"
 
 	"golang.org/x/net/http2"
-	"time"
 
 	"github.com/shoal-dev/shoal/internal/metering"
 	"github.com/shoal-dev/shoal/internal/model"
@@ -231,7 +231,7 @@ func (inv *Invoker) Invoke(project string, req *http.Request) (*http.Response, e
 			inv.meter.Invoked(metering.Invocation{Project: p.dep.Project, Deployment: p.dep.ID, Instance: in.id, Start: start, End: time.Now(), Status: http.StatusInternalServerError})
 			return nil, fmt.Errorf("invoke %s on %s: %w", p.dep.ID, in.id, err)
 		}
-		if resp.Header.Get(ErrorHeader) == CodeInstanceGone {
+		if resp.Header.Get(tunnel.ErrorHeader) == tunnel.CodeInstanceGone {
 			resp.Body.Close()
 			p.release(in)
 			p.lost(in)
@@ -249,13 +249,6 @@ func (inv *Invoker) Invoke(project string, req *http.Request) (*http.Response, e
 		return resp, nil
 	}
 }
-
-// The runtime's answer to an invocation that reached no user code because
-// node had exited (see internal/tunnel/PROTOCOL.md).
-const (
-	ErrorHeader      = "x-shoal-error"
-	CodeInstanceGone = "INSTANCE_GONE"
-)
 
 var errInstanceGone = errors.New("instance gone before the invocation reached it")
 

@@ -79,8 +79,7 @@ type Supervisor struct {
 	exited  chan struct{} // closed by the wait goroutine when node exited
 	exitErr error         // set before exited is closed
 
-	inflight sync.WaitGroup
-	readers  sync.WaitGroup // log pipe readers
+	readers sync.WaitGroup // log pipe readers
 }
 
 var errTimeout = errors.New("invocation timed out")
@@ -284,8 +283,6 @@ func (s *Supervisor) write(r Record) {
 
 // ServeHTTP passes one invocation to node and bounds it by MaxDuration.
 func (s *Supervisor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	s.inflight.Add(1)
-	defer s.inflight.Done()
 	select {
 	case <-s.exited:
 		w.Header().Set(ErrorHeader, CodeInstanceGone)
@@ -335,16 +332,6 @@ func (s *Supervisor) Exited() <-chan struct{} { return s.exited }
 // ExitErr is node's exit status; valid after Exited is closed.
 func (s *Supervisor) ExitErr() error { return s.exitErr }
 
-// WaitIdle waits until no invocation is in flight or ctx is done.
-func (s *Supervisor) WaitIdle(ctx context.Context) {
-	done := make(chan struct{})
-	go func() { s.inflight.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-	}
-}
-
 // Close kills node and waits for it to exit. It is safe to call twice.
 func (s *Supervisor) Close() error {
 	select {
@@ -384,6 +371,7 @@ func newProxy(sock string, onError func(http.ResponseWriter, *http.Request, erro
 				// a reused one breaks after the request was written: that
 				// would run user code twice. A body that is not NoBody makes
 				// the request not replayable; an empty one sends nothing.
+				// (Its price: net/http probes it with a short-lived goroutine.)
 				pr.Out.Body = emptyBody{}
 				pr.Out.ContentLength = 0
 			}

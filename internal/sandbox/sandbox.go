@@ -100,7 +100,7 @@ func (sb *Sandbox) Start(ctx context.Context, s Spec) (*Process, error) {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = dir
 	cmd.Env = Env(dir, s)
-	// SIGTERM, not SIGKILL: the runtime then still cleans up after itself,
+	// SIGTERM, not SIGKILL: the runtime then exits through its own shutdown,
 	// and its node has Pdeathsig SIGKILL of its own.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	outR, outW, err := os.Pipe()

@@ -48,6 +48,14 @@ func (r *oneByteReader) Read(p []byte) (int, error) {
 	return r.c.Read(p)
 }
 
+// The header and code by which the runtime answers an invocation that
+// reached no user code because node had exited (PROTOCOL.md). The runtime
+// package, which may not import this one, spells them again.
+const (
+	ErrorHeader      = "x-shoal-error"
+	CodeInstanceGone = "INSTANCE_GONE"
+)
+
 // DrainTimeout bounds how long Serve lets the invocations in flight finish
 // after its context is done.
 const DrainTimeout = 10 * time.Second
