@@ -40,8 +40,8 @@ type Control interface {
 	// Logs returns the project's lines after id, at most limit; with wait it
 	// blocks until there is at least one or ctx is done.
 	Logs(ctx context.Context, project string, after int64, limit int, wait bool) ([]api.LogLine, error)
-	// Usage returns what the project cost since then.
-	Usage(ctx context.Context, project string, since time.Time) (api.Usage, error)
+	// Usage returns what the project cost over [since, until).
+	Usage(ctx context.Context, project string, since, until time.Time) (api.Usage, error)
 }
 
 // MaxUpload bounds an uploaded project archive.
@@ -160,25 +160,43 @@ func (h *Handler) remove(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// usage answers what the project cost since ?since=, an RFC 3339 time or a
-// duration back from now (default 1h).
+// usage answers what the project cost from ?since= (default 1h ago) until
+// ?until= (default now), each an RFC 3339 time or a duration back from now.
 func (h *Handler) usage(w http.ResponseWriter, r *http.Request) error {
-	since := time.Now().Add(-time.Hour)
-	if s := r.URL.Query().Get("since"); s != "" {
-		if d, err := time.ParseDuration(s); err == nil {
-			since = time.Now().Add(-d)
-		} else if t, err := time.Parse(time.RFC3339, s); err == nil {
-			since = t
-		} else {
-			return fmt.Errorf("%w: since=%q is neither a time (RFC 3339) nor a duration", ErrBadRequest, s)
-		}
+	now := time.Now()
+	since, err := timeParam(r, "since", now, now.Add(-time.Hour))
+	if err != nil {
+		return err
 	}
-	u, err := h.ctl.Usage(r.Context(), r.PathValue("name"), since)
+	until, err := timeParam(r, "until", now, now)
+	if err != nil {
+		return err
+	}
+	if !since.Before(until) {
+		return fmt.Errorf("%w: since must be before until", ErrBadRequest)
+	}
+	u, err := h.ctl.Usage(r.Context(), r.PathValue("name"), since, until)
 	if err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, u)
 	return nil
+}
+
+// timeParam reads query parameter name as an RFC 3339 time or a duration
+// back from now; def if it is absent.
+func timeParam(r *http.Request, name string, now, def time.Time) (time.Time, error) {
+	s := r.URL.Query().Get(name)
+	if s == "" {
+		return def, nil
+	}
+	if d, err := time.ParseDuration(s); err == nil {
+		return now.Add(-d), nil
+	}
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t, nil
+	}
+	return time.Time{}, fmt.Errorf("%w: %s=%q is neither a time (RFC 3339) nor a duration", ErrBadRequest, name, s)
 }
 
 // logs streams the project's lines as NDJSON; with follow=1 it keeps the

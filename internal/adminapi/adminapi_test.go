@@ -28,14 +28,14 @@ type fakeControl struct {
 	projects func(ctx context.Context) ([]api.Project, error)
 	remove   func(ctx context.Context, project string) error
 	logs     func(ctx context.Context, project string, after int64, limit int, wait bool) ([]api.LogLine, error)
-	usage    func(ctx context.Context, project string, since time.Time) (api.Usage, error)
+	usage    func(ctx context.Context, project string, since, until time.Time) (api.Usage, error)
 }
 
-func (c *fakeControl) Usage(ctx context.Context, project string, since time.Time) (api.Usage, error) {
+func (c *fakeControl) Usage(ctx context.Context, project string, since, until time.Time) (api.Usage, error) {
 	if c.usage == nil {
 		return api.Usage{}, errUnexpected
 	}
-	return c.usage(ctx, project, since)
+	return c.usage(ctx, project, since, until)
 }
 
 var errUnexpected = errors.New("unexpected call")
@@ -650,20 +650,25 @@ func TestHandler_LogsErrors(t *testing.T) {
 func TestHandler_UsageSince(t *testing.T) {
 	now := time.Now()
 	tests := []struct {
-		name, query string
-		status      int
-		since       time.Time // expected, within a minute
+		name, query  string
+		status       int
+		since, until time.Time // expected, within a minute
 	}{
-		{"default_hour", "", 200, now.Add(-time.Hour)},
-		{"duration", "?since=10m", 200, now.Add(-10 * time.Minute)},
-		{"time", "?since=2026-01-02T03:04:05Z", 200, time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)},
-		{"bad", "?since=yesterday", 400, time.Time{}},
+		{"default_hour", "", 200, now.Add(-time.Hour), now},
+		{"duration", "?since=10m", 200, now.Add(-10 * time.Minute), now},
+		{"time", "?since=2026-01-02T03:04:05Z", 200, time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), now},
+		{"until", "?since=2026-01-02T03:04:05Z&until=2026-01-02T03:05:05.5Z", 200,
+			time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), time.Date(2026, 1, 2, 3, 5, 5, 5e8, time.UTC)},
+		{"until_duration", "?since=1h&until=30m", 200, now.Add(-time.Hour), now.Add(-30 * time.Minute)},
+		{"bad", "?since=yesterday", 400, time.Time{}, time.Time{}},
+		{"bad_until", "?until=tomorrow", 400, time.Time{}, time.Time{}},
+		{"until_before_since", "?since=10m&until=20m", 400, time.Time{}, time.Time{}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var got time.Time
-			h := New("tok", &fakeControl{usage: func(ctx context.Context, project string, since time.Time) (api.Usage, error) {
-				got = since
+			var got, gotUntil time.Time
+			h := New("tok", &fakeControl{usage: func(ctx context.Context, project string, since, until time.Time) (api.Usage, error) {
+				got, gotUntil = since, until
 				return api.Usage{Project: project, Invocations: 3}, nil
 			}}, nil)
 			req := httptest.NewRequest("GET", api.Prefix+"/projects/app/usage"+tt.query, nil)
@@ -675,6 +680,9 @@ func TestHandler_UsageSince(t *testing.T) {
 			}
 			if tt.status == 200 && (got.Sub(tt.since) > time.Minute || tt.since.Sub(got) > time.Minute) {
 				t.Errorf("since = %v, want about %v", got, tt.since)
+			}
+			if tt.status == 200 && (gotUntil.Sub(tt.until) > time.Minute || tt.until.Sub(gotUntil) > time.Minute) {
+				t.Errorf("until = %v, want about %v", gotUntil, tt.until)
 			}
 		})
 	}

@@ -46,8 +46,11 @@ type Usage struct {
 	InstanceGBSeconds    float64   `json:"instance_gb_seconds"`
 	ProvisionedGBSeconds float64   `json:"provisioned_gb_seconds"`
 	ClassicGBSeconds     float64   `json:"classic_gb_seconds"`
+	ActiveCPUSeconds     float64   `json:"active_cpu_seconds"`
 	Savings              float64   `json:"savings"`
 	PeakInstances        int       `json:"peak_instances"`
+	// PeakRSSMB is the largest resident memory an instance reached.
+	PeakRSSMB float64 `json:"peak_rss_mb"`
 	LatencyP50Ms         float64   `json:"latency_p50_ms"`
 	LatencyP99Ms         float64   `json:"latency_p99_ms"`
 	TTFBP50Ms            float64   `json:"ttfb_p50_ms"`

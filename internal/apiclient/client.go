@@ -101,11 +101,15 @@ func (c *Client) Remove(ctx context.Context, project string) error {
 	return c.decode(ctx, "DELETE", "/projects/"+url.PathEscape(project), nil, "", nil)
 }
 
-// Usage returns what the project cost since the given duration ago or
-// RFC 3339 time.
-func (c *Client) Usage(ctx context.Context, project, since string) (api.Usage, error) {
+// Usage returns what the project cost from since until until, each a
+// duration back from now or an RFC 3339 time; until "" means now.
+func (c *Client) Usage(ctx context.Context, project, since, until string) (api.Usage, error) {
 	var u api.Usage
-	err := c.decode(ctx, "GET", "/projects/"+url.PathEscape(project)+"/usage?since="+url.QueryEscape(since), nil, "", &u)
+	q := url.Values{"since": {since}}
+	if until != "" {
+		q.Set("until", until)
+	}
+	err := c.decode(ctx, "GET", "/projects/"+url.PathEscape(project)+"/usage?"+q.Encode(), nil, "", &u)
 	return u, err
 }
 

@@ -10,7 +10,7 @@ import (
 
 func newUsage() *cobra.Command {
 	var cf clientFlags
-	var since string
+	var since, until string
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "usage NAME",
@@ -27,7 +27,7 @@ Counters live in serve's memory and start anew when serve restarts.`,
 			if err != nil {
 				return err
 			}
-			u, err := c.Usage(cmd.Context(), args[0], since)
+			u, err := c.Usage(cmd.Context(), args[0], since, until)
 			if err != nil {
 				return err
 			}
@@ -52,6 +52,7 @@ Counters live in serve's memory and start anew when serve restarts.`,
 		},
 	}
 	cmd.Flags().StringVar(&since, "since", "1h", "window start: a duration back from now or an RFC 3339 time")
+	cmd.Flags().StringVar(&until, "until", "", "window end, like --since (default: now)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cf.register(cmd)
 	return cmd

@@ -169,7 +169,7 @@ func (c *control) Logs(ctx context.Context, project string, after int64, limit i
 }
 
 // Usage computes what the project's deployments cost since then.
-func (c *control) Usage(ctx context.Context, project string, since time.Time) (api.Usage, error) {
+func (c *control) Usage(ctx context.Context, project string, since, until time.Time) (api.Usage, error) {
 	ds, err := c.store.Deployments(ctx, project)
 	if err != nil {
 		return api.Usage{}, err
@@ -181,7 +181,7 @@ func (c *control) Usage(ctx context.Context, project string, since time.Time) (a
 	for i, d := range ds {
 		ids[i] = d.ID
 	}
-	u := c.meter.Usage(ids, since, time.Now())
+	u := c.meter.Usage(ids, since, until)
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	return api.Usage{
 		Project: project, Since: u.Since, Until: u.Until,
