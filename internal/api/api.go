@@ -50,11 +50,11 @@ type Usage struct {
 	Savings              float64   `json:"savings"`
 	PeakInstances        int       `json:"peak_instances"`
 	// PeakRSSMB is the largest resident memory an instance reached.
-	PeakRSSMB float64 `json:"peak_rss_mb"`
-	LatencyP50Ms         float64   `json:"latency_p50_ms"`
-	LatencyP99Ms         float64   `json:"latency_p99_ms"`
-	TTFBP50Ms            float64   `json:"ttfb_p50_ms"`
-	TTFBP99Ms            float64   `json:"ttfb_p99_ms"`
+	PeakRSSMB    float64 `json:"peak_rss_mb"`
+	LatencyP50Ms float64 `json:"latency_p50_ms"`
+	LatencyP99Ms float64 `json:"latency_p99_ms"`
+	TTFBP50Ms    float64 `json:"ttfb_p50_ms"`
+	TTFBP99Ms    float64 `json:"ttfb_p99_ms"`
 }
 
 // Error is the body of every error response of the control API.
