@@ -65,7 +65,7 @@ until the tunnel or node goes away. serve starts this; users do not.`,
 				case <-tctx.Done():
 				}
 			}()
-			tunnel.Serve(tctx, conn, sup)
+			tunnel.Serve(tctx, conn, tunnel.WithReports(tctx, sup, func() tunnel.Report { return report(sup.Stats()) }))
 			return nil
 		},
 	}
@@ -81,4 +81,13 @@ until the tunnel or node goes away. serve starts this; users do not.`,
 		cmd.MarkFlagRequired(name)
 	}
 	return cmd
+}
+
+// report is the tunnel's form of the supervisor's stats.
+func report(st runtime.Stats) tunnel.Report {
+	r := tunnel.Report{TS: time.Now().UnixMilli(), CPUMs: st.CPU.Milliseconds(), RSS: st.RSS, InFlight: st.InFlight}
+	for _, w := range st.Waited {
+		r.Waited = append(r.Waited, tunnel.Waited{ID: w.ID, From: w.From.UnixMilli(), To: w.To.UnixMilli()})
+	}
+	return r
 }

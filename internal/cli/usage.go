@@ -19,7 +19,9 @@ func newUsage() *cobra.Command {
 instance GB-s (instance busy time x memory, what shoal's model bills),
 provisioned GB-s (instance lifetime x memory), classic GB-s (the sum of
 invocation durations x memory, what one invocation per instance would
-bill), the savings (1 - instance/classic) and latency percentiles.
+bill), the instances' CPU time, the savings (1 - instance/classic) and
+latency percentiles. An invocation lasts until its response ended and its
+waitUntil work settled.
 Counters live in serve's memory and start anew when serve restarts.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -45,6 +47,8 @@ Counters live in serve's memory and start anew when serve restarts.`,
 			fmt.Fprintf(tw, "instance GB-s\t%.3f\n", u.InstanceGBSeconds)
 			fmt.Fprintf(tw, "provisioned GB-s\t%.3f\n", u.ProvisionedGBSeconds)
 			fmt.Fprintf(tw, "classic GB-s\t%.3f\n", u.ClassicGBSeconds)
+			fmt.Fprintf(tw, "active CPU\t%.3f s\n", u.ActiveCPUSeconds)
+			fmt.Fprintf(tw, "peak instance memory\t%.0f MB resident\n", u.PeakRSSMB)
 			fmt.Fprintf(tw, "savings\t%.1f%%\n", u.Savings*100)
 			fmt.Fprintf(tw, "latency p50 / p99\t%.1f / %.1f ms\n", u.LatencyP50Ms, u.LatencyP99Ms)
 			fmt.Fprintf(tw, "ttfb p50 / p99\t%.1f / %.1f ms\n", u.TTFBP50Ms, u.TTFBP99Ms)

@@ -116,7 +116,14 @@ type Process interface {
 type Meter interface {
 	InstanceStarted(in metering.Instance)
 	InstanceStopped(instance string, now time.Time)
+	// InstanceSampled records an instance's CPU time so far and its
+	// resident memory, as the instance reported them at at.
+	InstanceSampled(instance string, at time.Time, cpu time.Duration, rssBytes int64)
 	Invoked(inv metering.Invocation)
+	// Waited records that an invocation's work went on past its response
+	// (waitUntil): inv.Start is when the response finished, inv.End when
+	// the work did.
+	Waited(inv metering.Invocation)
 }
 
 // Invoker dispatches invocations to the instances of each project's current
@@ -228,7 +235,8 @@ func (inv *Invoker) Invoke(project string, req *http.Request) (*http.Response, e
 				p.lost(in)
 				continue
 			}
-			inv.meter.Invoked(metering.Invocation{Project: p.dep.Project, Deployment: p.dep.ID, Instance: in.id, Start: start, End: time.Now(), Status: http.StatusInternalServerError})
+			inv.meter.Invoked(metering.Invocation{Project: p.dep.Project, Deployment: p.dep.ID, Instance: in.id, ID: req.Header.Get(tunnel.IDHeader),
+				Start: start, End: time.Now(), Status: http.StatusInternalServerError})
 			return nil, fmt.Errorf("invoke %s on %s: %w", p.dep.ID, in.id, err)
 		}
 		if resp.Header.Get(tunnel.ErrorHeader) == tunnel.CodeInstanceGone {
@@ -240,7 +248,8 @@ func (inv *Invoker) Invoke(project string, req *http.Request) (*http.Response, e
 			}
 			return nil, fmt.Errorf("invoke %s on %s: %w", p.dep.ID, in.id, errInstanceGone)
 		}
-		record := metering.Invocation{Project: p.dep.Project, Deployment: p.dep.ID, Instance: in.id, Start: start, FirstByte: time.Now(), Status: resp.StatusCode}
+		record := metering.Invocation{Project: p.dep.Project, Deployment: p.dep.ID, Instance: in.id, ID: req.Header.Get(tunnel.IDHeader),
+			Start: start, FirstByte: time.Now(), Status: resp.StatusCode}
 		resp.Body = &slotBody{ReadCloser: resp.Body, release: func() {
 			record.End = time.Now()
 			inv.meter.Invoked(record)
@@ -352,9 +361,11 @@ func (inv *Invoker) Stats() []Stats {
 
 type noMeter struct{}
 
-func (noMeter) InstanceStarted(metering.Instance) {}
-func (noMeter) InstanceStopped(string, time.Time) {}
-func (noMeter) Invoked(metering.Invocation)       {}
+func (noMeter) InstanceStarted(metering.Instance)                       {}
+func (noMeter) InstanceStopped(string, time.Time)                       {}
+func (noMeter) InstanceSampled(string, time.Time, time.Duration, int64) {}
+func (noMeter) Invoked(metering.Invocation)                             {}
+func (noMeter) Waited(metering.Invocation)                              {}
 
 func newID(prefix string) string {
 	b := make([]byte, 8)

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-dev/shoal/internal/metering"
 	"github.com/shoal-dev/shoal/internal/model"
 	"github.com/shoal-dev/shoal/internal/tunnel"
 )
@@ -22,7 +23,9 @@ import (
 // the process boundary only; the tunnel and the invoker are real.
 type goStarter struct {
 	handler http.Handler
-	fail    atomic.Bool // Start fails while set
+	fail    atomic.Bool        // Start fails while set
+	meter   *metering.Recorder // the invoker's
+	waited  chan tunnel.Waited // reported by the next report of any instance
 
 	mu      sync.Mutex
 	started []*goProcess
@@ -59,7 +62,20 @@ func (s *goStarter) Start(ctx context.Context, l Launch) (Process, error) {
 			w.Header().Set("x-instance", l.Instance)
 			s.handler.ServeHTTP(w, r)
 		})
-		tunnel.Serve(pctx, c, h)
+		var cpu atomic.Int64
+		tunnel.Serve(pctx, c, tunnel.WithReports(pctx, h, func() tunnel.Report {
+			// 10 ms of CPU per report, like a busy instance.
+			r := tunnel.Report{TS: time.Now().UnixMilli(), CPUMs: cpu.Add(10), RSS: 50 << 20}
+			for {
+				select {
+				case w := <-s.waited:
+					r.Waited = append(r.Waited, w)
+					continue
+				default:
+				}
+				return r
+			}
+		}))
 	}()
 	s.mu.Lock()
 	s.started = append(s.started, p)
@@ -83,8 +99,8 @@ func newInvoker(t *testing.T, cfg Config, h http.Handler) (*Invoker, *goStarter)
 	ctx, cancel := context.WithCancel(context.Background())
 	lnDone := make(chan error, 1)
 	go func() { lnDone <- ln.Run(ctx) }()
-	st := &goStarter{handler: h}
-	inv := New(cfg, st, ln, nil, nil)
+	st := &goStarter{handler: h, meter: metering.NewRecorder(), waited: make(chan tunnel.Waited, 10)}
+	inv := New(cfg, st, ln, st.meter, nil)
 	t.Cleanup(func() {
 		inv.Close()
 		cancel()
@@ -340,6 +356,29 @@ func TestInvoker_OldDeploymentDrains(t *testing.T) {
 			t.Errorf("old deployment still tracked: %+v", s)
 		}
 	}
+}
+
+func TestInvoker_ReportsReachTheMeter(t *testing.T) {
+	inv, st := newInvoker(t, Config{}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	}))
+	inv.Deploy(deployment("d1", 10))
+	req, _ := http.NewRequest("GET", "http://app/", nil)
+	req.Header.Set(tunnel.IDHeader, "inv-1")
+	resp, err := inv.Invoke("app", req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	// The instance says the invocation's waitUntil work ran 300 ms past
+	// its response.
+	now := time.Now()
+	st.waited <- tunnel.Waited{ID: "inv-1", From: now.UnixMilli(), To: now.Add(300 * time.Millisecond).UnixMilli()}
+	waitFor(t, "CPU and waitUntil metered", func() bool {
+		u := st.meter.Usage([]string{"d1"}, now.Add(-time.Minute), now.Add(time.Minute))
+		return u.ActiveCPU >= 20*time.Millisecond && u.PeakRSS == 50<<20 && u.Invocations == 1 && u.LatencyP50 >= 300*time.Millisecond
+	})
 }
 
 func TestPool_ReleaseTwicePanics(t *testing.T) {

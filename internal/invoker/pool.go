@@ -30,9 +30,11 @@ type pool struct {
 // instance is one started instance of the deployment.
 type instance struct {
 	// immutable
-	id   string
-	conn *tunnel.Conn
-	proc Process
+	id          string
+	conn        *tunnel.Conn
+	proc        Process
+	reports     context.Context    // the report stream's; done when the instance stops
+	stopReports context.CancelFunc // ends the report stream
 
 	// guarded by pool.mu
 	inflight  int
@@ -157,10 +159,14 @@ func (p *pool) start() {
 	p.inv.meter.InstanceStarted(metering.Instance{Project: p.dep.Project, Deployment: p.dep.ID, Instance: id, MemoryMB: p.dep.Config.MemoryMB, Start: began})
 	p.instances = append(p.instances, in)
 	p.dispatchLocked(in)
-	p.inv.wg.Add(1)
+	p.inv.wg.Add(2)
 	go func() {
 		defer p.inv.wg.Done()
 		p.watch(in)
+	}()
+	go func() {
+		defer p.inv.wg.Done()
+		p.readReports(in)
 	}()
 	if !p.current && in.inflight == 0 {
 		p.stopLocked(in)
@@ -201,7 +207,23 @@ func (p *pool) launch(id string) (*instance, error) {
 		}
 		return nil, fmt.Errorf("instance %s tunnel: %w", id, err)
 	}
-	return &instance{id: id, conn: conn, proc: proc}, nil
+	reports, stopReports := context.WithCancel(p.inv.ctx)
+	return &instance{id: id, conn: conn, proc: proc, reports: reports, stopReports: stopReports}, nil
+}
+
+// readReports hands the instance's reports to the meter until it stops.
+func (p *pool) readReports(in *instance) {
+	m := p.inv.meter
+	err := in.conn.Reports(in.reports, func(r tunnel.Report) {
+		m.InstanceSampled(in.id, time.UnixMilli(r.TS), time.Duration(r.CPUMs)*time.Millisecond, r.RSS)
+		for _, w := range r.Waited {
+			m.Waited(metering.Invocation{Project: p.dep.Project, Deployment: p.dep.ID, Instance: in.id, ID: w.ID,
+				Start: time.UnixMilli(w.From), End: time.UnixMilli(w.To)})
+		}
+	})
+	if err != nil && in.reports.Err() == nil {
+		p.inv.log.Debug("instance reports ended", "deployment", p.dep.ID, "instance", in.id, "err", err)
+	}
 }
 
 // dispatchLocked hands in's free slots to waiting invocations in order.
@@ -273,6 +295,7 @@ func (p *pool) stopLocked(in *instance) {
 		// Invocations that picked in just before it went are let through:
 		// a live instance serves them, a dead one answers INSTANCE_GONE and
 		// they are placed again.
+		in.stopReports()
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(p.inv.ctx), p.inv.cfg.StopTimeout)
 		in.conn.Shutdown(ctx)
 		cancel()

@@ -10,6 +10,7 @@ import (
 // Invocation is one finished invocation.
 type Invocation struct {
 	Project, Deployment, Instance string
+	ID                            string // the invocation id (x-shoal-id)
 	// Start is when the invoker sent it; FirstByte when the response
 	// headers came back (zero if none did); End when the response was done,
 	// including work the function kept doing after it (waitUntil).
@@ -23,6 +24,32 @@ type Instance struct {
 	MemoryMB                      int
 	// Start is when it was started; End when it stopped, zero while it runs.
 	Start, End time.Time
+	// CPU are samples of the CPU time its processes used since Start,
+	// oldest first; PeakRSS the largest resident memory seen, in bytes.
+	CPU     []CPUSample
+	PeakRSS int64
+}
+
+// CPUSample is an instance's CPU time used from its start until At.
+type CPUSample struct {
+	At  time.Time
+	CPU time.Duration
+}
+
+// cpuAt is the instance's CPU time used by t, interpolated between samples;
+// it is 0 at Start and stays at the last sample after it.
+func (in *Instance) cpuAt(t time.Time) time.Duration {
+	prev := CPUSample{At: in.Start}
+	for _, s := range in.CPU {
+		if !t.After(s.At) {
+			if span := s.At.Sub(prev.At); span > 0 && t.After(prev.At) {
+				return prev.CPU + time.Duration(float64(s.CPU-prev.CPU)*float64(t.Sub(prev.At))/float64(span))
+			}
+			return prev.CPU
+		}
+		prev = s
+	}
+	return prev.CPU
 }
 
 // Usage is what one deployment (or a set of them) cost over a window.
@@ -33,7 +60,9 @@ type Usage struct {
 	InstanceGBSeconds      float64
 	ProvisionedGBSeconds   float64
 	ClassicGBSeconds       float64
+	ActiveCPU              time.Duration // CPU time the instances used
 	PeakInstances          int
+	PeakRSS                int64 // bytes, the most one instance held
 	LatencyP50, LatencyP99 time.Duration
 	TTFBP50, TTFBP99       time.Duration
 }
@@ -110,6 +139,8 @@ func Compute(invs []Invocation, insts []Instance, since, until time.Time) Usage 
 			continue
 		}
 		u.ProvisionedGBSeconds += gbSeconds(iv.end.Sub(iv.start), in.MemoryMB)
+		u.ActiveCPU += in.cpuAt(iv.end) - in.cpuAt(iv.start)
+		u.PeakRSS = max(u.PeakRSS, in.PeakRSS)
 		events = append(events, struct {
 			at    time.Time
 			delta int
@@ -182,11 +213,68 @@ type Recorder struct {
 	mu          sync.Mutex
 	invocations map[string][]Invocation // guarded by mu; deployment -> records, oldest first
 	instances   map[string]*Instance    // guarded by mu; instance id -> life
+	early       map[string]time.Time    // guarded by mu; invocation id -> end of work reported before the invocation
 }
 
 // NewRecorder returns an empty recorder.
 func NewRecorder() *Recorder {
-	return &Recorder{invocations: map[string][]Invocation{}, instances: map[string]*Instance{}}
+	return &Recorder{invocations: map[string][]Invocation{}, instances: map[string]*Instance{}, early: map[string]time.Time{}}
+}
+
+// Sample spacing and count kept per instance: enough for CPU over any
+// window, at most a few tens of KB per instance.
+const (
+	sampleEvery = time.Second
+	maxSamples  = 4096
+)
+
+// InstanceSampled records an instance's CPU time so far and resident
+// memory.
+func (r *Recorder) InstanceSampled(instance string, at time.Time, cpu time.Duration, rss int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	in := r.instances[instance]
+	if in == nil {
+		return
+	}
+	in.PeakRSS = max(in.PeakRSS, rss)
+	n := len(in.CPU)
+	if n >= 2 && at.Sub(in.CPU[n-2].At) < sampleEvery {
+		in.CPU[n-1] = CPUSample{At: at, CPU: cpu} // the newest moves on
+		return
+	}
+	if n >= maxSamples {
+		// Halve the resolution of the history.
+		for i := range n / 2 {
+			in.CPU[i] = in.CPU[2*i+1]
+		}
+		in.CPU = in.CPU[:n/2]
+	}
+	in.CPU = append(in.CPU, CPUSample{At: at, CPU: cpu})
+}
+
+// searchBack bounds how far back Waited looks for its invocation.
+const searchBack = 10_000
+
+// Waited extends a recorded invocation's end to w.End: its work went on
+// past its response. w.ID and w.Deployment name it; if it is not recorded
+// yet, the end is applied when it is.
+func (r *Recorder) Waited(w Invocation) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	recs := r.invocations[w.Deployment]
+	for i := len(recs) - 1; i >= max(0, len(recs)-searchBack); i-- {
+		if recs[i].ID == w.ID {
+			if w.End.After(recs[i].End) {
+				recs[i].End = w.End
+			}
+			return
+		}
+	}
+	if len(r.early) >= searchBack {
+		clear(r.early) // ids that never came; should not happen
+	}
+	r.early[w.ID] = w.End
 }
 
 // InstanceStarted records an instance's start; in.End is ignored.
@@ -210,6 +298,12 @@ func (r *Recorder) InstanceStopped(instance string, now time.Time) {
 func (r *Recorder) Invoked(inv Invocation) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if end, ok := r.early[inv.ID]; ok && inv.ID != "" {
+		delete(r.early, inv.ID)
+		if end.After(inv.End) {
+			inv.End = end
+		}
+	}
 	recs := append(r.invocations[inv.Deployment], inv)
 	// Drop the oldest in chunks of a tenth, so appending stays O(1)
 	// amortized.
@@ -229,9 +323,57 @@ func (r *Recorder) Usage(deployments []string, since, until time.Time) Usage {
 	}
 	for _, in := range r.instances {
 		if slices.Contains(deployments, in.Deployment) {
-			insts = append(insts, *in)
+			c := *in
+			c.CPU = slices.Clone(in.CPU)
+			insts = append(insts, c)
 		}
 	}
 	r.mu.Unlock()
 	return Compute(invs, insts, since, until)
+}
+
+// Busy adds up one instance's busy time as invocations are reported, each
+// as it ends, in any order: the length of the union of their intervals. It
+// remembers the recent busy stretches (at most maxStretches), so an
+// interval reaching further back than them may be counted again in part.
+type Busy struct {
+	stretches []interval // disjoint, sorted by start
+}
+
+const maxStretches = 256
+
+// Add adds [start, end) and returns how much of it was not busy yet.
+func (b *Busy) Add(start, end time.Time) time.Duration {
+	if !end.After(start) {
+		return 0
+	}
+	added := end.Sub(start)
+	merged := interval{start, end}
+	// Stretches before and after the new one stay; those touching it merge.
+	i := sort.Search(len(b.stretches), func(i int) bool { return !b.stretches[i].end.Before(start) })
+	j := i
+	for ; j < len(b.stretches) && !b.stretches[j].start.After(end); j++ {
+		s := b.stretches[j]
+		lo, hi := s.start, s.end
+		if lo.Before(start) {
+			lo = start
+		}
+		if hi.After(end) {
+			hi = end
+		}
+		if hi.After(lo) {
+			added -= hi.Sub(lo)
+		}
+		if s.start.Before(merged.start) {
+			merged.start = s.start
+		}
+		if s.end.After(merged.end) {
+			merged.end = s.end
+		}
+	}
+	b.stretches = slices.Replace(b.stretches, i, j, merged)
+	if len(b.stretches) > maxStretches {
+		b.stretches = slices.Delete(b.stretches, 0, len(b.stretches)-maxStretches)
+	}
+	return added
 }

@@ -91,6 +91,25 @@ func TestCompute(t *testing.T) {
 			since: at(0), until: at(1000),
 			want: Usage{ProvisionedGBSeconds: 0.2, PeakInstances: 1},
 		},
+		{
+			name: "cpu_interpolated_and_clipped_to_the_window",
+			// 100 ms of CPU by 1 s, 300 ms by 2 s, then stopped. On the
+			// line through the samples cpu(0.5 s) = 50 ms and
+			// cpu(1.5 s) = 200 ms: 150 ms in the window.
+			insts: []Instance{{Deployment: "d", Instance: "a", MemoryMB: 1024, Start: at(0), End: at(2000), PeakRSS: 40 << 20,
+				CPU: []CPUSample{{at(1000), 100 * time.Millisecond}, {at(2000), 300 * time.Millisecond}}}},
+			since: at(500), until: at(1500),
+			want: Usage{ProvisionedGBSeconds: 1, PeakInstances: 1, ActiveCPU: 150 * time.Millisecond, PeakRSS: 40 << 20},
+		},
+		{
+			name: "cpu_after_the_last_sample_stays",
+			insts: []Instance{
+				{Deployment: "d", Instance: "a", MemoryMB: 1024, Start: at(0), CPU: []CPUSample{{at(1000), 100 * time.Millisecond}}, PeakRSS: 1},
+				{Deployment: "d", Instance: "b", MemoryMB: 1024, Start: at(0), CPU: []CPUSample{{at(500), 20 * time.Millisecond}}, PeakRSS: 2},
+			},
+			since: at(0), until: at(3000),
+			want: Usage{ProvisionedGBSeconds: 6, PeakInstances: 2, ActiveCPU: 120 * time.Millisecond, PeakRSS: 2},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -100,7 +119,8 @@ func TestCompute(t *testing.T) {
 				!near(got.ClassicGBSeconds, tt.want.ClassicGBSeconds) || !near(got.InstanceGBSeconds, tt.want.InstanceGBSeconds) ||
 				!near(got.ProvisionedGBSeconds, tt.want.ProvisionedGBSeconds) ||
 				got.LatencyP50 != tt.want.LatencyP50 || got.LatencyP99 != tt.want.LatencyP99 ||
-				got.TTFBP50 != tt.want.TTFBP50 || got.TTFBP99 != tt.want.TTFBP99 {
+				got.TTFBP50 != tt.want.TTFBP50 || got.TTFBP99 != tt.want.TTFBP99 ||
+				got.ActiveCPU != tt.want.ActiveCPU || got.PeakRSS != tt.want.PeakRSS {
 				t.Errorf("Compute =\n %+v\nwant\n %+v", got, tt.want)
 			}
 		})
@@ -148,5 +168,94 @@ func TestRecorder(t *testing.T) {
 	}
 	if u := r.Usage([]string{"d1", "d2"}, at(0), at(2000)); u.Invocations != 21 || u.PeakInstances != 2 {
 		t.Errorf("d1+d2 usage %+v, want 21 invocations on 2 instances", u)
+	}
+}
+
+func TestRecorder_Waited(t *testing.T) {
+	r := NewRecorder()
+	r.InstanceStarted(Instance{Deployment: "d", Instance: "i1", MemoryMB: 1024, Start: at(0)})
+	// The response ended at 10 ms; its waitUntil work went on to 500 ms.
+	r.Invoked(Invocation{Deployment: "d", Instance: "i1", ID: "a", Start: at(0), FirstByte: at(5), End: at(10), Status: 200})
+	r.Waited(Invocation{Deployment: "d", Instance: "i1", ID: "a", Start: at(9), End: at(500)})
+	// The instance's report can beat the invoker's record of the end.
+	r.Waited(Invocation{Deployment: "d", Instance: "i1", ID: "b", Start: at(1009), End: at(1300)})
+	r.Invoked(Invocation{Deployment: "d", Instance: "i1", ID: "b", Start: at(1000), End: at(1010), Status: 200})
+	// An end before the recorded one changes nothing.
+	r.Waited(Invocation{Deployment: "d", Instance: "i1", ID: "a", Start: at(1), End: at(2)})
+	u := r.Usage([]string{"d"}, at(0), at(2000))
+	if u.Invocations != 2 || !near(u.ClassicGBSeconds, 0.8) || !near(u.InstanceGBSeconds, 0.8) || u.LatencyP99 != 500*time.Millisecond {
+		t.Errorf("usage %+v, want 2 invocations lasting 500 and 300 ms: 0.8 classic and instance GB-s, p99 500 ms", u)
+	}
+}
+
+func TestRecorder_InstanceSampled(t *testing.T) {
+	r := NewRecorder()
+	r.InstanceStarted(Instance{Deployment: "d", Instance: "i1", MemoryMB: 1024, Start: at(0)})
+	r.InstanceSampled("nope", at(1), time.Second, 1) // an unknown instance is ignored
+	// 10 ms of CPU every 100 ms for 1000 s: 100 s of CPU, RSS growing.
+	for i := 1; i <= 10_000; i++ {
+		r.InstanceSampled("i1", at(100*i), time.Duration(i)*10*time.Millisecond, int64(i))
+	}
+	r.mu.Lock()
+	n := len(r.instances["i1"].CPU)
+	r.mu.Unlock()
+	if n > maxSamples {
+		t.Errorf("%d samples kept, want at most %d", n, maxSamples)
+	}
+	u := r.Usage([]string{"d"}, at(0), at(1_000_000))
+	if u.ActiveCPU != 100*time.Second || u.PeakRSS != 10_000 {
+		t.Errorf("usage %+v, want 100 s of CPU and a peak RSS of 10000", u)
+	}
+	// A window in the middle: 10 ms per 100 ms over 100 s.
+	if u := r.Usage([]string{"d"}, at(300_000), at(400_000)); u.ActiveCPU < 9900*time.Millisecond || u.ActiveCPU > 10100*time.Millisecond {
+		t.Errorf("CPU from 300 s to 400 s = %v, want about 10 s", u.ActiveCPU)
+	}
+}
+
+func TestBusy(t *testing.T) {
+	type add struct{ start, end, want int }
+	tests := []struct {
+		name string
+		adds []add
+	}{
+		{"one", []add{{0, 100, 100}}},
+		{"empty", []add{{100, 100, 0}, {100, 50, 0}}},
+		{"disjoint", []add{{0, 100, 100}, {200, 300, 100}}},
+		{"overlapping", []add{{0, 100, 100}, {50, 150, 50}, {20, 80, 0}}},
+		{"touching", []add{{0, 100, 100}, {100, 200, 100}}},
+		// A long invocation that ends last covers the gap between two that
+		// ended before it.
+		{"out_of_order", []add{{0, 100, 100}, {120, 200, 80}, {50, 300, 120}}},
+		{"spanning_many", []add{{0, 10, 10}, {20, 30, 10}, {40, 50, 10}, {60, 70, 10}, {0, 100, 60}, {0, 100, 0}}},
+		{"earlier", []add{{200, 300, 100}, {0, 100, 100}, {90, 210, 100}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var b Busy
+			for _, a := range tt.adds {
+				if got := b.Add(at(a.start), at(a.end)); got != time.Duration(a.want)*time.Millisecond {
+					t.Errorf("Add(%d, %d) = %v, want %d ms", a.start, a.end, got, a.want)
+				}
+			}
+		})
+	}
+}
+
+func TestBusy_BoundedAndMatchesUnion(t *testing.T) {
+	var b Busy
+	var ivs []interval
+	var total time.Duration
+	for i := range 2000 {
+		// Overlapping bursts with gaps between them.
+		start := at(i*7 + (i%5)*3)
+		end := start.Add(time.Duration(5+i%11) * time.Millisecond)
+		total += b.Add(start, end)
+		ivs = append(ivs, interval{start, end})
+	}
+	if len(b.stretches) > maxStretches {
+		t.Errorf("%d stretches kept, want at most %d", len(b.stretches), maxStretches)
+	}
+	if want := union(ivs); total != want {
+		t.Errorf("busy %v, union %v", total, want)
 	}
 }

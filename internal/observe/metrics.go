@@ -23,9 +23,18 @@ type Metrics struct {
 	instances   *prometheus.GaugeVec
 	classicGBs  *prometheus.CounterVec
 	provGBs     *prometheus.CounterVec
+	instGBs     *prometheus.CounterVec
+	cpu         *prometheus.CounterVec
 
 	mu   sync.Mutex
-	live map[string]metering.Instance // guarded by mu; running instances by id
+	live map[string]*liveInstance // guarded by mu; running instances by id
+}
+
+// liveInstance is what the metrics remember of a running instance.
+type liveInstance struct {
+	metering.Instance
+	busy metering.Busy
+	cpu  time.Duration // CPU time reported so far
 }
 
 // NewMetrics returns metrics on a registry of their own.
@@ -51,9 +60,15 @@ func NewMetrics() *Metrics {
 		provGBs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_provisioned_gb_seconds_total", Help: "Lifetime of stopped instances times memory.",
 		}, []string{"project"}),
-		live: map[string]metering.Instance{},
+		instGBs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_instance_gb_seconds_total", Help: "Instance busy time (at least one invocation in flight) times memory: what in-function concurrency bills.",
+		}, []string{"project"}),
+		cpu: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_instance_cpu_seconds_total", Help: "CPU time (user and system) of the instances' processes.",
+		}, []string{"project"}),
+		live: map[string]*liveInstance{},
 	}
-	m.reg.MustRegister(m.invocations, m.duration, m.ttfb, m.instances, m.classicGBs, m.provGBs,
+	m.reg.MustRegister(m.invocations, m.duration, m.ttfb, m.instances, m.classicGBs, m.provGBs, m.instGBs, m.cpu,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }
@@ -66,7 +81,7 @@ func (m *Metrics) Handler() http.Handler {
 // InstanceStarted counts a running instance.
 func (m *Metrics) InstanceStarted(in metering.Instance) {
 	m.mu.Lock()
-	m.live[in.Instance] = in
+	m.live[in.Instance] = &liveInstance{Instance: in}
 	m.mu.Unlock()
 	m.instances.WithLabelValues(in.Project).Inc()
 }
@@ -74,21 +89,54 @@ func (m *Metrics) InstanceStarted(in metering.Instance) {
 // InstanceStopped counts an instance's lifetime.
 func (m *Metrics) InstanceStopped(instance string, now time.Time) {
 	m.mu.Lock()
-	in, ok := m.live[instance]
+	in := m.live[instance]
 	delete(m.live, instance)
 	m.mu.Unlock()
-	if !ok {
+	if in == nil {
 		return
 	}
 	m.instances.WithLabelValues(in.Project).Dec()
 	m.provGBs.WithLabelValues(in.Project).Add(now.Sub(in.Start).Seconds() * float64(in.MemoryMB) / 1024)
 }
 
+// InstanceSampled counts the CPU time an instance used since its last
+// sample.
+func (m *Metrics) InstanceSampled(instance string, _ time.Time, cpu time.Duration, _ int64) {
+	m.mu.Lock()
+	in := m.live[instance]
+	var used time.Duration
+	if in != nil && cpu > in.cpu {
+		used, in.cpu = cpu-in.cpu, cpu
+	}
+	m.mu.Unlock()
+	if used > 0 {
+		m.cpu.WithLabelValues(in.Project).Add(used.Seconds())
+	}
+}
+
+// busy adds [start, end) to the instance's busy time and returns its
+// memory and the busy time it added.
+func (m *Metrics) busy(instance string, start, end time.Time) (memoryMB int, added time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	in := m.live[instance]
+	if in == nil {
+		return 0, 0
+	}
+	return in.MemoryMB, in.busy.Add(start, end)
+}
+
+// Waited counts the work an invocation did after its response.
+func (m *Metrics) Waited(inv metering.Invocation) {
+	mem, added := m.busy(inv.Instance, inv.Start, inv.End)
+	m.classicGBs.WithLabelValues(inv.Project).Add(inv.End.Sub(inv.Start).Seconds() * float64(mem) / 1024)
+	m.instGBs.WithLabelValues(inv.Project).Add(added.Seconds() * float64(mem) / 1024)
+}
+
 // Invoked counts an invocation.
 func (m *Metrics) Invoked(inv metering.Invocation) {
-	m.mu.Lock()
-	mem := m.live[inv.Instance].MemoryMB
-	m.mu.Unlock()
+	mem, added := m.busy(inv.Instance, inv.Start, inv.End)
+	m.instGBs.WithLabelValues(inv.Project).Add(added.Seconds() * float64(mem) / 1024)
 	d := inv.End.Sub(inv.Start)
 	m.invocations.WithLabelValues(inv.Project, strconv.Itoa(inv.Status)).Inc()
 	m.duration.WithLabelValues(inv.Project).Observe(d.Seconds())

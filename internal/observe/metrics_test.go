@@ -18,6 +18,11 @@ func TestMetrics(t *testing.T) {
 		m.Invoked(metering.Invocation{Project: "app", Deployment: "d", Instance: "i1", Start: t0, FirstByte: t0.Add(10 * time.Millisecond), End: t0.Add(500 * time.Millisecond), Status: 200})
 	}
 	m.Invoked(metering.Invocation{Project: "app", Deployment: "d", Instance: "i1", Start: t0, End: t0.Add(time.Second), Status: 504})
+	// waitUntil work from 2 s to 2.5 s.
+	m.Waited(metering.Invocation{Project: "app", Deployment: "d", Instance: "i1", Start: t0.Add(2 * time.Second), End: t0.Add(2500 * time.Millisecond)})
+	m.InstanceSampled("i1", t0.Add(time.Second), 250*time.Millisecond, 1)
+	m.InstanceSampled("i1", t0.Add(2*time.Second), 750*time.Millisecond, 1)
+	m.InstanceSampled("i1", t0.Add(3*time.Second), 700*time.Millisecond, 1) // never counts back
 	m.InstanceStopped("i1", t0.Add(10*time.Second))
 	m.InstanceStopped("i1", t0.Add(20*time.Second)) // twice: counted once
 
@@ -30,8 +35,11 @@ func TestMetrics(t *testing.T) {
 		`shoal_invocation_duration_seconds_count{project="app"} 4`,
 		`shoal_invocation_ttfb_seconds_count{project="app"} 3`,
 		`shoal_instances{project="app"} 0`,
-		// 3 × 0.5 s + 1 s, at 2 GB
-		`shoal_classic_gb_seconds_total{project="app"} 5`,
+		// 3 × 0.5 s + 1 s + 0.5 s of waitUntil, at 2 GB
+		`shoal_classic_gb_seconds_total{project="app"} 6`,
+		// busy from 0 to 1 s and 2 to 2.5 s, at 2 GB
+		`shoal_instance_gb_seconds_total{project="app"} 3`,
+		`shoal_instance_cpu_seconds_total{project="app"} 0.75`,
 		// 10 s at 2 GB
 		`shoal_provisioned_gb_seconds_total{project="app"} 20`,
 	} {

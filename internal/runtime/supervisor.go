@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -79,7 +80,11 @@ type Supervisor struct {
 	exited  chan struct{} // closed by the wait goroutine when node exited
 	exitErr error         // set before exited is closed
 
-	readers sync.WaitGroup // log pipe readers
+	readers  sync.WaitGroup // log pipe readers
+	inflight atomic.Int64   // invocations being served
+
+	mu     sync.Mutex
+	waited []Waited // guarded by mu; taken by Stats
 }
 
 var errTimeout = errors.New("invocation timed out")
@@ -211,6 +216,14 @@ func (s *Supervisor) readControl(r io.ReadCloser, ready chan<- error) {
 			switch {
 			case bytes.HasPrefix(line, []byte(`{"type":"log"`)):
 				s.logs.writeLine(line)
+			case bytes.HasPrefix(line, []byte(`{"type":"waited"`)):
+				var m struct {
+					ID       string
+					From, To int64
+				}
+				if json.Unmarshal(line, &m) == nil {
+					s.addWaited(Waited{ID: m.ID, From: time.UnixMilli(m.From), To: time.UnixMilli(m.To)})
+				}
 			case bytes.HasPrefix(line, []byte(`{"type":"ready"`)):
 				if !readySent {
 					readySent = true
@@ -290,6 +303,8 @@ func (s *Supervisor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	default:
 	}
+	s.inflight.Add(1)
+	defer s.inflight.Add(-1)
 	ctx, cancel := context.WithTimeoutCause(r.Context(), s.cfg.MaxDuration, errTimeout)
 	defer cancel()
 	defer func() {

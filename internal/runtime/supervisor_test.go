@@ -180,3 +180,84 @@ func TestStart_PanicsWithoutRequiredConfig(t *testing.T) {
 	}()
 	Start(context.Background(), Config{})
 }
+
+func TestSupervisor_Stats(t *testing.T) {
+	s, _, err := start(t, `
+export default {
+  async fetch(req, ctx) {
+    const url = new URL(req.url);
+    if (url.pathname === '/burn') {
+      const t = Date.now();
+      while (Date.now() - t < 300) {}
+    }
+    if (url.pathname === '/later') {
+      ctx.waitUntil(new Promise((r) => setTimeout(r, 200)));
+    }
+    if (url.pathname === '/soon') {
+      await new Promise((r) => ctx.waitUntil(new Promise((ok) => setTimeout(() => { ok(); r(); }, 10))));
+    }
+    return new Response('ok');
+  },
+};
+`, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := s.Stats()
+	if before.RSS < 10<<20 || before.InFlight != 0 {
+		t.Errorf("idle stats %+v, want node's RSS (MBs) and nothing in flight", before)
+	}
+	invoke(s, "/burn", "b1")
+	after := s.Stats()
+	if got := after.CPU - before.CPU; got < 250*time.Millisecond {
+		t.Errorf("CPU grew by %v over a 300 ms busy loop, want at least 250 ms", got)
+	}
+
+	// waitUntil work that outlives the response is reported once, with the
+	// time it went on; work that settled before the response is not.
+	invoke(s, "/soon", "s1")
+	began := time.Now()
+	invoke(s, "/later", "l1")
+	var got []Waited
+	for deadline := time.Now().Add(5 * time.Second); len(got) == 0 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		got = append(got, s.Stats().Waited...)
+	}
+	time.Sleep(100 * time.Millisecond)
+	got = append(got, s.Stats().Waited...)
+	if len(got) != 1 || got[0].ID != "l1" {
+		t.Fatalf("waited %+v, want l1 alone", got)
+	}
+	if d := got[0].To.Sub(got[0].From); d < 150*time.Millisecond || got[0].From.Before(began.Add(-time.Second)) {
+		t.Errorf("l1 waited %+v (%v), want about 200 ms after its response", got[0], d)
+	}
+
+	// In flight while node holds it.
+	held := make(chan struct{})
+	go func() {
+		defer close(held)
+		invoke(s, "/burn", "b2")
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for s.Stats().InFlight != 1 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := s.Stats().InFlight; n != 1 {
+		t.Errorf("in flight %d during an invocation, want 1", n)
+	}
+	<-held
+
+	s.Close()
+	if st := s.Stats(); st.CPU < after.CPU || st.RSS != 0 {
+		t.Errorf("stats after exit %+v, want CPU kept (at least %v) and no RSS", st, after.CPU)
+	}
+}
+
+func TestProcStat(t *testing.T) {
+	cpu, rss, err := procStat(os.Getpid())
+	if err != nil || cpu <= 0 || rss <= 0 {
+		t.Errorf("procStat(self) = %v, %d, %v; want CPU and RSS above 0", cpu, rss, err)
+	}
+	if _, _, err := procStat(1 << 30); err == nil {
+		t.Error("procStat of no process: no error")
+	}
+}

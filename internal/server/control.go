@@ -187,7 +187,8 @@ func (c *control) Usage(ctx context.Context, project string, since, until time.T
 		Project: project, Since: u.Since, Until: u.Until,
 		Invocations: u.Invocations, Errors: u.Errors,
 		InstanceGBSeconds: u.InstanceGBSeconds, ProvisionedGBSeconds: u.ProvisionedGBSeconds,
-		ClassicGBSeconds: u.ClassicGBSeconds, Savings: u.Savings(), PeakInstances: u.PeakInstances,
+		ClassicGBSeconds: u.ClassicGBSeconds, ActiveCPUSeconds: u.ActiveCPU.Seconds(), Savings: u.Savings(),
+		PeakInstances: u.PeakInstances, PeakRSSMB: float64(u.PeakRSS) / (1 << 20),
 		LatencyP50Ms: ms(u.LatencyP50), LatencyP99Ms: ms(u.LatencyP99), TTFBP50Ms: ms(u.TTFBP50), TTFBP99Ms: ms(u.TTFBP99),
 	}, nil
 }

@@ -219,9 +219,21 @@ func (ms meters) InstanceStopped(instance string, now time.Time) {
 	}
 }
 
+func (ms meters) InstanceSampled(instance string, at time.Time, cpu time.Duration, rss int64) {
+	for _, m := range ms {
+		m.InstanceSampled(instance, at, cpu, rss)
+	}
+}
+
 func (ms meters) Invoked(inv metering.Invocation) {
 	for _, m := range ms {
 		m.Invoked(inv)
+	}
+}
+
+func (ms meters) Waited(inv metering.Invocation) {
+	for _, m := range ms {
+		m.Waited(inv)
 	}
 }
 

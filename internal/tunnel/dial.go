@@ -56,6 +56,9 @@ const (
 	CodeInstanceGone = "INSTANCE_GONE"
 )
 
+// IDHeader carries each invocation's id (PROTOCOL.md).
+const IDHeader = "x-shoal-id"
+
 // DrainTimeout bounds how long Serve lets the invocations in flight finish
 // after its context is done.
 const DrainTimeout = 10 * time.Second

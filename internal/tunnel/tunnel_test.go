@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -283,4 +284,76 @@ func FuzzParseHello(f *testing.F) {
 			t.Fatalf("round trip %q -> %q", line, again)
 		}
 	})
+}
+
+func TestTunnel_Reports(t *testing.T) {
+	l := startListener(t)
+	p := l.Expect("inst-r")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c, err := Dial(ctx, l.Addr().String(), "inst-r", p.Token())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n atomic.Int64
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		Serve(ctx, c, WithReports(ctx, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, "invoked")
+		}), func() Report {
+			i := n.Add(1)
+			return Report{TS: i, CPUMs: 10 * i, Waited: []Waited{{ID: "w", From: i, To: i + 1}}}
+		}))
+	}()
+	wctx, wcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer wcancel()
+	conn, err := p.Wait(wctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+
+	// Invocations still reach the handler.
+	resp, err := conn.RoundTrip(httptestRequest("GET", "/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body, _ := io.ReadAll(resp.Body); string(body) != "invoked" {
+		t.Errorf("invocation got %q", body)
+	}
+
+	reports := make(chan Report, 100)
+	streamed := make(chan error, 1)
+	go func() { streamed <- conn.Reports(context.Background(), func(r Report) { reports <- r }) }()
+	began := time.Now()
+	for i := range 3 {
+		select {
+		case r := <-reports:
+			if r.CPUMs != 10*r.TS || len(r.Waited) != 1 || r.Waited[0].To != r.TS+1 {
+				t.Errorf("report %d: %+v", i, r)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("no report within 5 s")
+		}
+	}
+	if d := time.Since(began); d < ReportInterval {
+		t.Errorf("3 reports in %v, want them %v apart", d, ReportInterval)
+	}
+	// The instance drains: the stream ends at once, not after DrainTimeout.
+	cancel()
+	select {
+	case err := <-streamed:
+		if err != nil {
+			t.Errorf("Reports: %v", err)
+		}
+	case <-time.After(DrainTimeout / 2):
+		t.Fatal("report stream held the drain")
+	}
+	<-served
+}
+
+func httptestRequest(method, path string) *http.Request {
+	req, _ := http.NewRequest(method, "http://instance"+path, nil)
+	return req
 }

@@ -20,9 +20,9 @@ func TestMetering_OverlappingInvocations(t *testing.T) {
 	testutil.Get(t, url) // warm, so the 20 overlap on one instance
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	before := usage(ctx, t, s)
+	before := usage(ctx, t, s, "metered")
 	getAll(t, 20, url+"?ms=200")
-	u := usage(ctx, t, s)
+	u := usage(ctx, t, s, "metered")
 	// 20 × 0.2 s × 0.5 GB classic; the instance busy ~0.2 s × 0.5 GB.
 	classic := u.ClassicGBSeconds - before.ClassicGBSeconds
 	instance := u.InstanceGBSeconds - before.InstanceGBSeconds
@@ -47,9 +47,9 @@ func TestMetering_OverlappingInvocations(t *testing.T) {
 	}
 }
 
-func usage(ctx context.Context, t *testing.T, s *testutil.Serve) api.Usage {
+func usage(ctx context.Context, t *testing.T, s *testutil.Serve, project string) api.Usage {
 	t.Helper()
-	out, errOut, err := s.CLI(ctx, "usage", "metered", "--json")
+	out, errOut, err := s.CLI(ctx, "usage", project, "--json")
 	if err != nil {
 		t.Fatalf("shoal usage --json: %v %s", err, errOut)
 	}
@@ -73,9 +73,63 @@ func TestMetering_Prometheus(t *testing.T) {
 		`shoal_invocation_duration_seconds_count{project="scraped"} 5`,
 		`shoal_instances{project="scraped"} 1`,
 		`shoal_classic_gb_seconds_total{project="scraped"}`,
+		`shoal_instance_gb_seconds_total{project="scraped"}`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %q", want)
 		}
+	}
+}
+
+// A function's CPU time and memory come from the kernel; waitUntil work is
+// part of its invocation.
+func TestMetering_CPUMemoryAndWaitUntil(t *testing.T) {
+	s := testutil.StartServe(t, testutil.ServeOptions{})
+	url := s.Deploy(testutil.WriteProject(t, "worker", map[string]string{
+		"index.mjs": `
+export default {
+  async fetch(req, ctx) {
+    const u = new URL(req.url);
+    if (u.searchParams.has('burn')) {
+      const t = Date.now();
+      while (Date.now() - t < 400) {}
+    }
+    if (u.searchParams.has('later')) ctx.waitUntil(new Promise((r) => setTimeout(r, 500)));
+    return new Response('ok');
+  },
+};`,
+		"shoal.json": `{ "memory": 1024 }`,
+	}))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	testutil.Get(t, url)               // warm
+	time.Sleep(200 * time.Millisecond) // and metered before the window
+	began := time.Now()
+	testutil.Get(t, url+"?burn")
+	if code, body, _ := testutil.Get(t, url+"?later"); code != 200 || body != "ok" {
+		t.Fatalf("later: %d %q", code, body)
+	}
+	if d := time.Since(began); d > 900*time.Millisecond+400*time.Millisecond {
+		t.Errorf("the response waited for waitUntil: %v", d)
+	}
+	since := began.UTC().Format(time.RFC3339Nano)
+	var u api.Usage
+	testutil.Eventually(t, 10*time.Second, "CPU and waitUntil metered", func() bool {
+		out, _, err := s.CLI(ctx, "usage", "worker", "--json", "--since", since)
+		if err != nil || json.Unmarshal([]byte(out), &u) != nil {
+			return false
+		}
+		// The burn and the waitUntil tail: 0.4 s + 0.5 s at 1 GB.
+		return u.Invocations == 2 && u.ActiveCPUSeconds >= 0.35 && u.ClassicGBSeconds >= 0.85
+	})
+	if u.LatencyP99Ms < 500 || u.ClassicGBSeconds > 1.3 {
+		t.Errorf("usage %+v: want the waitUntil invocation to last its 500 ms, 0.9 classic GB-s in all", u)
+	}
+	if u.PeakRSSMB < 10 || u.PeakRSSMB > 1024 {
+		t.Errorf("peak RSS %.1f MB, want node's (tens of MB)", u.PeakRSSMB)
+	}
+	out, _, err := s.CLI(ctx, "usage", "worker")
+	if err != nil || !strings.Contains(out, "active CPU") || !strings.Contains(out, "MB resident") {
+		t.Errorf("shoal usage: %v %q", err, out)
 	}
 }

@@ -40,6 +40,10 @@
 //     {"type":"error","msg":"..."}
 //     {"type":"log","id":"<invocation id or empty>","stream":"stdout"|"stderr",
 //      "msg":"<one line, no trailing newline>","ts":<epoch ms>}
+//     {"type":"waited","id":"<invocation id>","from":<epoch ms>,"to":<epoch ms>}
+//       an invocation's waitUntil work outlived its response: from is when
+//       the response closed, to when the last of its waitUntil promises
+//       settled. Not sent when they all settled before the response closed.
 //   If fd 3 is not open or nobody reads it any more (EBADF/EPIPE), the same
 //   lines go to stderr instead, so the bootstrap also runs by hand.
 //
@@ -155,6 +159,8 @@ class Invocation {
     this.idJSON = undefined; // JSON.stringify(id), made on the first log line
     this.ac = undefined; // Web style: AbortController behind request.signal
     this.reader = undefined; // Web style: reader of the response body
+    this.waiting = 0; // waitUntil promises that have not settled
+    this.closedAt = 0; // epoch ms when the response closed; 0 before
   }
 }
 
@@ -341,10 +347,18 @@ function waitUntil(inv, promise) {
     writeLines(inv, 'stderr', 'waitUntil: ' + describe(err) + '\n');
   });
   waiting.add(p);
-  p.then(() => waiting.delete(p));
+  inv.waiting++;
+  p.then(() => {
+    waiting.delete(p);
+    if (--inv.waiting === 0 && inv.closedAt !== 0) {
+      writeControl('{"type":"waited","id":' + JSON.stringify(inv.id) + ',"from":' + inv.closedAt +
+        ',"to":' + Date.now() + '}\n');
+    }
+  });
 }
 
 function onWebClose(inv) {
+  inv.closedAt = Date.now();
   if (!inv.res.writableFinished) als.run(inv, abortInvocation, inv);
 }
 

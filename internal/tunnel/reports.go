@@ -1,0 +1,107 @@
+package tunnel
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"time"
+)
+
+// ReportHeader marks the invoker's request for an instance's report stream
+// (PROTOCOL.md). Clients cannot send it: the gateway drops x-shoal-*
+// headers.
+const ReportHeader = "x-shoal-reports"
+
+// ReportInterval is how often an instance reports.
+const ReportInterval = 100 * time.Millisecond
+
+// Report is one sample of an instance's state.
+type Report struct {
+	// TS is when it was sampled, in unix milliseconds.
+	TS int64 `json:"ts"`
+	// CPUMs is the CPU time (user + system) the instance's processes used
+	// so far, in milliseconds.
+	CPUMs int64 `json:"cpu_ms"`
+	// RSS is node's resident memory in bytes.
+	RSS int64 `json:"rss"`
+	// InFlight is how many invocations the instance is serving.
+	InFlight int `json:"inflight"`
+	// Waited lists the invocations whose waitUntil work ended since the
+	// last report, after their responses had.
+	Waited []Waited `json:"waited,omitempty"`
+}
+
+// Waited says that an invocation's work went on past its response: from
+// when the response finished to when its last waitUntil promise settled,
+// both in unix milliseconds.
+type Waited struct {
+	ID   string `json:"id"`
+	From int64  `json:"from"`
+	To   int64  `json:"to"`
+}
+
+// WithReports serves h, except that a request carrying ReportHeader gets a
+// stream of newline-delimited JSON Reports from sample, one every
+// ReportInterval, until the request is cancelled or ctx is done; a final
+// report is sent then, so a draining instance does not hold its stream.
+func WithReports(ctx context.Context, h http.Handler, sample func() Report) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get(ReportHeader) == "" {
+			h.ServeHTTP(w, r)
+			return
+		}
+		w.Header().Set("content-type", "application/x-ndjson")
+		w.WriteHeader(http.StatusOK)
+		rc := http.NewResponseController(w)
+		enc := json.NewEncoder(w)
+		tick := time.NewTicker(ReportInterval)
+		defer tick.Stop()
+		for {
+			if enc.Encode(sample()) != nil || rc.Flush() != nil {
+				return
+			}
+			select {
+			case <-tick.C:
+			case <-r.Context().Done():
+				return
+			case <-ctx.Done():
+				enc.Encode(sample())
+				return
+			}
+		}
+	})
+}
+
+// Reports asks the instance for its report stream and calls fn with each
+// report until the stream ends or ctx is done. Cancel ctx before Shutdown:
+// the stream is in flight until then.
+func (c *Conn) Reports(ctx context.Context, fn func(Report)) error {
+	req, err := http.NewRequestWithContext(ctx, "GET", "http://instance/", nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set(ReportHeader, "1")
+	res, err := c.RoundTrip(req)
+	if err != nil {
+		return err
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		return fmt.Errorf("tunnel: reports: status %d", res.StatusCode)
+	}
+	sc := bufio.NewScanner(res.Body)
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	for sc.Scan() {
+		var r Report
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			return fmt.Errorf("tunnel: reports: %w", err)
+		}
+		fn(r)
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return sc.Err()
+}
