@@ -17,10 +17,34 @@ type Stats struct {
 	RSS int64
 	// InFlight is how many invocations are being served.
 	InFlight int
+	// Loop is how loaded node's event loop is.
+	Loop Loop
 	// Waited are the invocations whose waitUntil work ended since the
 	// last Stats, after their responses had.
 	Waited []Waited
 }
+
+// Loop is the load of node's event loop over the last ~100 ms.
+type Loop struct {
+	// Utilization is the share of the time the loop was busy, 0 to 1.
+	Utilization float64
+	// DelayMean and DelayMax are how late a 10 ms timer ran: how long
+	// a callback ready to run waited for the loop.
+	DelayMean, DelayMax time.Duration
+}
+
+// loopStale is how old node's last load report may be before the loop
+// counts as blocked: node reports every 100 ms unless user code holds the
+// loop.
+const loopStale = 250 * time.Millisecond
+
+func (s *Supervisor) setLoop(l Loop) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.loop, s.loopAt = l, time.Now()
+}
+
+func ms(f float64) time.Duration { return time.Duration(f * float64(time.Millisecond)) }
 
 // Waited is an invocation whose work went on past its response: from when
 // the response finished to when its last waitUntil promise settled.
@@ -53,6 +77,12 @@ func (s *Supervisor) Stats() Stats {
 	}
 	s.mu.Lock()
 	st.Waited, s.waited = s.waited, nil
+	st.Loop = s.loop
+	if age := time.Since(s.loopAt); !s.loopAt.IsZero() && age > loopStale && st.InFlight > 0 {
+		// User code holds the loop: it is as busy as it gets, and what
+		// waits for it has waited this long already.
+		st.Loop = Loop{Utilization: 1, DelayMean: age, DelayMax: age}
+	}
 	s.mu.Unlock()
 	return st
 }

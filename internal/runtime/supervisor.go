@@ -84,7 +84,9 @@ type Supervisor struct {
 	inflight atomic.Int64   // invocations being served
 
 	mu     sync.Mutex
-	waited []Waited // guarded by mu; taken by Stats
+	waited []Waited  // guarded by mu; taken by Stats
+	loop   Loop      // guarded by mu; node's last load report
+	loopAt time.Time // guarded by mu; when it came
 }
 
 var errTimeout = errors.New("invocation timed out")
@@ -216,6 +218,15 @@ func (s *Supervisor) readControl(r io.ReadCloser, ready chan<- error) {
 			switch {
 			case bytes.HasPrefix(line, []byte(`{"type":"log"`)):
 				s.logs.writeLine(line)
+			case bytes.HasPrefix(line, []byte(`{"type":"load"`)):
+				var l struct {
+					ELU     float64 `json:"elu"`
+					ELDMean float64 `json:"eld_mean"`
+					ELDMax  float64 `json:"eld_max"`
+				}
+				if json.Unmarshal(line, &l) == nil {
+					s.setLoop(Loop{Utilization: l.ELU, DelayMean: ms(l.ELDMean), DelayMax: ms(l.ELDMax)})
+				}
 			case bytes.HasPrefix(line, []byte(`{"type":"waited"`)):
 				var m struct {
 					ID       string

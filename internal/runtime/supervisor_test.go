@@ -261,3 +261,50 @@ func TestProcStat(t *testing.T) {
 		t.Error("procStat of no process: no error")
 	}
 }
+
+func TestSupervisor_LoopLoad(t *testing.T) {
+	s, _, err := start(t, `
+export default function (req, res) {
+  const t = Date.now();
+  while (Date.now() - t < 800) {}
+  res.end('ok');
+}
+`, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Idle: node reports a loop with little to do.
+	deadline := time.Now().Add(5 * time.Second)
+	for s.Stats().Loop == (Loop{}) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if l := s.Stats().Loop; l.Utilization > 0.5 || l.DelayMax > 100*time.Millisecond {
+		t.Errorf("idle loop %+v, want it mostly idle and timers on time", l)
+	}
+	// A handler that holds the loop: node cannot report, and the loop
+	// counts as blocked for as long as its last report is old.
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		invoke(s, "/", "burn")
+	}()
+	var busy Loop
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if busy = s.Stats().Loop; busy.Utilization == 1 && busy.DelayMax >= loopStale {
+			break
+		}
+	}
+	if busy.Utilization != 1 || busy.DelayMax < loopStale {
+		t.Errorf("loop during an 800 ms busy handler %+v, want blocked", busy)
+	}
+	<-done
+	// Once free, node's next report says how late its timer ran.
+	var late time.Duration
+	for end := time.Now().Add(500 * time.Millisecond); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+		late = max(late, s.Stats().Loop.DelayMax)
+	}
+	if late < 500*time.Millisecond {
+		t.Errorf("node reported its timer at most %v late after an 800 ms block", late)
+	}
+}

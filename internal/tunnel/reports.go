@@ -28,6 +28,12 @@ type Report struct {
 	RSS int64 `json:"rss"`
 	// InFlight is how many invocations the instance is serving.
 	InFlight int `json:"inflight"`
+	// ELU is the share of the last ~100 ms node's event loop was busy;
+	// DelayMeanMs and DelayMaxMs how long callbacks ready to run waited
+	// for it, in milliseconds.
+	ELU         float64 `json:"elu"`
+	DelayMeanMs float64 `json:"eld_mean_ms"`
+	DelayMaxMs  float64 `json:"eld_max_ms"`
 	// Waited lists the invocations whose waitUntil work ended since the
 	// last report, after their responses had.
 	Waited []Waited `json:"waited,omitempty"`

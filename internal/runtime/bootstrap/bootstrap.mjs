@@ -40,6 +40,10 @@
 //     {"type":"error","msg":"..."}
 //     {"type":"log","id":"<invocation id or empty>","stream":"stdout"|"stderr",
 //      "msg":"<one line, no trailing newline>","ts":<epoch ms>}
+//     {"type":"load","elu":<0..1>,"eld_mean":<ms>,"eld_max":<ms>}
+//       every 100 ms once serving: the event loop's utilisation over the
+//       last interval and how late a 10 ms timer ran (mean and max). A loop
+//       blocked by user code sends nothing until it unblocks.
 //     {"type":"waited","id":"<invocation id>","from":<epoch ms>,"to":<epoch ms>}
 //       an invocation's waitUntil work outlived its response: from is when
 //       the response closed, to when the last of its waitUntil promises
@@ -105,6 +109,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { AsyncLocalStorage } from 'node:async_hooks';
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { Readable } from 'node:stream';
 import { pathToFileURL } from 'node:url';
 import { format, inspect } from 'node:util';
@@ -610,4 +615,31 @@ try {
   // nothing there
 }
 
-server.listen(socketPath, () => writeControl('{"type":"ready"}\n'));
+// reportLoad writes the event loop's load every 100 ms; the timer does not
+// keep node alive. The delay is the worst of what the 10 ms sampler saw and
+// how late this timer itself ran, which a long block always shows.
+function reportLoad() {
+  const delay = monitorEventLoopDelay({ resolution: 10 });
+  delay.enable();
+  let last = performance.eventLoopUtilization();
+  let lastAt = performance.now();
+  setInterval(() => {
+    const at = performance.now();
+    const own = Math.max(0, at - lastAt - 100);
+    lastAt = at;
+    const now = performance.eventLoopUtilization();
+    const elu = performance.eventLoopUtilization(now, last).utilization;
+    last = now;
+    const n = delay.count;
+    const mean = n > 0 ? delay.mean / 1e6 : 0;
+    const max = Math.max(n > 0 ? delay.max / 1e6 : 0, own);
+    delay.reset();
+    writeControl('{"type":"load","elu":' + elu.toFixed(3) + ',"eld_mean":' + mean.toFixed(2) +
+      ',"eld_max":' + max.toFixed(2) + '}\n');
+  }, 100).unref();
+}
+
+server.listen(socketPath, () => {
+  writeControl('{"type":"ready"}\n');
+  reportLoad();
+});
