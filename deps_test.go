@@ -20,6 +20,7 @@ var forbidden = map[string][]string{
 	"gateway":  {"tunnel", "runtime", "store", "sandbox", "server", "build"},
 	"invoker":  {"gateway", "store", "sandbox", "runtime", "server"},
 	"scaler":   {"gateway", "invoker", "tunnel", "runtime", "sandbox", "store"},
+	"limiter":  {"gateway", "invoker", "tunnel", "runtime", "sandbox", "store", "server", "metering"},
 	"tunnel":   {"gateway", "invoker", "runtime", "store", "sandbox"},
 	"runtime":  {"gateway", "invoker", "tunnel", "store", "sandbox", "build", "server"},
 	"sandbox":  {"gateway", "invoker", "tunnel", "store", "server"},

@@ -55,6 +55,11 @@ type Usage struct {
 	LatencyP99Ms float64 `json:"latency_p99_ms"`
 	TTFBP50Ms    float64 `json:"ttfb_p50_ms"`
 	TTFBP99Ms    float64 `json:"ttfb_p99_ms"`
+	// ConcurrencyLimits are the running instances' current limits, as
+	// each learned it; LearnedLimit is the one a new instance starts at.
+	// Both are now, not over the window.
+	ConcurrencyLimits []int `json:"concurrency_limits"`
+	LearnedLimit      int   `json:"learned_limit"`
 }
 
 // Error is the body of every error response of the control API.

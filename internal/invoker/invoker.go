@@ -180,12 +180,21 @@ func (inv *Invoker) Deploy(d Deployment) {
 	if inv.closed {
 		return
 	}
+	old := inv.current[d.Project]
 	p := inv.pools[d.ID]
 	if p == nil {
-		p = &pool{inv: inv, dep: d}
+		// A new deployment starts at the limit the previous one learned:
+		// new code, but most likely the same kind of work.
+		p = &pool{inv: inv, dep: d, learned: d.Config.MaxConcurrency}
+		if old != nil {
+			old.mu.Lock()
+			if old.learned < old.dep.Config.MaxConcurrency {
+				p.learned = min(old.learned, d.Config.MaxConcurrency)
+			}
+			old.mu.Unlock()
+		}
 		inv.pools[d.ID] = p
 	}
-	old := inv.current[d.Project]
 	inv.current[d.Project] = p
 	p.setCurrent(true)
 	if old != nil && old != p {
@@ -336,12 +345,16 @@ func (inv *Invoker) Close() error {
 
 // Stats is a snapshot of one deployment for observers and tests.
 type Stats struct {
-	Deployment string
-	Current    bool
-	Ready      int
-	Starting   int
-	Waiting    int
-	InFlight   int
+	Deployment, Project string
+	Current             bool
+	Ready               int
+	Starting            int
+	Waiting             int
+	InFlight            int
+	// Limits are the ready instances' concurrency limits; Learned is the
+	// one a new instance starts at.
+	Limits  []int
+	Learned int
 }
 
 // Stats returns a snapshot of every deployment with instances or waiters.

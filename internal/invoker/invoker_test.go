@@ -26,6 +26,7 @@ type goStarter struct {
 	fail    atomic.Bool        // Start fails while set
 	meter   *metering.Recorder // the invoker's
 	waited  chan tunnel.Waited // reported by the next report of any instance
+	blocked atomic.Bool        // instances report a loop that makes callbacks wait
 
 	mu      sync.Mutex
 	started []*goProcess
@@ -65,7 +66,10 @@ func (s *goStarter) Start(ctx context.Context, l Launch) (Process, error) {
 		var cpu atomic.Int64
 		tunnel.Serve(pctx, c, tunnel.WithReports(pctx, h, func() tunnel.Report {
 			// 10 ms of CPU per report, like a busy instance.
-			r := tunnel.Report{TS: time.Now().UnixMilli(), CPUMs: cpu.Add(10), RSS: 50 << 20}
+			r := tunnel.Report{TS: time.Now().UnixMilli(), CPUMs: cpu.Add(10), RSS: 50 << 20, ELU: 0.1, DelayMaxMs: 1}
+			if s.blocked.Load() {
+				r.ELU, r.DelayMeanMs, r.DelayMaxMs = 1, 25, 50
+			}
 			for {
 				select {
 				case w := <-s.waited:
@@ -197,6 +201,42 @@ func TestInvoker_ScalesOutPastTheLimit(t *testing.T) {
 	}
 	close(g.release)
 	for range 5 {
+		if err := <-errCh; err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+func TestInvoker_LimitFollowsTheLoop(t *testing.T) {
+	g := newGate()
+	inv, st := newInvoker(t, Config{}, g)
+	inv.Deploy(deployment("d1", 10))
+	errCh := make(chan error, 6)
+	for i := range 4 {
+		go func() { _, err := call(inv, fmt.Sprint("/", i)); errCh <- err }()
+	}
+	for range 4 {
+		<-g.entered
+	}
+	// The four wait for each other on the loop: the limit drops to half
+	// of them, and a new instance starts at what was learned.
+	st.blocked.Store(true)
+	waitFor(t, "limit cut to 2", func() bool {
+		s := inv.Stats()
+		return len(s) == 1 && len(s[0].Limits) == 1 && s[0].Limits[0] == 2 && s[0].Learned == 2
+	})
+	st.blocked.Store(false)
+	for i := range 2 {
+		go func() { _, err := call(inv, fmt.Sprint("/more", i)); errCh <- err }()
+	}
+	for range 2 {
+		<-g.entered
+	}
+	if got := st.count(); got != 2 {
+		t.Errorf("%d instances started, want a second one for the invocations past the cut limit", got)
+	}
+	close(g.release)
+	for range 6 {
 		if err := <-errCh; err != nil {
 			t.Error(err)
 		}

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/shoal-dev/shoal/internal/limiter"
 	"github.com/shoal-dev/shoal/internal/metering"
 	"github.com/shoal-dev/shoal/internal/scaler"
 	"github.com/shoal-dev/shoal/internal/tunnel"
@@ -25,6 +26,7 @@ type pool struct {
 	starting  int         // guarded by mu
 	waiters   []*waiter   // guarded by mu; FIFO
 	lastErr   error       // guarded by mu; the last start failure
+	learned   int         // guarded by mu; the limit a new instance starts at
 }
 
 // instance is one started instance of the deployment.
@@ -38,9 +40,21 @@ type instance struct {
 
 	// guarded by pool.mu
 	inflight  int
-	limit     int
+	limit     int              // the limiter's, applied
+	limiter   *limiter.Limiter // learns limit from the instance's reports
+	peak      int              // the most in flight since the last report
+	full      bool             // inflight reached limit since the last report
 	idleSince time.Time
 	gone      bool // removed from the pool; takes no new invocations
+}
+
+// took counts one more invocation on in.
+func (in *instance) took() {
+	in.inflight++
+	in.peak = max(in.peak, in.inflight)
+	if in.inflight >= in.limit {
+		in.full = true
+	}
 }
 
 // waiter is an invocation waiting for a slot.
@@ -58,7 +72,7 @@ type waitResult struct {
 func (p *pool) acquire(ctx context.Context) (*instance, error) {
 	p.mu.Lock()
 	if in := p.pickLocked(); in != nil {
-		in.inflight++
+		in.took()
 		p.mu.Unlock()
 		return in, nil
 	}
@@ -121,7 +135,7 @@ func (p *pool) scaleLocked() {
 		Waiting:          len(p.waiters),
 		Starting:         p.starting,
 		Ready:            len(p.instances),
-		SlotsPerInstance: p.dep.Config.MaxConcurrency,
+		SlotsPerInstance: p.learned,
 		MaxInstances:     p.inv.cfg.MaxInstances,
 		MinInstances:     minInstances,
 	})
@@ -154,7 +168,8 @@ func (p *pool) start() {
 		}
 		return
 	}
-	in.limit = p.dep.Config.MaxConcurrency
+	in.limiter = limiter.New(p.dep.Config.MaxConcurrency, int64(p.dep.Config.MemoryMB)<<20, p.learned)
+	in.limit = in.limiter.Limit()
 	in.idleSince = time.Now()
 	p.inv.meter.InstanceStarted(metering.Instance{Project: p.dep.Project, Deployment: p.dep.ID, Instance: id, MemoryMB: p.dep.Config.MemoryMB, Start: began})
 	p.instances = append(p.instances, in)
@@ -211,10 +226,12 @@ func (p *pool) launch(id string) (*instance, error) {
 	return &instance{id: id, conn: conn, proc: proc, reports: reports, stopReports: stopReports}, nil
 }
 
-// readReports hands the instance's reports to the meter until it stops.
+// readReports hands the instance's reports to its limiter and the meter
+// until it stops.
 func (p *pool) readReports(in *instance) {
 	m := p.inv.meter
 	err := in.conn.Reports(in.reports, func(r tunnel.Report) {
+		p.adapt(in, r)
 		m.InstanceSampled(in.id, time.UnixMilli(r.TS), time.Duration(r.CPUMs)*time.Millisecond, r.RSS)
 		for _, w := range r.Waited {
 			m.Waited(metering.Invocation{Project: p.dep.Project, Deployment: p.dep.ID, Instance: in.id, ID: w.ID,
@@ -226,12 +243,46 @@ func (p *pool) readReports(in *instance) {
 	}
 }
 
+// adapt applies what the instance's report says to its limit, and makes
+// the pool's learned limit the median of its instances'.
+func (p *pool) adapt(in *instance, r tunnel.Report) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if in.gone {
+		return
+	}
+	old := in.limit
+	in.limit = in.limiter.Observe(limiter.Signal{
+		At:           time.Now(),
+		PeakInFlight: max(in.peak, in.inflight),
+		Full:         in.full,
+		Utilization:  r.ELU,
+		DelayMean:    time.Duration(r.DelayMeanMs * float64(time.Millisecond)),
+		DelayMax:     time.Duration(r.DelayMaxMs * float64(time.Millisecond)),
+		RSS:          r.RSS,
+	})
+	if in.limit != old {
+		p.inv.log.Debug("concurrency limit", "deployment", p.dep.ID, "instance", in.id, "from", old, "to", in.limit,
+			"peak", max(in.peak, in.inflight), "elu", r.ELU, "delay_max_ms", r.DelayMaxMs, "delay_mean_ms", r.DelayMeanMs, "rss", r.RSS)
+	}
+	in.peak, in.full = in.inflight, in.inflight >= in.limit
+	limits := make([]int, len(p.instances))
+	for i, sib := range p.instances {
+		limits[i] = sib.limit
+	}
+	slices.Sort(limits)
+	p.learned = limits[len(limits)/2]
+	if in.limit > old {
+		p.dispatchLocked(in)
+	}
+}
+
 // dispatchLocked hands in's free slots to waiting invocations in order.
 func (p *pool) dispatchLocked(in *instance) {
 	for len(p.waiters) > 0 && !in.gone && in.inflight < in.limit {
 		w := p.waiters[0]
 		p.waiters = p.waiters[1:]
-		in.inflight++
+		in.took()
 		w.ch <- waitResult{in: in}
 	}
 }
@@ -381,9 +432,11 @@ func (p *pool) closeAll() {
 func (p *pool) stats() Stats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	s := Stats{Deployment: p.dep.ID, Current: p.current, Ready: len(p.instances), Starting: p.starting, Waiting: len(p.waiters)}
+	s := Stats{Deployment: p.dep.ID, Project: p.dep.Project, Current: p.current, Ready: len(p.instances), Starting: p.starting,
+		Waiting: len(p.waiters), Learned: p.learned}
 	for _, in := range p.instances {
 		s.InFlight += in.inflight
+		s.Limits = append(s.Limits, in.limit)
 	}
 	return s
 }

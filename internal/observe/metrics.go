@@ -145,3 +145,23 @@ func (m *Metrics) Invoked(inv metering.Invocation) {
 	}
 	m.classicGBs.WithLabelValues(inv.Project).Add(d.Seconds() * float64(mem) / 1024)
 }
+
+// WatchLimits reports, at every scrape, the concurrency limit each
+// project's new instances start at, as fn returns them (project -> limit).
+func (m *Metrics) WatchLimits(fn func() map[string]int) {
+	m.reg.MustRegister(limitCollector{fn: fn, desc: prometheus.NewDesc("shoal_concurrency_limit",
+		"The concurrency limit the project's instances learned: what a new instance starts at.", []string{"project"}, nil)})
+}
+
+type limitCollector struct {
+	fn   func() map[string]int
+	desc *prometheus.Desc
+}
+
+func (c limitCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c limitCollector) Collect(ch chan<- prometheus.Metric) {
+	for project, limit := range c.fn() {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(limit), project)
+	}
+}

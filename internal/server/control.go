@@ -182,6 +182,12 @@ func (c *control) Usage(ctx context.Context, project string, since, until time.T
 		ids[i] = d.ID
 	}
 	u := c.meter.Usage(ids, since, until)
+	limits, learned := []int{}, 0
+	for _, st := range c.inv.Stats() {
+		if st.Project == project && st.Current {
+			limits, learned = st.Limits, st.Learned
+		}
+	}
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	return api.Usage{
 		Project: project, Since: u.Since, Until: u.Until,
@@ -189,6 +195,7 @@ func (c *control) Usage(ctx context.Context, project string, since, until time.T
 		InstanceGBSeconds: u.InstanceGBSeconds, ProvisionedGBSeconds: u.ProvisionedGBSeconds,
 		ClassicGBSeconds: u.ClassicGBSeconds, ActiveCPUSeconds: u.ActiveCPU.Seconds(), Savings: u.Savings(),
 		PeakInstances: u.PeakInstances, PeakRSSMB: float64(u.PeakRSS) / (1 << 20),
+		ConcurrencyLimits: limits, LearnedLimit: learned,
 		LatencyP50Ms: ms(u.LatencyP50), LatencyP99Ms: ms(u.LatencyP99), TTFBP50Ms: ms(u.TTFBP50), TTFBP99Ms: ms(u.TTFBP99),
 	}, nil
 }

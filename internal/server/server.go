@@ -125,6 +125,15 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, log *slog.Logger) (e
 		KeepAlive:    cfg.KeepAlive,
 		MaxInstances: cfg.MaxInstances,
 	}, starter{sb}, tl, meters{meter, metrics}, log)
+	metrics.WatchLimits(func() map[string]int {
+		limits := map[string]int{}
+		for _, s := range inv.Stats() {
+			if s.Current {
+				limits[s.Project] = s.Learned
+			}
+		}
+		return limits
+	})
 
 	ctl := &control{store: st, inv: inv, logs: logs, meter: meter, dataDir: dataDir, baseURL: baseURL, log: log}
 	if err := ctl.restore(ctx); err != nil {

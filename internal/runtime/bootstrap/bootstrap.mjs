@@ -630,9 +630,11 @@ function reportLoad() {
     const now = performance.eventLoopUtilization();
     const elu = performance.eventLoopUtilization(now, last).utilization;
     last = now;
+    // The histogram holds the sampler's intervals: its lateness is what
+    // exceeds the 10 ms resolution.
     const n = delay.count;
-    const mean = n > 0 ? delay.mean / 1e6 : 0;
-    const max = Math.max(n > 0 ? delay.max / 1e6 : 0, own);
+    const mean = n > 0 ? Math.max(0, delay.mean / 1e6 - 10) : 0;
+    const max = Math.max(n > 0 ? delay.max / 1e6 - 10 : 0, own);
     delay.reset();
     writeControl('{"type":"load","elu":' + elu.toFixed(3) + ',"eld_mean":' + mean.toFixed(2) +
       ',"eld_max":' + max.toFixed(2) + '}\n');

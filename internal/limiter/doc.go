@@ -1,0 +1,42 @@
+// Package limiter decides how many invocations one instance takes at once:
+// its concurrency limit, between 1 and the function's max, learned from
+// what the instance reports every ~100 ms. It is pure: the invoker feeds it
+// signals with their time and applies the limit it returns.
+//
+// The rule is TCP's congestion control with a delay signal, as in TCP
+// Vegas and Netflix's concurrency-limits, but the delay is measured where
+// the queue is: node's event loop. Invocations in one process compete for
+// nothing but that loop (and memory), so when the loop is free, more
+// concurrency costs nothing and only saves instances; when callbacks that
+// are ready to run wait for it, every invocation in the process waits too.
+//
+//   - Congestion: with at least two invocations in flight during the
+//     interval, the event loop was busy at least BusyUtilization of the
+//     time, or at least QueueUtilization while it made ready callbacks wait
+//     (its delay's max reached DelayBudget, or its mean DelayBudget/4). A
+//     delay with a mostly idle loop is the machine's doing (node was not
+//     scheduled), which fewer invocations per process would not cure, only
+//     spread over more processes. The limit drops at once to half of
+//     what was really in flight (multiplicative decrease on the actual
+//     concurrency, not on a limit that was never reached), and holds for
+//     Hold, so the next signals show the new level before it moves again.
+//   - Memory: resident memory at MemoryHigh of the function's size cuts the
+//     limit by a quarter, and above MemoryGrow it does not grow.
+//   - Growth: only when the instance was full during the interval (demand
+//     went past the limit: invocations waited or went to another instance)
+//     and the loop had headroom (delay max under half the budget, busy
+//     under GrowUtilization). Below the threshold the limit doubles (slow
+//     start); above it, it grows by one per interval (additive increase).
+//     A congestion sets the threshold to the new limit; Relearn after the
+//     last congestion the threshold is forgotten, so a function that turned
+//     I/O-bound again finds its level fast.
+//
+// Why not a latency gradient (Vegas, Gradient2) on invocation latency:
+// invocations of one function differ (routes, inputs, backends), so their
+// latency moves for reasons concurrency has nothing to do with, while the
+// event loop's delay moves exactly when invocations queue inside the
+// process. Why not a fixed CPU threshold alone: a CPU-bound function at
+// limit 1 also keeps the loop busy, which is fine; what hurts is a second
+// invocation waiting behind the first, which is what the delay with two in
+// flight shows.
+package limiter

@@ -1,0 +1,85 @@
+package limiter
+
+import "time"
+
+// Tuning of the rule; see the package doc.
+const (
+	DelayBudget      = 20 * time.Millisecond
+	QueueUtilization = 0.5
+	BusyUtilization  = 0.9
+	GrowUtilization  = 0.7
+	MemoryHigh       = 0.9
+	MemoryGrow       = 0.8
+	Hold             = 200 * time.Millisecond
+	Relearn          = 10 * time.Second
+)
+
+// Signal is what one report says about an instance, with the invoker's
+// view of it.
+type Signal struct {
+	// At is when it was observed.
+	At time.Time
+	// PeakInFlight is the most invocations the instance had at once since
+	// the last signal.
+	PeakInFlight int
+	// Full says the instance had no free slot at some point since the last
+	// signal: an invocation waited for it or went elsewhere.
+	Full bool
+	// Utilization is the share of the interval node's event loop was busy.
+	Utilization float64
+	// DelayMean and DelayMax are how long ready callbacks waited for the
+	// loop during the interval.
+	DelayMean, DelayMax time.Duration
+	// RSS is node's resident memory in bytes.
+	RSS int64
+}
+
+// Limiter learns one instance's limit. It is not safe for concurrent use.
+type Limiter struct {
+	max         int
+	memory      int64 // bytes; 0: unknown
+	limit       int
+	threshold   int       // slow start below it, additive increase above
+	holdUntil   time.Time // no change before
+	congestedAt time.Time // the last congestion; zero: never
+}
+
+// New returns a limiter for a function whose limit may go up to most, with
+// memory bytes of memory (0 if unknown), starting at initial.
+func New(most int, memory int64, initial int) *Limiter {
+	most = max(most, 1)
+	return &Limiter{max: most, memory: memory, limit: min(max(initial, 1), most), threshold: most}
+}
+
+// Limit is the current limit.
+func (l *Limiter) Limit() int { return l.limit }
+
+// Observe takes one signal and returns the new limit.
+func (l *Limiter) Observe(s Signal) int {
+	if !l.congestedAt.IsZero() && s.At.Sub(l.congestedAt) >= Relearn {
+		l.threshold, l.congestedAt = l.max, time.Time{}
+	}
+	memory := 0.0
+	if l.memory > 0 {
+		memory = float64(s.RSS) / float64(l.memory)
+	}
+	switch {
+	case s.At.Before(l.holdUntil):
+	case s.PeakInFlight >= 2 && (s.Utilization >= BusyUtilization ||
+		s.Utilization >= QueueUtilization && (s.DelayMax >= DelayBudget || s.DelayMean >= DelayBudget/4)):
+		l.limit = max(1, min(l.limit, s.PeakInFlight)/2)
+		l.threshold = l.limit
+		l.holdUntil, l.congestedAt = s.At.Add(Hold), s.At
+	case memory >= MemoryHigh:
+		l.limit = max(1, l.limit-max(1, l.limit/4))
+		l.holdUntil = s.At.Add(Hold)
+	case s.Full && memory < MemoryGrow && s.DelayMax < DelayBudget/2 && s.Utilization < GrowUtilization:
+		if l.limit < l.threshold {
+			l.limit = min(2*l.limit, l.threshold)
+		} else {
+			l.limit++
+		}
+		l.limit = min(l.limit, l.max)
+	}
+	return l.limit
+}

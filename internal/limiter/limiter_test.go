@@ -1,0 +1,226 @@
+package limiter
+
+import (
+	"testing"
+	"time"
+)
+
+var t0 = time.Unix(1_000_000, 0)
+
+// A workload says what an instance at a given limit reports at a time into
+// the run: a recorded trace as a function, so the limit's effect on the
+// signals is part of it.
+type workload func(limit int, at time.Duration) Signal
+
+// ioBound wants demand invocations at once; each uses the loop briefly.
+func ioBound(demand int) workload {
+	return func(limit int, _ time.Duration) Signal {
+		return Signal{PeakInFlight: min(limit, demand), Full: demand >= limit, Utilization: 0.2, DelayMean: time.Millisecond, DelayMax: 4 * time.Millisecond}
+	}
+}
+
+// cpuBound wants demand invocations at once, each holding the loop 50 ms:
+// with two or more in flight they wait for each other.
+func cpuBound(demand int) workload {
+	return func(limit int, _ time.Duration) Signal {
+		n := min(limit, demand)
+		s := Signal{PeakInFlight: n, Full: demand >= limit, Utilization: 0.6, DelayMean: 10 * time.Millisecond, DelayMax: 45 * time.Millisecond}
+		if n >= 2 {
+			s.Utilization, s.DelayMean, s.DelayMax = 1, 25*time.Millisecond, 50*time.Millisecond
+		}
+		return s
+	}
+}
+
+// switchAt runs a until the switch, then b.
+func switchAt(at time.Duration, a, b workload) workload {
+	return func(limit int, now time.Duration) Signal {
+		if now < at {
+			return a(limit, now)
+		}
+		return b(limit, now)
+	}
+}
+
+// withRSS reports rss(limit) bytes on top of w.
+func withRSS(w workload, rss func(limit int) int64) workload {
+	return func(limit int, now time.Duration) Signal {
+		s := w(limit, now)
+		s.RSS = rss(limit)
+		return s
+	}
+}
+
+// run feeds l a signal every 100 ms for d and returns the limit after each.
+func run(l *Limiter, w workload, d time.Duration) []int {
+	var limits []int
+	for at := 100 * time.Millisecond; at <= d; at += 100 * time.Millisecond {
+		s := w(l.Limit(), at)
+		s.At = t0.Add(at)
+		limits = append(limits, l.Observe(s))
+	}
+	return limits
+}
+
+// at is the limit after the signal at d into the run.
+func at(limits []int, d time.Duration) int { return limits[d/(100*time.Millisecond)-1] }
+
+func TestLimiter_Traces(t *testing.T) {
+	const mb = 1 << 20
+	tests := []struct {
+		name         string
+		max, initial int
+		memory       int64
+		w            workload
+		d            time.Duration
+		check        func(t *testing.T, limits []int)
+	}{
+		{
+			name: "io_grows_past_its_demand_fast", max: 100, initial: 1, w: ioBound(20), d: 3 * time.Second,
+			check: func(t *testing.T, limits []int) {
+				if got := at(limits, time.Second); got < 20 {
+					t.Errorf("limit after 1 s = %d, want at least the demand of 20", got)
+				}
+				if got := limits[len(limits)-1]; got < 20 || got > 32 {
+					t.Errorf("settled at %d, want 20 to 32: enough for the demand, no more than slow start overshoots", got)
+				}
+			},
+		},
+		{
+			name: "io_stops_at_max", max: 8, initial: 1, w: ioBound(50), d: 2 * time.Second,
+			check: func(t *testing.T, limits []int) {
+				for i, l := range limits {
+					if l > 8 {
+						t.Fatalf("limit %d at step %d, past max 8", l, i)
+					}
+				}
+				if got := limits[len(limits)-1]; got != 8 {
+					t.Errorf("settled at %d, want max 8", got)
+				}
+			},
+		},
+		{
+			name: "no_demand_no_growth", max: 100, initial: 4, w: ioBound(2), d: 5 * time.Second,
+			check: func(t *testing.T, limits []int) {
+				if got := limits[len(limits)-1]; got != 4 {
+					t.Errorf("limit %d with 2 in flight at most, want it left at 4", got)
+				}
+			},
+		},
+		{
+			name: "cpu_drops_to_one_fast_and_stays", max: 100, initial: 32, w: cpuBound(10), d: 10 * time.Second,
+			check: func(t *testing.T, limits []int) {
+				if got := at(limits, 500*time.Millisecond); got != 1 {
+					t.Errorf("limit after 0.5 s = %d, want 1", got)
+				}
+				for i, l := range limits[5:] {
+					if l != 1 {
+						t.Fatalf("limit went back to %d at step %d; a CPU-bound function stays at 1", l, i+5)
+					}
+				}
+			},
+		},
+		{
+			name: "turns_cpu_bound_mid_run", max: 100, initial: 1, w: switchAt(5*time.Second, ioBound(30), cpuBound(30)), d: 7 * time.Second,
+			check: func(t *testing.T, limits []int) {
+				if got := at(limits, 4900*time.Millisecond); got < 30 {
+					t.Errorf("limit while I/O-bound = %d, want at least 30", got)
+				}
+				// Reacts at the first signal and is down within a second.
+				if got := at(limits, 5100*time.Millisecond); got > 15 {
+					t.Errorf("limit 100 ms after turning CPU-bound = %d, want halved at once", got)
+				}
+				if got := at(limits, 6*time.Second); got != 1 {
+					t.Errorf("limit 1 s after turning CPU-bound = %d, want 1", got)
+				}
+			},
+		},
+		{
+			name: "io_again_grows_back", max: 100, initial: 8, w: switchAt(2*time.Second, cpuBound(30), ioBound(30)), d: 6 * time.Second,
+			check: func(t *testing.T, limits []int) {
+				if got := at(limits, 1900*time.Millisecond); got != 1 {
+					t.Errorf("limit while CPU-bound = %d, want 1", got)
+				}
+				// Past the last congestion's threshold: one per 100 ms.
+				if got := at(limits, 3*time.Second); got < 10 || got > 12 {
+					t.Errorf("limit 1 s into I/O = %d, want about 11", got)
+				}
+				if got := at(limits, 6*time.Second); got < 30 {
+					t.Errorf("limit 4 s into I/O = %d, want the demand of 30", got)
+				}
+			},
+		},
+		{
+			name: "memory_near_the_size_cuts", max: 100, initial: 40, memory: 1000 * mb,
+			// 30 MB of node plus 25 MB per invocation in flight.
+			w: withRSS(ioBound(60), func(limit int) int64 { return int64(30+25*min(limit, 60)) * mb }), d: 5 * time.Second,
+			check: func(t *testing.T, limits []int) {
+				last := limits[len(limits)-1]
+				if rss := 30 + 25*last; rss >= 900 || rss < 700 {
+					t.Errorf("settled at %d: %d MB resident of 1000, want under 90%% and not far below 80%%", last, rss)
+				}
+			},
+		},
+		{
+			name: "hold_after_a_cut", max: 100, initial: 64, w: cpuBound(64), d: 200 * time.Millisecond,
+			check: func(t *testing.T, limits []int) {
+				if limits[0] != 32 || limits[1] != 32 {
+					t.Errorf("limits %v, want 32 then held at 32", limits)
+				}
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.check(t, run(New(tt.max, tt.memory, tt.initial), tt.w, tt.d))
+		})
+	}
+}
+
+func TestLimiter_RelearnForgetsTheThreshold(t *testing.T) {
+	l := New(100, 0, 16)
+	l.Observe(Signal{At: t0, PeakInFlight: 16, Utilization: 1, DelayMax: 50 * time.Millisecond}) // to 8
+	full := Signal{Full: true, PeakInFlight: 8, Utilization: 0.1, DelayMax: time.Millisecond}
+	full.At = t0.Add(time.Second)
+	if got := l.Observe(full); got != 9 {
+		t.Fatalf("limit %d after growing above the threshold, want 9", got)
+	}
+	full.At = t0.Add(Relearn)
+	if got := l.Observe(full); got != 18 {
+		t.Errorf("limit %d %v after the congestion, want it doubling again (18)", got, Relearn)
+	}
+}
+
+func TestLimiter_CutsToWhatWasInFlight(t *testing.T) {
+	l := New(100, 0, 100)
+	// A limit of 100 that only ever saw 6 at once: halve the 6.
+	got := l.Observe(Signal{At: t0, PeakInFlight: 6, Utilization: 1, DelayMax: 80 * time.Millisecond})
+	if got != 3 {
+		t.Errorf("limit %d, want 3", got)
+	}
+}
+
+func TestLimiter_MachineContentionIsNoCongestion(t *testing.T) {
+	l := New(100, 0, 5)
+	// Timers ran late while the loop was mostly idle: node was not
+	// scheduled, its invocations did not queue on each other.
+	if got := l.Observe(Signal{At: t0, PeakInFlight: 5, Utilization: 0.2, DelayMean: 30 * time.Millisecond, DelayMax: 80 * time.Millisecond}); got != 5 {
+		t.Errorf("limit %d, want 5 kept", got)
+	}
+}
+
+func TestLimiter_OneInFlightIsNoCongestion(t *testing.T) {
+	l := New(100, 0, 5)
+	// One invocation holding the loop: nobody waits for it.
+	if got := l.Observe(Signal{At: t0, PeakInFlight: 1, Utilization: 1, DelayMax: time.Second}); got != 5 {
+		t.Errorf("limit %d, want 5 kept", got)
+	}
+}
+
+func TestNew_Bounds(t *testing.T) {
+	for _, tt := range []struct{ max, initial, want int }{{100, 0, 1}, {100, 500, 100}, {0, 5, 1}, {10, 7, 7}} {
+		if got := New(tt.max, 0, tt.initial).Limit(); got != tt.want {
+			t.Errorf("New(%d, 0, %d).Limit() = %d, want %d", tt.max, tt.initial, got, tt.want)
+		}
+	}
+}
