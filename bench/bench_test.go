@@ -1,0 +1,155 @@
+package bench
+
+import (
+	"io/fs"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"runtime"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoal-dev/shoal/internal/apiclient"
+	"github.com/shoal-dev/shoal/internal/testutil"
+)
+
+func TestConfig_Defaults(t *testing.T) {
+	d := DefaultConfig()
+	if err := (Config{Binary: "shoal"}).withDefaults().Validate(); err != nil {
+		t.Errorf("zero config with a binary: %v", err)
+	}
+	d.Binary = "shoal"
+	if got := (Config{Binary: "shoal", Seed: 1}).withDefaults(); !reflect.DeepEqual(got, d) {
+		t.Errorf("zero config with defaults: got %+v, want %+v", got, d)
+	}
+}
+
+func TestConfig_Validate(t *testing.T) {
+	tests := []struct {
+		name string
+		edit func(*Config)
+		want string // in the error; "" for none
+	}{
+		{"defaults", func(*Config) {}, ""},
+		{"all_workloads", func(c *Config) { c.Workloads = []string{"io", "seed", "ai", "cpu", "hello"} }, ""},
+		{"existing_serve", func(c *Config) { c.Binary, c.Client = "", apiclient.New("http://127.0.0.1:1", "t") }, ""},
+		{"unknown_workload", func(c *Config) { c.Workloads = []string{"io", "nope"} }, `unknown workload "nope": want some of io, seed, ai, cpu, hello`},
+		{"no_workload", func(c *Config) { c.Workloads = []string{} }, "no workload"},
+		{"workload_twice", func(c *Config) { c.Workloads = []string{"io", "io"} }, `workload "io" named twice`},
+		{"no_rate", func(c *Config) { c.Rates = []float64{} }, "no rate"},
+		{"zero_rate", func(c *Config) { c.Rates = []float64{50, 0} }, "rate 0: want a mean rate above 0"},
+		{"negative_rate", func(c *Config) { c.Rates = []float64{-1} }, "rate -1"},
+		{"arrivals", func(c *Config) { c.Arrivals = "bursty" }, `arrivals "bursty": want poisson or constant`},
+		{"rounds", func(c *Config) { c.Rounds = -1 }, "rounds -1: want at least 1"},
+		{"negative_duration", func(c *Config) { c.Duration = -time.Second }, "duration -1s"},
+		{"short_rounds", func(c *Config) { c.Duration, c.Rounds = time.Second, 2 }, "duration 1s over 2 rounds: want at least 1s per round"},
+		{"warmup", func(c *Config) { c.Warmup = -1 }, "warmup -1"},
+		{"no_serve", func(c *Config) { c.Binary = "" }, "no shoal binary"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := DefaultConfig()
+			c.Binary = "shoal"
+			tt.edit(&c)
+			err := c.Validate()
+			switch {
+			case tt.want == "" && err != nil:
+				t.Errorf("got %v, want no error", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Errorf("got %v, want an error with %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestWorkloads checks that the embedded workloads are the listed ones and
+// that node parses each.
+func TestWorkloads(t *testing.T) {
+	dirs, err := fs.ReadDir(workloadFiles, "workloads")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var embedded, listed []string
+	for _, d := range dirs {
+		embedded = append(embedded, d.Name())
+	}
+	for _, w := range Workloads() {
+		listed = append(listed, w.Name)
+	}
+	slices.Sort(embedded)
+	slices.Sort(listed)
+	if !slices.Equal(embedded, listed) {
+		t.Errorf("embedded %v, listed %v", embedded, listed)
+	}
+	for _, w := range listed {
+		t.Run(w, func(t *testing.T) {
+			src, err := fs.ReadFile(workloadFiles, "workloads/"+w+"/index.mjs")
+			if err != nil {
+				t.Fatal(err)
+			}
+			file := filepath.Join(t.TempDir(), "index.mjs")
+			if err := os.WriteFile(file, src, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if out, err := exec.Command("node", "--check", file).CombinedOutput(); err != nil {
+				t.Errorf("node --check: %v\n%s", err, out)
+			}
+		})
+	}
+}
+
+// TestRun_ExistingServe measures a serve the test started, as --url does,
+// with a warm-up so that no cold start counts.
+func TestRun_ExistingServe(t *testing.T) {
+	s := testutil.StartServe(t, testutil.ServeOptions{})
+	token, err := os.ReadFile(filepath.Join(s.DataDir, "token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{
+		Client:    apiclient.New(s.URL, strings.TrimSpace(string(token))),
+		Workloads: []string{"hello"},
+		Rates:     []float64{10},
+		Duration:  2 * time.Second,
+		Rounds:    2,
+		Arrivals:  Constant,
+		Warmup:    1,
+	}
+	var progress strings.Builder
+	before := runtime.NumGoroutine()
+	rep, err := Run(t.Context(), cfg, &progress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// apiclient keeps its connections in http.DefaultTransport.
+	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
+	testutil.Eventually(t, 5*time.Second, "Run's goroutines end", func() bool { return runtime.NumGoroutine() <= before })
+	if len(rep.Rows) != 2 || rep.Rows[0].Mode != ModeConcurrent || rep.Rows[1].Mode != ModeClassic {
+		t.Fatalf("rows %+v, want hello concurrent then classic", rep.Rows)
+	}
+	for _, row := range rep.Rows {
+		// Constant arrivals at 10/s: 10 in each 1 s round.
+		if row.Sent != 20 || row.Errors != 0 || row.Invocations != 20 || row.Achieved != 10 {
+			t.Errorf("%s: sent %d, errors %d, invocations %d, achieved %g; want 20, 0, 20, 10",
+				row.Mode, row.Sent, row.Errors, row.Invocations, row.Achieved)
+		}
+		if row.PeakInstances != 1 || row.InstanceGBSeconds <= 0 || row.LatencyP50Ms <= 0 || row.TTFBP50Ms <= 0 {
+			t.Errorf("%s: %+v; want one instance and some GB-s, latency and TTFB", row.Mode, row)
+		}
+	}
+	for _, want := range []string{"\rhello concurrent 10/s round 1/2", "\rhello classic 10/s round 1/2", "hello classic 10/s round 2/2", "sent 10  ok 10  errors 0"} {
+		if !strings.Contains(progress.String(), want) {
+			t.Errorf("progress %q lacks %q", progress.String(), want)
+		}
+	}
+	if !strings.HasSuffix(progress.String(), "\n") {
+		t.Errorf("progress %q does not end its line", progress.String())
+	}
+	if rep.LoadCPUShare <= 0 || rep.LoadCPUShare >= 1 || rep.CPUs < 1 || rep.WallSeconds < 4 {
+		t.Errorf("load CPU share %g of %d CPUs over %g s; want some, below 1, over at least 4 s", rep.LoadCPUShare, rep.CPUs, rep.WallSeconds)
+	}
+}
