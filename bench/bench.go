@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -15,6 +17,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -32,18 +35,39 @@ var workloadFiles embed.FS
 type Workload struct {
 	Name  string
 	About string
+	// Routes are the paths requests go to, each with its share of them;
+	// nil means every request goes to the project's root.
+	Routes []Route
+}
+
+// Route is one path of a workload and the share of requests it gets.
+type Route struct {
+	Path  string
+	Share float64
 }
 
 // Workloads returns the workloads the benchmark ships, each a project
 // folder under bench/workloads embedded in the binary.
 func Workloads() []Workload {
 	return []Workload{
-		{"io", "one 100 ms backend call, ~1 ms CPU"},
-		{"seed", "50 ms CPU, then one 50 ms backend call"},
-		{"ai", "a 2 s response streamed from the backend, relayed chunk by chunk"},
-		{"cpu", "50 ms CPU, no I/O"},
-		{"hello", "no work"},
+		{Name: "io", About: "one 100 ms backend call, ~1 ms CPU"},
+		{Name: "seed", About: "50 ms CPU, then one 50 ms backend call"},
+		{Name: "ai", About: "a 2 s response streamed from the backend, relayed chunk by chunk"},
+		{Name: "cpu", About: "50 ms CPU, no I/O"},
+		{Name: "hello", About: "no work"},
+		{Name: "mixed", About: "one function, two routes: /io (4 requests in 5) as io, /cpu as cpu",
+			Routes: []Route{{"/io", 0.8}, {"/cpu", 0.2}}},
 	}
+}
+
+// workload returns the workload named name; Validate checked it exists.
+func workload(name string) Workload {
+	for _, w := range Workloads() {
+		if w.Name == name {
+			return w
+		}
+	}
+	panic("bench: no workload " + name)
 }
 
 // Config is what to measure and against which serve.
@@ -71,10 +95,12 @@ type Config struct {
 	// Seed seeds the Poisson arrivals: a run with the same seed sends the
 	// same sequence, and both modes get the same one in each round.
 	Seed uint64
-	// Warmup is how many requests each project gets, one at a time, before
-	// measuring; 0 means none, so cold starts count, as they do in
-	// production.
-	Warmup int
+	// Warmup is how long each mode gets the load, unmeasured, before the
+	// rounds of each workload and rate: the instances the load needs are
+	// started, and concurrency limits learned, so the rounds measure the
+	// steady state. 0 measures from cold, where classic mode's many cold
+	// starts dominate its latency.
+	Warmup time.Duration
 }
 
 // DefaultConfig returns the defaults of everything but Binary and Client.
@@ -86,6 +112,7 @@ func DefaultConfig() Config {
 		Rounds:    2,
 		Arrivals:  Poisson,
 		Seed:      1,
+		Warmup:    5 * time.Second,
 	}
 }
 
@@ -149,7 +176,7 @@ func (c Config) Validate() error {
 	case c.Duration/time.Duration(c.Rounds) < minSlice:
 		return fmt.Errorf("duration %s over %d rounds: want at least %s per round", c.Duration, c.Rounds, minSlice)
 	case c.Warmup < 0:
-		return fmt.Errorf("warmup %d: want 0 or more requests", c.Warmup)
+		return fmt.Errorf("warmup %s: want 0 or more", c.Warmup)
 	case c.Client == nil && c.Binary == "":
 		return errors.New("no shoal binary to start serve with, and no serve to target")
 	}
@@ -234,9 +261,6 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 			if err != nil {
 				return Report{}, err
 			}
-			if err := r.warm(ctx, p); err != nil {
-				return Report{}, err
-			}
 			pair[i] = p
 		}
 		projects = append(projects, pair)
@@ -275,6 +299,20 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 // both alike. Both modes get the same arrivals in a round.
 func (r *runner) measure(ctx context.Context, pair [2]project, rate float64) ([2]Row, error) {
 	d := r.cfg.Duration / time.Duration(r.cfg.Rounds)
+	if r.cfg.Warmup > 0 {
+		for _, p := range pair {
+			// A stream of arrivals no round uses.
+			pacer := newPacer(r.cfg.Arrivals, rate, r.cfg.Warmup, r.cfg.Seed, math.MaxUint64)
+			label := fmt.Sprintf("%s %s %g/s warm-up", p.workload, p.mode, rate)
+			attack(ctx, r.transport, r.targets(p, math.MaxUint64), pacer, r.cfg.Warmup, func(elapsed time.Duration, sent, ok, failed int) {
+				r.progress.show(fmt.Sprintf("%s  %.1fs/%.1fs  sent %d  ok %d  errors %d",
+					label, elapsed.Seconds(), r.cfg.Warmup.Seconds(), sent, ok, failed))
+			})
+			if err := ctx.Err(); err != nil {
+				return [2]Row{}, err
+			}
+		}
+	}
 	var sums [2]modeSum
 	for round := range r.cfg.Rounds {
 		order := []int{0, 1}
@@ -285,7 +323,7 @@ func (r *runner) measure(ctx context.Context, pair [2]project, rate float64) ([2
 			p := pair[i]
 			pacer := newPacer(r.cfg.Arrivals, rate, d, r.cfg.Seed, uint64(round))
 			label := fmt.Sprintf("%s %s %g/s round %d/%d", p.workload, p.mode, rate, round+1, r.cfg.Rounds)
-			s := attack(ctx, r.transport, r.target(p), pacer, d, func(elapsed time.Duration, sent, ok, failed int) {
+			s := attack(ctx, r.transport, r.targets(p, uint64(round)), pacer, d, func(elapsed time.Duration, sent, ok, failed int) {
 				r.progress.show(fmt.Sprintf("%s  %.1fs/%.1fs  sent %d  ok %d  errors %d",
 					label, elapsed.Seconds(), d.Seconds(), sent, ok, failed))
 			})
@@ -341,31 +379,31 @@ func (r *runner) deploy(ctx context.Context, workload, mode string) (project, er
 	return p, nil
 }
 
-// target is the request every arrival sends to p.
-func (r *runner) target(p project) vegeta.Target {
-	return vegeta.Target{Method: http.MethodGet, URL: p.url, Header: http.Header{backendHeader: {r.backendURL}}}
-}
-
-// warm sends p Warmup requests, one at a time, and fails on any but 2xx.
-func (r *runner) warm(ctx context.Context, p project) error {
-	c := &http.Client{Transport: r.transport, Timeout: requestTimeout}
-	t := r.target(p)
-	for range r.cfg.Warmup {
-		req, err := t.Request()
-		if err != nil {
-			return err
-		}
-		resp, err := c.Do(req.WithContext(ctx))
-		if err != nil {
-			return fmt.Errorf("warm up %s: %w", p.name, err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode < 200 || resp.StatusCode >= 300 {
-			return fmt.Errorf("warm up %s: %s", p.name, resp.Status)
-		}
+// targets returns what each arrival of a round sends to p: a GET of one of
+// the workload's routes, drawn by their shares from the seed and the
+// round, so both modes get the same sequence of draws.
+func (r *runner) targets(p project, round uint64) func() vegeta.Target {
+	header := http.Header{backendHeader: {r.backendURL}}
+	routes := workload(p.workload).Routes
+	if len(routes) == 0 {
+		t := vegeta.Target{Method: http.MethodGet, URL: p.url, Header: header}
+		return func() vegeta.Target { return t }
 	}
-	return nil
+	rnd := rand.New(rand.NewPCG(r.cfg.Seed^0x5eed, round))
+	var mu sync.Mutex // vegeta's workers call in parallel
+	base := strings.TrimSuffix(p.url, "/")
+	return func() vegeta.Target {
+		mu.Lock()
+		x := rnd.Float64()
+		mu.Unlock()
+		for _, rt := range routes[:len(routes)-1] {
+			if x < rt.Share {
+				return vegeta.Target{Method: http.MethodGet, URL: base + rt.Path, Header: header}
+			}
+			x -= rt.Share
+		}
+		return vegeta.Target{Method: http.MethodGet, URL: base + routes[len(routes)-1].Path, Header: header}
+	}
 }
 
 // usage waits until until has passed and returns what p cost in [since, until).
@@ -388,7 +426,8 @@ func (r *runner) usage(ctx context.Context, p project, since, until time.Time) (
 type modeSum struct {
 	sent, ok, failed int
 	latencies, ttfbs []time.Duration
-	usage            api.Usage // counts and GB-s summed; PeakInstances the max
+	routes           map[string][]time.Duration // latencies by URL
+	usage            api.Usage                  // counts and GB-s summed; PeakInstances the max; limits the last
 }
 
 func (m *modeSum) add(s slice, u api.Usage) {
@@ -397,6 +436,13 @@ func (m *modeSum) add(s slice, u api.Usage) {
 	m.failed += s.failed
 	m.latencies = append(m.latencies, s.latencies...)
 	m.ttfbs = append(m.ttfbs, s.ttfbs...)
+	if m.routes == nil {
+		m.routes = map[string][]time.Duration{}
+	}
+	for url, ls := range s.routes {
+		m.routes[url] = append(m.routes[url], ls...)
+	}
+	m.usage.LearnedLimit = u.LearnedLimit
 	m.usage.Invocations += u.Invocations
 	m.usage.InstanceGBSeconds += u.InstanceGBSeconds
 	m.usage.ProvisionedGBSeconds += u.ProvisionedGBSeconds
@@ -428,6 +474,13 @@ func (m *modeSum) row(p project, rate float64, d time.Duration) Row {
 		ProvisionedGBSeconds: m.usage.ProvisionedGBSeconds,
 		ClassicGBSeconds:     m.usage.ClassicGBSeconds,
 		ActiveCPUSeconds:     m.usage.ActiveCPUSeconds,
+		LearnedLimit:         m.usage.LearnedLimit,
+	}
+	base := strings.TrimSuffix(p.url, "/")
+	for _, rt := range workload(p.workload).Routes {
+		lat := percentiles(m.routes[base+rt.Path], 0.50, 0.95, 0.99)
+		row.Routes = append(row.Routes, RouteRow{Path: rt.Path, Share: rt.Share, Count: len(m.routes[base+rt.Path]),
+			LatencyP50Ms: lat[0], LatencyP95Ms: lat[1], LatencyP99Ms: lat[2]})
 	}
 	if row.ClassicGBSeconds > 0 {
 		row.Savings = 1 - row.InstanceGBSeconds/row.ClassicGBSeconds

@@ -22,7 +22,8 @@ func TestConfig_Defaults(t *testing.T) {
 	if err := (Config{Binary: "shoal"}).withDefaults().Validate(); err != nil {
 		t.Errorf("zero config with a binary: %v", err)
 	}
-	d.Binary = "shoal"
+	// A zero Warmup measures from cold; it is not taken for unset.
+	d.Binary, d.Warmup = "shoal", 0
 	if got := (Config{Binary: "shoal", Seed: 1}).withDefaults(); !reflect.DeepEqual(got, d) {
 		t.Errorf("zero config with defaults: got %+v, want %+v", got, d)
 	}
@@ -47,7 +48,7 @@ func TestConfig_Validate(t *testing.T) {
 		{"rounds", func(c *Config) { c.Rounds = -1 }, "rounds -1: want at least 1"},
 		{"negative_duration", func(c *Config) { c.Duration = -time.Second }, "duration -1s"},
 		{"short_rounds", func(c *Config) { c.Duration, c.Rounds = time.Second, 2 }, "duration 1s over 2 rounds: want at least 1s per round"},
-		{"warmup", func(c *Config) { c.Warmup = -1 }, "warmup -1"},
+		{"warmup", func(c *Config) { c.Warmup = -time.Second }, "warmup -1s"},
 		{"no_serve", func(c *Config) { c.Binary = "" }, "no shoal binary"},
 	}
 	for _, tt := range tests {
@@ -112,12 +113,12 @@ func TestRun_ExistingServe(t *testing.T) {
 	}
 	cfg := Config{
 		Client:    apiclient.New(s.URL, strings.TrimSpace(string(token))),
-		Workloads: []string{"hello"},
+		Workloads: []string{"hello", "mixed"},
 		Rates:     []float64{10},
 		Duration:  2 * time.Second,
 		Rounds:    2,
 		Arrivals:  Constant,
-		Warmup:    1,
+		Warmup:    time.Second,
 	}
 	var progress strings.Builder
 	before := runtime.NumGoroutine()
@@ -128,8 +129,19 @@ func TestRun_ExistingServe(t *testing.T) {
 	// apiclient keeps its connections in http.DefaultTransport.
 	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
 	testutil.Eventually(t, 5*time.Second, "Run's goroutines end", func() bool { return runtime.NumGoroutine() <= before })
-	if len(rep.Rows) != 2 || rep.Rows[0].Mode != ModeConcurrent || rep.Rows[1].Mode != ModeClassic {
-		t.Fatalf("rows %+v, want hello concurrent then classic", rep.Rows)
+	if len(rep.Rows) != 4 || rep.Rows[0].Mode != ModeConcurrent || rep.Rows[1].Mode != ModeClassic || rep.Rows[2].Workload != "mixed" {
+		t.Fatalf("rows %+v, want hello then mixed, each concurrent then classic", rep.Rows)
+	}
+	for _, row := range rep.Rows[2:] {
+		// Both routes, with the same draw in both modes.
+		if len(row.Routes) != 2 || row.Routes[0].Path != "/io" || row.Routes[1].Path != "/cpu" ||
+			row.Routes[0].Count+row.Routes[1].Count != row.Sent || row.Routes[1].Count == 0 ||
+			row.Routes[0].Count != rep.Rows[2].Routes[0].Count || row.Routes[1].LatencyP50Ms < 40 {
+			t.Errorf("mixed %s routes %+v of %d sent, want /io and /cpu (50 ms of CPU) adding up", row.Mode, row.Routes, row.Sent)
+		}
+	}
+	if rep.Rows[0].LearnedLimit < 1 || rep.Rows[1].LearnedLimit != 1 {
+		t.Errorf("learned limits %d (concurrent), %d (classic); want some, and 1", rep.Rows[0].LearnedLimit, rep.Rows[1].LearnedLimit)
 	}
 	for _, row := range rep.Rows {
 		// Constant arrivals at 10/s: 10 in each 1 s round.
@@ -137,8 +149,8 @@ func TestRun_ExistingServe(t *testing.T) {
 			t.Errorf("%s: sent %d, errors %d, invocations %d, achieved %g; want 20, 0, 20, 10",
 				row.Mode, row.Sent, row.Errors, row.Invocations, row.Achieved)
 		}
-		if row.PeakInstances != 1 || row.InstanceGBSeconds <= 0 || row.LatencyP50Ms <= 0 || row.TTFBP50Ms <= 0 {
-			t.Errorf("%s: %+v; want one instance and some GB-s, latency and TTFB", row.Mode, row)
+		if row.PeakInstances < 1 || row.PeakInstances > 3 || row.InstanceGBSeconds <= 0 || row.LatencyP50Ms <= 0 || row.TTFBP50Ms <= 0 {
+			t.Errorf("%s: %+v; want an instance or a few and some GB-s, latency and TTFB", row.Mode, row)
 		}
 	}
 	for _, want := range []string{"\rhello concurrent 10/s round 1/2", "\rhello classic 10/s round 1/2", "hello classic 10/s round 2/2", "sent 10  ok 10  errors 0"} {

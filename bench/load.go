@@ -34,15 +34,16 @@ type slice struct {
 	start, end time.Time // end: when the last response came back
 	sent, ok   int
 	failed     int             // non-2xx responses and transport errors
-	latencies  []time.Duration // of 2xx responses, to the body's end
-	ttfbs      []time.Duration // of 2xx responses, to the response headers
+	latencies  []time.Duration            // of 2xx responses, to the body's end
+	ttfbs      []time.Duration            // of 2xx responses, to the response headers
+	routes     map[string][]time.Duration // latencies again, by URL
 }
 
-// attack sends GET target with pacer for d, open-loop: vegeta starts a
+// attack sends the targets next returns, one per arrival, with pacer for d, open-loop: vegeta starts a
 // worker whenever every worker is busy, so a slow response never delays
 // the next arrival. It returns once every response came back; when ctx
 // ends it stops sending and cancels the requests in flight.
-func attack(ctx context.Context, transport http.RoundTripper, target vegeta.Target, pacer vegeta.Pacer, d time.Duration, progress func(elapsed time.Duration, sent, ok, failed int)) slice {
+func attack(ctx context.Context, transport http.RoundTripper, next func() vegeta.Target, pacer vegeta.Pacer, d time.Duration, progress func(elapsed time.Duration, sent, ok, failed int)) slice {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	rec := &ttfbRecorder{ctx: sctx, base: transport}
@@ -53,10 +54,10 @@ func attack(ctx context.Context, transport http.RoundTripper, target vegeta.Targ
 	var sent atomic.Int64
 	targeter := func(t *vegeta.Target) error {
 		sent.Add(1)
-		*t = target // Request copies the header, so sharing it is safe
+		*t = next() // Request copies the header, so sharing it is safe
 		return nil
 	}
-	s := slice{start: time.Now()}
+	s := slice{start: time.Now(), routes: map[string][]time.Duration{}}
 	results := atk.Attack(targeter, pacer, d, "")
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
@@ -74,6 +75,7 @@ func attack(ctx context.Context, transport http.RoundTripper, target vegeta.Targ
 			if res.Code >= 200 && res.Code < 300 && res.Error == "" {
 				s.ok++
 				s.latencies = append(s.latencies, res.Latency)
+				s.routes[res.URL] = append(s.routes[res.URL], res.Latency)
 			} else {
 				s.failed++
 			}

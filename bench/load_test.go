@@ -59,8 +59,10 @@ func slowServer(t *testing.T, f *inFlight) *httptest.Server {
 	return srv
 }
 
-func target(url string) vegeta.Target {
-	return vegeta.Target{Method: http.MethodGet, URL: url, Header: http.Header{backendHeader: {"http://backend"}}}
+// target sends every arrival to url.
+func target(url string) func() vegeta.Target {
+	t := vegeta.Target{Method: http.MethodGet, URL: url, Header: http.Header{backendHeader: {"http://backend"}}}
+	return func() vegeta.Target { return t }
 }
 
 func TestAttack_OpenLoop(t *testing.T) {

@@ -76,11 +76,27 @@ type Row struct {
 	// Savings is 1 − InstanceGBSeconds/ClassicGBSeconds of this row; 0
 	// when ClassicGBSeconds is.
 	Savings float64 `json:"savings"`
+	// LearnedLimit is the concurrency limit the instances had learned at
+	// the end: what a new one starts at (always 1 in classic mode).
+	LearnedLimit int `json:"learned_limit"`
+	// Routes has the latency of each route of a workload that has more
+	// than one, as the load generator saw it.
+	Routes []RouteRow `json:"routes,omitempty"`
 	// VsClassic, on a concurrent row, is 1 − its instance GB-s over the
 	// classic row's; P99Ratio is its latency p99 over the classic row's.
 	// Nil on classic rows, and when the classic figure is 0.
 	VsClassic *float64 `json:"vs_classic,omitempty"`
 	P99Ratio  *float64 `json:"p99_ratio,omitempty"`
+}
+
+// RouteRow is one route's share of a row.
+type RouteRow struct {
+	Path         string  `json:"path"`
+	Share        float64 `json:"share"`
+	Count        int     `json:"count"` // 2xx responses
+	LatencyP50Ms float64 `json:"latency_p50_ms"`
+	LatencyP95Ms float64 `json:"latency_p95_ms"`
+	LatencyP99Ms float64 `json:"latency_p99_ms"`
 }
 
 // compare fills in c's figures against the classic row cl.
@@ -104,7 +120,7 @@ func (r Report) WriteTable(w io.Writer) error {
 	}
 	fmt.Fprintf(w, "%s arrivals (seed %d), %s per mode in %s\n", r.Arrivals, r.Seed, seconds(r.DurationSeconds), rounds)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "workload\tmode\trate\tachieved\terrors\tp50 ms\tp95 ms\tp99 ms\tttfb p50\tttfb p99\tpeak inst\tinst GB-s\tprov GB-s\tclassic GB-s\tcpu-s\tsavings\tvs classic\tp99 ratio")
+	fmt.Fprintln(tw, "workload\tmode\trate\tachieved\terrors\tp50 ms\tp95 ms\tp99 ms\tttfb p50\tttfb p99\tpeak inst\tlimit\tinst GB-s\tprov GB-s\tclassic GB-s\tcpu-s\tsavings\tvs classic\tp99 ratio")
 	for _, row := range r.Rows {
 		vs, ratio := "-", "-"
 		if row.VsClassic != nil {
@@ -113,18 +129,38 @@ func (r Report) WriteTable(w io.Writer) error {
 		if row.P99Ratio != nil {
 			ratio = fmt.Sprintf("%.2fx", *row.P99Ratio)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%g\t%.1f\t%d\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t%s\t%s\t%s\n",
+		fmt.Fprintf(tw, "%s\t%s\t%g\t%.1f\t%d\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%d\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t%s\t%s\t%s\n",
 			row.Workload, row.Mode, row.Rate, row.Achieved, row.Errors,
 			row.LatencyP50Ms, row.LatencyP95Ms, row.LatencyP99Ms, row.TTFBP50Ms, row.TTFBP99Ms,
-			row.PeakInstances, row.InstanceGBSeconds, row.ProvisionedGBSeconds, row.ClassicGBSeconds,
+			row.PeakInstances, row.LearnedLimit, row.InstanceGBSeconds, row.ProvisionedGBSeconds, row.ClassicGBSeconds,
 			row.ActiveCPUSeconds, percent(row.Savings), vs, ratio)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	if err := r.writeRoutes(w); err != nil {
+		return err
+	}
 	_, err := fmt.Fprintf(w, "load generator + backend: %s of %d CPUs; instances (active CPU): %s\n",
 		percent(r.LoadCPUShare), r.CPUs, percent(r.InstanceCPUShare))
 	return err
+}
+
+// writeRoutes writes a table of the routes of the rows that have some.
+func (r Report) writeRoutes(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	header := false
+	for _, row := range r.Rows {
+		for _, rt := range row.Routes {
+			if !header {
+				fmt.Fprintln(tw, "workload\tmode\trate\troute\tshare\tok\tp50 ms\tp95 ms\tp99 ms")
+				header = true
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%g\t%s\t%s\t%d\t%.1f\t%.1f\t%.1f\n", row.Workload, row.Mode, row.Rate,
+				rt.Path, percent(rt.Share), rt.Count, rt.LatencyP50Ms, rt.LatencyP95Ms, rt.LatencyP99Ms)
+		}
+	}
+	return tw.Flush()
 }
 
 // WriteJSON writes the report as indented JSON.

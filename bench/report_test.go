@@ -15,13 +15,18 @@ func sampleReport() Report {
 		Invocations: 120, LatencyP50Ms: 101.25, LatencyP95Ms: 110, LatencyP99Ms: 120,
 		TTFBP50Ms: 100.5, TTFBP95Ms: 109, TTFBP99Ms: 119, PeakInstances: 1,
 		InstanceGBSeconds: 5, ProvisionedGBSeconds: 6, ClassicGBSeconds: 12, ActiveCPUSeconds: 0.5,
-		Savings: 1 - 5.0/12,
+		Savings: 1 - 5.0/12, LearnedLimit: 37,
+		Routes: []RouteRow{
+			{Path: "/io", Share: 0.8, Count: 96, LatencyP50Ms: 101, LatencyP95Ms: 105, LatencyP99Ms: 110},
+			{Path: "/cpu", Share: 0.2, Count: 24, LatencyP50Ms: 51, LatencyP95Ms: 60, LatencyP99Ms: 70.25},
+		},
 	}
 	classic := Row{
 		Workload: "io", Mode: ModeClassic, Rate: 20, Achieved: 19.5, Sent: 120, Errors: 2,
 		Invocations: 120, LatencyP50Ms: 130, LatencyP95Ms: 900, LatencyP99Ms: 1200,
 		TTFBP50Ms: 129, TTFBP95Ms: 899, TTFBP99Ms: 1199, PeakInstances: 9,
 		InstanceGBSeconds: 20, ProvisionedGBSeconds: 80, ClassicGBSeconds: 20, ActiveCPUSeconds: 4,
+		LearnedLimit: 1,
 	}
 	compare(&conc, classic)
 	return Report{
@@ -53,14 +58,14 @@ func TestReport_WriteTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n")
-	if len(lines) != 5 {
-		t.Fatalf("got %d lines, want settings, header, 2 rows, CPU:\n%s", len(lines), buf.String())
+	if len(lines) != 8 {
+		t.Fatalf("got %d lines, want settings, header, 2 rows, routes header, 2 routes, CPU:\n%s", len(lines), buf.String())
 	}
 	if want := "poisson arrivals (seed 1), 6s per mode in 2 interleaved rounds"; lines[0] != want {
 		t.Errorf("settings line %q, want %q", lines[0], want)
 	}
 	header := strings.Join(strings.Fields(lines[1]), " ")
-	if want := "workload mode rate achieved errors p50 ms p95 ms p99 ms ttfb p50 ttfb p99 peak inst inst GB-s prov GB-s classic GB-s cpu-s savings vs classic p99 ratio"; header != want {
+	if want := "workload mode rate achieved errors p50 ms p95 ms p99 ms ttfb p50 ttfb p99 peak inst limit inst GB-s prov GB-s classic GB-s cpu-s savings vs classic p99 ratio"; header != want {
 		t.Errorf("header %q, want %q", header, want)
 	}
 	tests := []struct {
@@ -68,8 +73,11 @@ func TestReport_WriteTable(t *testing.T) {
 		line string
 		want []string
 	}{
-		{"concurrent", lines[2], []string{"io", "concurrent", "20", "19.8", "0", "101.2", "110.0", "120.0", "100.5", "119.0", "1", "5.00", "6.00", "12.00", "0.50", "58.3%", "75.0%", "0.10x"}},
-		{"classic", lines[3], []string{"io", "classic", "20", "19.5", "2", "130.0", "900.0", "1200.0", "129.0", "1199.0", "9", "20.00", "80.00", "20.00", "4.00", "0.0%", "-", "-"}},
+		{"concurrent", lines[2], []string{"io", "concurrent", "20", "19.8", "0", "101.2", "110.0", "120.0", "100.5", "119.0", "1", "37", "5.00", "6.00", "12.00", "0.50", "58.3%", "75.0%", "0.10x"}},
+		{"routes_header", lines[4], []string{"workload", "mode", "rate", "route", "share", "ok", "p50", "ms", "p95", "ms", "p99", "ms"}},
+		{"route_io", lines[5], []string{"io", "concurrent", "20", "/io", "80.0%", "96", "101.0", "105.0", "110.0"}},
+		{"route_cpu", lines[6], []string{"io", "concurrent", "20", "/cpu", "20.0%", "24", "51.0", "60.0", "70.2"}},
+		{"classic", lines[3], []string{"io", "classic", "20", "19.5", "2", "130.0", "900.0", "1200.0", "129.0", "1199.0", "9", "1", "20.00", "80.00", "20.00", "4.00", "0.0%", "-", "-"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -85,8 +93,8 @@ func TestReport_WriteTable(t *testing.T) {
 			t.Errorf("row %q: no mode at column %d", l, col)
 		}
 	}
-	if want := "load generator + backend: 1.0% of 2 CPUs; instances (active CPU): 16.1%"; lines[4] != want {
-		t.Errorf("CPU line %q, want %q", lines[4], want)
+	if want := "load generator + backend: 1.0% of 2 CPUs; instances (active CPU): 16.1%"; lines[7] != want {
+		t.Errorf("CPU line %q, want %q", lines[7], want)
 	}
 }
 
@@ -111,7 +119,7 @@ func TestReport_WriteJSON(t *testing.T) {
 	keys := []string{"workload", "mode", "rate", "achieved", "sent", "errors", "invocations",
 		"latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "ttfb_p50_ms", "ttfb_p95_ms", "ttfb_p99_ms",
 		"peak_instances", "instance_gb_seconds", "provisioned_gb_seconds", "classic_gb_seconds",
-		"active_cpu_seconds", "savings"}
+		"active_cpu_seconds", "savings", "learned_limit"}
 	conc, classic := rows[0].(map[string]any), rows[1].(map[string]any)
 	for _, k := range keys {
 		if _, ok := conc[k]; !ok {
@@ -121,11 +129,11 @@ func TestReport_WriteJSON(t *testing.T) {
 			t.Errorf("classic row: no key %q", k)
 		}
 	}
-	if len(conc) != len(keys)+2 || conc["vs_classic"] != 0.75 || conc["p99_ratio"] != 0.1 {
-		t.Errorf("concurrent row %v: want %d keys with vs_classic 0.75 and p99_ratio 0.1", conc, len(keys)+2)
+	if len(conc) != len(keys)+3 || conc["vs_classic"] != 0.75 || conc["p99_ratio"] != 0.1 || len(conc["routes"].([]any)) != 2 {
+		t.Errorf("concurrent row %v: want %d keys with vs_classic 0.75, p99_ratio 0.1 and 2 routes", conc, len(keys)+3)
 	}
 	if len(classic) != len(keys) {
-		t.Errorf("classic row %v: want %d keys, without vs_classic and p99_ratio", classic, len(keys))
+		t.Errorf("classic row %v: want %d keys, without vs_classic, p99_ratio and routes", classic, len(keys))
 	}
 	var back Report
 	if err := json.Unmarshal(buf.Bytes(), &back); err != nil || back.Rows[1].PeakInstances != 9 {

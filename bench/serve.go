@@ -52,7 +52,8 @@ func startServe(ctx context.Context, binary string) (*serve, error) {
 	data := filepath.Join(dir, "data")
 	cmd := exec.Command(binary, "serve", "--listen", "127.0.0.1:0", "--data", data, "--shutdown-timeout", "5s")
 	cmd.Env = append(os.Environ(), "XDG_CONFIG_HOME="+filepath.Join(dir, "config"))
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// serve stops with the benchmark, however the benchmark ends.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	urls := make(chan string, 1)
 	cmd.Stdout = &readyWatcher{urls: urls, log: log}
 	cmd.Stderr = log

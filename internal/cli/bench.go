@@ -93,7 +93,7 @@ what concurrency saved. Workloads:` + list.String(),
 	f.IntVar(&cfg.Rounds, "rounds", cfg.Rounds, "how many times the modes take turns (ABBA order)")
 	f.StringVar(&cfg.Arrivals, "arrivals", cfg.Arrivals, "poisson (exponential gaps, bursty like real traffic) or constant (even gaps)")
 	f.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "seed of the Poisson arrivals")
-	f.IntVar(&cfg.Warmup, "warmup", cfg.Warmup, "requests sent to each project before measuring (0: cold starts count)")
+	f.DurationVar(&cfg.Warmup, "warmup", cfg.Warmup, "unmeasured load at each rate, per mode, before its rounds (0: measure from cold)")
 	f.StringVar(&jsonPath, "json", "", `also write the report as JSON to this file ("-": to stdout, instead of the table)`)
 	cf.register(cmd)
 	f.Lookup("url").Usage = "measure the serve at this URL instead of starting one (not $SHOAL_URL)"

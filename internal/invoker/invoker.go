@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"runtime"
 	"sync"
 	"time"
 
@@ -40,6 +41,8 @@ type Config struct {
 	KeepAlive time.Duration
 	// MaxInstances caps the instances of one deployment.
 	MaxInstances int
+	// MaxStarting caps the instances of one deployment starting at once.
+	MaxStarting int
 	// StartTimeout bounds an instance's start, from process to tunnel.
 	StartTimeout time.Duration
 	// StopTimeout is how long a stopping instance may take before it is
@@ -54,6 +57,7 @@ func DefaultConfig() Config {
 		QueueTimeout: 30 * time.Second,
 		KeepAlive:    5 * time.Minute,
 		MaxInstances: 50,
+		MaxStarting:  2 * runtime.NumCPU(),
 		StartTimeout: 30 * time.Second,
 		StopTimeout:  5 * time.Second,
 	}
@@ -72,6 +76,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxInstances == 0 {
 		c.MaxInstances = d.MaxInstances
+	}
+	if c.MaxStarting == 0 {
+		c.MaxStarting = d.MaxStarting
 	}
 	if c.StartTimeout == 0 {
 		c.StartTimeout = d.StartTimeout

@@ -27,6 +27,9 @@ type goStarter struct {
 	meter   *metering.Recorder // the invoker's
 	waited  chan tunnel.Waited // reported by the next report of any instance
 	blocked atomic.Bool        // instances report a loop that makes callbacks wait
+	slow    atomic.Bool        // Start takes 50 ms
+	inStart atomic.Int64       // Start calls running
+	peak    atomic.Int64       // the most Start calls running at once
 
 	mu      sync.Mutex
 	started []*goProcess
@@ -50,6 +53,13 @@ func (s *goStarter) Start(ctx context.Context, l Launch) (Process, error) {
 	if s.fail.Load() {
 		return nil, errors.New("no room for node")
 	}
+	n := s.inStart.Add(1)
+	defer s.inStart.Add(-1)
+	for p := s.peak.Load(); n > p && !s.peak.CompareAndSwap(p, n); p = s.peak.Load() {
+	}
+	if s.slow.Load() {
+		time.Sleep(50 * time.Millisecond)
+	}
 	pctx, cancel := context.WithCancel(context.Background())
 	p := &goProcess{id: l.Instance, cancel: cancel, done: make(chan struct{})}
 	c, err := tunnel.Dial(ctx, l.TunnelAddr, l.Instance, l.Token)
@@ -63,13 +73,17 @@ func (s *goStarter) Start(ctx context.Context, l Launch) (Process, error) {
 			w.Header().Set("x-instance", l.Instance)
 			s.handler.ServeHTTP(w, r)
 		})
-		var cpu atomic.Int64
+		var cpu, busy atomic.Int64
+		began := time.Now()
 		tunnel.Serve(pctx, c, tunnel.WithReports(pctx, h, func() tunnel.Report {
-			// 10 ms of CPU per report, like a busy instance.
+			// 10 ms of CPU per report, like a lightly loaded instance.
 			r := tunnel.Report{TS: time.Now().UnixMilli(), CPUMs: cpu.Add(10), RSS: 50 << 20, ELU: 0.1, DelayMaxMs: 1}
 			if s.blocked.Load() {
+				// node computes all the time, and callbacks wait.
+				busy.Store(time.Since(began).Milliseconds())
 				r.ELU, r.DelayMeanMs, r.DelayMaxMs = 1, 25, 50
 			}
+			r.NodeCPUMs = busy.Load()
 			for {
 				select {
 				case w := <-s.waited:
@@ -237,6 +251,32 @@ func TestInvoker_LimitFollowsTheLoop(t *testing.T) {
 	}
 	close(g.release)
 	for range 6 {
+		if err := <-errCh; err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+func TestInvoker_StartsFewAtOnce(t *testing.T) {
+	g := newGate()
+	inv, st := newInvoker(t, Config{MaxStarting: 2}, g)
+	st.slow.Store(true)
+	inv.Deploy(deployment("d1", 1))
+	errCh := make(chan error, 7)
+	for i := range 7 {
+		go func() { _, err := call(inv, fmt.Sprint("/", i)); errCh <- err }()
+	}
+	for range 7 {
+		<-g.entered
+	}
+	if got := st.count(); got != 7 {
+		t.Errorf("%d instances for 7 held invocations at max 1, want 7", got)
+	}
+	if got := st.peak.Load(); got != 2 {
+		t.Errorf("%d instances started at once, want MaxStarting 2", got)
+	}
+	close(g.release)
+	for range 7 {
 		if err := <-errCh; err != nil {
 			t.Error(err)
 		}

@@ -44,6 +44,8 @@ type instance struct {
 	limiter   *limiter.Limiter // learns limit from the instance's reports
 	peak      int              // the most in flight since the last report
 	full      bool             // inflight reached limit since the last report
+	lastTS    int64            // the last report's time, unix ms
+	lastCPU   int64            // and node's CPU time then, ms
 	idleSince time.Time
 	gone      bool // removed from the pool; takes no new invocations
 }
@@ -137,6 +139,7 @@ func (p *pool) scaleLocked() {
 		Ready:            len(p.instances),
 		SlotsPerInstance: p.learned,
 		MaxInstances:     p.inv.cfg.MaxInstances,
+		MaxStarting:      p.inv.cfg.MaxStarting,
 		MinInstances:     minInstances,
 	})
 	for range n {
@@ -174,6 +177,9 @@ func (p *pool) start() {
 	p.inv.meter.InstanceStarted(metering.Instance{Project: p.dep.Project, Deployment: p.dep.ID, Instance: id, MemoryMB: p.dep.Config.MemoryMB, Start: began})
 	p.instances = append(p.instances, in)
 	p.dispatchLocked(in)
+	if len(p.waiters) > 0 {
+		p.scaleLocked() // starts held back by MaxStarting
+	}
 	p.inv.wg.Add(2)
 	go func() {
 		defer p.inv.wg.Done()
@@ -251,11 +257,17 @@ func (p *pool) adapt(in *instance, r tunnel.Report) {
 	if in.gone {
 		return
 	}
+	cpu := 0.0 // node's CPU utilisation since the last report
+	if in.lastTS > 0 && r.TS > in.lastTS {
+		cpu = float64(r.NodeCPUMs-in.lastCPU) / float64(r.TS-in.lastTS)
+	}
+	in.lastTS, in.lastCPU = r.TS, r.NodeCPUMs
 	old := in.limit
 	in.limit = in.limiter.Observe(limiter.Signal{
 		At:           time.Now(),
 		PeakInFlight: max(in.peak, in.inflight),
 		Full:         in.full,
+		CPU:          cpu,
 		Utilization:  r.ELU,
 		DelayMean:    time.Duration(r.DelayMeanMs * float64(time.Millisecond)),
 		DelayMax:     time.Duration(r.DelayMaxMs * float64(time.Millisecond)),
@@ -263,7 +275,7 @@ func (p *pool) adapt(in *instance, r tunnel.Report) {
 	})
 	if in.limit != old {
 		p.inv.log.Debug("concurrency limit", "deployment", p.dep.ID, "instance", in.id, "from", old, "to", in.limit,
-			"peak", max(in.peak, in.inflight), "elu", r.ELU, "delay_max_ms", r.DelayMaxMs, "delay_mean_ms", r.DelayMeanMs, "rss", r.RSS)
+			"peak", max(in.peak, in.inflight), "cpu", cpu, "elu", r.ELU, "delay_max_ms", r.DelayMaxMs, "delay_mean_ms", r.DelayMeanMs, "rss", r.RSS)
 	}
 	in.peak, in.full = in.inflight, in.inflight >= in.limit
 	limits := make([]int, len(p.instances))

@@ -11,15 +11,15 @@
 // are ready to run wait for it, every invocation in the process waits too.
 //
 //   - Congestion: with at least two invocations in flight during the
-//     interval, the event loop was busy at least BusyUtilization of the
-//     time, or at least QueueUtilization while it made ready callbacks wait
-//     (its delay's max reached DelayBudget, or its mean DelayBudget/4). A
-//     delay with a mostly idle loop is the machine's doing (node was not
-//     scheduled), which fewer invocations per process would not cure, only
-//     spread over more processes. The limit drops at once to half of
-//     what was really in flight (multiplicative decrease on the actual
-//     concurrency, not on a limit that was never reached), and holds for
-//     Hold, so the next signals show the new level before it moves again.
+//     interval, the event loop made ready callbacks wait (its delay's max
+//     reached DelayBudget, or its mean DelayBudget/4) while node computed
+//     at least QueueCPU of the time. A delay while node hardly ran is the
+//     machine's doing (node was not scheduled), which fewer invocations per
+//     process would not cure, only spread over more processes. The limit
+//     drops at once to half of what was really in flight (multiplicative
+//     decrease on the actual concurrency, not on a limit that was never
+//     reached), and holds for Hold, so the next signals show the new level
+//     before it moves again.
 //   - Memory: resident memory at MemoryHigh of the function's size cuts the
 //     limit by a quarter, and above MemoryGrow it does not grow.
 //   - Growth: only when the instance was full during the interval (demand

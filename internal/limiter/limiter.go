@@ -4,10 +4,9 @@ import "time"
 
 // Tuning of the rule; see the package doc.
 const (
-	DelayBudget      = 20 * time.Millisecond
-	QueueUtilization = 0.5
-	BusyUtilization  = 0.9
-	GrowUtilization  = 0.7
+	DelayBudget     = 20 * time.Millisecond
+	QueueCPU        = 0.5
+	GrowUtilization = 0.7
 	MemoryHigh       = 0.9
 	MemoryGrow       = 0.8
 	Hold             = 200 * time.Millisecond
@@ -25,7 +24,10 @@ type Signal struct {
 	// Full says the instance had no free slot at some point since the last
 	// signal: an invocation waited for it or went elsewhere.
 	Full bool
-	// Utilization is the share of the interval node's event loop was busy.
+	// CPU is node's CPU time over the interval's length.
+	CPU float64
+	// Utilization is the share of the interval node's event loop was busy
+	// (which counts time node waited for a CPU mid-callback).
 	Utilization float64
 	// DelayMean and DelayMax are how long ready callbacks waited for the
 	// loop during the interval.
@@ -65,8 +67,7 @@ func (l *Limiter) Observe(s Signal) int {
 	}
 	switch {
 	case s.At.Before(l.holdUntil):
-	case s.PeakInFlight >= 2 && (s.Utilization >= BusyUtilization ||
-		s.Utilization >= QueueUtilization && (s.DelayMax >= DelayBudget || s.DelayMean >= DelayBudget/4)):
+	case s.PeakInFlight >= 2 && s.CPU >= QueueCPU && (s.DelayMax >= DelayBudget || s.DelayMean >= DelayBudget/4):
 		l.limit = max(1, min(l.limit, s.PeakInFlight)/2)
 		l.threshold = l.limit
 		l.holdUntil, l.congestedAt = s.At.Add(Hold), s.At

@@ -15,7 +15,7 @@ type workload func(limit int, at time.Duration) Signal
 // ioBound wants demand invocations at once; each uses the loop briefly.
 func ioBound(demand int) workload {
 	return func(limit int, _ time.Duration) Signal {
-		return Signal{PeakInFlight: min(limit, demand), Full: demand >= limit, Utilization: 0.2, DelayMean: time.Millisecond, DelayMax: 4 * time.Millisecond}
+		return Signal{PeakInFlight: min(limit, demand), Full: demand >= limit, CPU: 0.2, Utilization: 0.2, DelayMean: time.Millisecond, DelayMax: 4 * time.Millisecond}
 	}
 }
 
@@ -24,9 +24,9 @@ func ioBound(demand int) workload {
 func cpuBound(demand int) workload {
 	return func(limit int, _ time.Duration) Signal {
 		n := min(limit, demand)
-		s := Signal{PeakInFlight: n, Full: demand >= limit, Utilization: 0.6, DelayMean: 10 * time.Millisecond, DelayMax: 45 * time.Millisecond}
+		s := Signal{PeakInFlight: n, Full: demand >= limit, CPU: 0.6, Utilization: 0.6, DelayMean: 10 * time.Millisecond, DelayMax: 45 * time.Millisecond}
 		if n >= 2 {
-			s.Utilization, s.DelayMean, s.DelayMax = 1, 25*time.Millisecond, 50*time.Millisecond
+			s.CPU, s.Utilization, s.DelayMean, s.DelayMax = 1, 1, 25*time.Millisecond, 50*time.Millisecond
 		}
 		return s
 	}
@@ -179,7 +179,7 @@ func TestLimiter_Traces(t *testing.T) {
 
 func TestLimiter_RelearnForgetsTheThreshold(t *testing.T) {
 	l := New(100, 0, 16)
-	l.Observe(Signal{At: t0, PeakInFlight: 16, Utilization: 1, DelayMax: 50 * time.Millisecond}) // to 8
+	l.Observe(Signal{At: t0, PeakInFlight: 16, CPU: 1, Utilization: 1, DelayMax: 50 * time.Millisecond}) // to 8
 	full := Signal{Full: true, PeakInFlight: 8, Utilization: 0.1, DelayMax: time.Millisecond}
 	full.At = t0.Add(time.Second)
 	if got := l.Observe(full); got != 9 {
@@ -194,7 +194,7 @@ func TestLimiter_RelearnForgetsTheThreshold(t *testing.T) {
 func TestLimiter_CutsToWhatWasInFlight(t *testing.T) {
 	l := New(100, 0, 100)
 	// A limit of 100 that only ever saw 6 at once: halve the 6.
-	got := l.Observe(Signal{At: t0, PeakInFlight: 6, Utilization: 1, DelayMax: 80 * time.Millisecond})
+	got := l.Observe(Signal{At: t0, PeakInFlight: 6, CPU: 1, Utilization: 1, DelayMax: 80 * time.Millisecond})
 	if got != 3 {
 		t.Errorf("limit %d, want 3", got)
 	}
@@ -202,9 +202,9 @@ func TestLimiter_CutsToWhatWasInFlight(t *testing.T) {
 
 func TestLimiter_MachineContentionIsNoCongestion(t *testing.T) {
 	l := New(100, 0, 5)
-	// Timers ran late while the loop was mostly idle: node was not
-	// scheduled, its invocations did not queue on each other.
-	if got := l.Observe(Signal{At: t0, PeakInFlight: 5, Utilization: 0.2, DelayMean: 30 * time.Millisecond, DelayMax: 80 * time.Millisecond}); got != 5 {
+	// Timers ran late while node hardly computed: it was not scheduled,
+	// its invocations did not queue on each other.
+	if got := l.Observe(Signal{At: t0, PeakInFlight: 5, CPU: 0.2, Utilization: 0.8, DelayMean: 30 * time.Millisecond, DelayMax: 80 * time.Millisecond}); got != 5 {
 		t.Errorf("limit %d, want 5 kept", got)
 	}
 }
@@ -212,7 +212,7 @@ func TestLimiter_MachineContentionIsNoCongestion(t *testing.T) {
 func TestLimiter_OneInFlightIsNoCongestion(t *testing.T) {
 	l := New(100, 0, 5)
 	// One invocation holding the loop: nobody waits for it.
-	if got := l.Observe(Signal{At: t0, PeakInFlight: 1, Utilization: 1, DelayMax: time.Second}); got != 5 {
+	if got := l.Observe(Signal{At: t0, PeakInFlight: 1, CPU: 1, Utilization: 1, DelayMax: time.Second}); got != 5 {
 		t.Errorf("limit %d, want 5 kept", got)
 	}
 }

@@ -11,8 +11,8 @@ import (
 // Stats is a sample of the instance's state.
 type Stats struct {
 	// CPU is the CPU time (user + system) the runtime and node used so
-	// far, including children node reaped.
-	CPU time.Duration
+	// far, including children node reaped; NodeCPU is node's share.
+	CPU, NodeCPU time.Duration
 	// RSS is node's resident memory in bytes; 0 once node exited.
 	RSS int64
 	// InFlight is how many invocations are being served.
@@ -60,19 +60,25 @@ const maxWaited = 10_000
 // the last call.
 func (s *Supervisor) Stats() Stats {
 	st := Stats{InFlight: int(s.inflight.Load())}
-	if cpu, _, err := procStat(os.Getpid()); err == nil {
-		st.CPU += cpu
-	}
 	select {
 	case <-s.exited:
-		// node's CPU is in the runtime's reaped children now.
 		if ps := s.cmd.ProcessState; ps != nil {
-			st.CPU += ps.UserTime() + ps.SystemTime()
+			st.NodeCPU = ps.UserTime() + ps.SystemTime()
 		}
 	default:
 		if cpu, rss, err := procStat(s.cmd.Process.Pid); err == nil {
-			st.CPU += cpu
-			st.RSS = rss
+			st.NodeCPU, st.RSS = cpu, rss
+		}
+	}
+	st.CPU = st.NodeCPU
+	if cpu, _, err := procStat(os.Getpid()); err == nil {
+		// Once node is reaped its CPU is in this process's children's
+		// figure too, which procStat adds: count it once.
+		st.CPU = cpu
+		select {
+		case <-s.exited:
+		default:
+			st.CPU += st.NodeCPU
 		}
 	}
 	s.mu.Lock()

@@ -18,6 +18,10 @@ type Pool struct {
 	SlotsPerInstance int
 	// MaxInstances caps Ready+Starting; 0 means no cap.
 	MaxInstances int
+	// MaxStarting caps Starting; 0 means no cap. Instances that start at
+	// once share the machine's CPUs and each takes longer: past a few, a
+	// burst is served sooner by the instances that free up meanwhile.
+	MaxStarting int
 	// MinInstances is how many instances to keep started; 0 lets the
 	// deployment scale to zero.
 	MinInstances int
@@ -26,7 +30,8 @@ type Pool struct {
 // ToStart returns how many instances to start now: enough that the
 // starting ones can take every waiting invocation (one instance per
 // SlotsPerInstance waiters, so one start covers a burst when concurrency is
-// on), at least MinInstances in all, and never past MaxInstances.
+// on), at least MinInstances in all, and never past MaxInstances or
+// MaxStarting.
 func ToStart(p Pool) int {
 	slots := max(p.SlotsPerInstance, 1)
 	need := 0
@@ -38,6 +43,9 @@ func ToStart(p Pool) int {
 	}
 	if p.MaxInstances > 0 {
 		need = min(need, p.MaxInstances-p.Ready-p.Starting)
+	}
+	if p.MaxStarting > 0 {
+		need = min(need, p.MaxStarting-p.Starting)
 	}
 	return max(need, 0)
 }

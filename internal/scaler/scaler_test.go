@@ -22,6 +22,9 @@ func TestToStart(t *testing.T) {
 		{"min_instances", Pool{SlotsPerInstance: 100, MinInstances: 2}, 2},
 		{"min_instances_counting_starting", Pool{Starting: 1, Ready: 1, SlotsPerInstance: 100, MinInstances: 3}, 1},
 		{"zero_slots_is_one", Pool{Waiting: 2}, 2},
+		{"capped_by_max_starting", Pool{Waiting: 10, Starting: 1, SlotsPerInstance: 1, MaxStarting: 4}, 3},
+		{"at_max_starting", Pool{Waiting: 10, Starting: 4, SlotsPerInstance: 1, MaxStarting: 4}, 0},
+		{"min_instances_capped_too", Pool{MinInstances: 10, SlotsPerInstance: 1, MaxStarting: 4}, 4},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

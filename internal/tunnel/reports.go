@@ -24,6 +24,8 @@ type Report struct {
 	// CPUMs is the CPU time (user + system) the instance's processes used
 	// so far, in milliseconds.
 	CPUMs int64 `json:"cpu_ms"`
+	// NodeCPUMs is node's share of CPUMs.
+	NodeCPUMs int64 `json:"node_cpu_ms"`
 	// RSS is node's resident memory in bytes.
 	RSS int64 `json:"rss"`
 	// InFlight is how many invocations the instance is serving.

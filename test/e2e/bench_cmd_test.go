@@ -29,7 +29,7 @@ func benchCommand(t *testing.T, tmp string, args ...string) *exec.Cmd {
 func TestBenchCmd_HelloIO(t *testing.T) {
 	tmp := t.TempDir()
 	jsonPath := filepath.Join(t.TempDir(), "bench.json")
-	cmd := benchCommand(t, tmp, "--workloads", "hello,io", "--rate", "20", "--duration", "4s", "--rounds", "1", "--json", jsonPath)
+	cmd := benchCommand(t, tmp, "--workloads", "hello,io", "--rate", "20", "--duration", "4s", "--rounds", "1", "--warmup", "1s", "--json", jsonPath)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
@@ -107,7 +107,7 @@ func TestBenchCmd_BadFlags(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"unknown_workload", []string{"--workloads", "nope"}, `unknown workload "nope": want some of io, seed, ai, cpu, hello`},
+		{"unknown_workload", []string{"--workloads", "nope"}, `unknown workload "nope": want some of io, seed, ai, cpu, hello, mixed`},
 		{"zero_rate", []string{"--rate", "0"}, "rate 0: want a mean rate above 0"},
 		{"rate_not_a_number", []string{"--rate", "fast"}, "--rate fast: not a number"},
 		{"arrivals", []string{"--arrivals", "bursty"}, `arrivals "bursty": want poisson or constant`},
