@@ -33,7 +33,7 @@ func newTransport() *http.Transport {
 type slice struct {
 	start, end time.Time // end: when the last response came back
 	sent, ok   int
-	failed     int             // non-2xx responses and transport errors
+	failed     int                        // non-2xx responses and transport errors
 	latencies  []time.Duration            // of 2xx responses, to the body's end
 	ttfbs      []time.Duration            // of 2xx responses, to the response headers
 	routes     map[string][]time.Duration // latencies again, by URL

@@ -7,10 +7,10 @@ const (
 	DelayBudget     = 20 * time.Millisecond
 	QueueCPU        = 0.5
 	GrowUtilization = 0.7
-	MemoryHigh       = 0.9
-	MemoryGrow       = 0.8
-	Hold             = 200 * time.Millisecond
-	Relearn          = 10 * time.Second
+	MemoryHigh      = 0.9
+	MemoryGrow      = 0.8
+	Hold            = 200 * time.Millisecond
+	Relearn         = 10 * time.Second
 )
 
 // Signal is what one report says about an instance, with the invoker's
