@@ -258,10 +258,14 @@ func (p *pool) adapt(in *instance, r tunnel.Report) {
 		return
 	}
 	cpu := 0.0 // node's CPU utilisation since the last report
-	if in.lastTS > 0 && r.TS > in.lastTS {
+	first := in.lastTS == 0
+	if !first && r.TS > in.lastTS {
 		cpu = float64(r.NodeCPUMs-in.lastCPU) / float64(r.TS-in.lastTS)
 	}
 	in.lastTS, in.lastCPU = r.TS, r.NodeCPUMs
+	if first || !r.LoopKnown {
+		return // nothing to judge by yet
+	}
 	old := in.limit
 	in.limit = in.limiter.Observe(limiter.Signal{
 		At:           time.Now(),
@@ -270,7 +274,6 @@ func (p *pool) adapt(in *instance, r tunnel.Report) {
 		CPU:          cpu,
 		Utilization:  r.ELU,
 		DelayMean:    time.Duration(r.DelayMeanMs * float64(time.Millisecond)),
-		DelayMax:     time.Duration(r.DelayMaxMs * float64(time.Millisecond)),
 		RSS:          r.RSS,
 	})
 	if in.limit != old {

@@ -11,25 +11,29 @@
 // are ready to run wait for it, every invocation in the process waits too.
 //
 //   - Congestion: with at least two invocations in flight during the
-//     interval, the event loop made ready callbacks wait (its delay's max
-//     reached DelayBudget, or its mean DelayBudget/4) while node computed
-//     at least QueueCPU of the time. A delay while node hardly ran is the
-//     machine's doing (node was not scheduled), which fewer invocations per
-//     process would not cure, only spread over more processes. The limit
-//     drops at once to half of what was really in flight (multiplicative
-//     decrease on the actual concurrency, not on a limit that was never
-//     reached), and holds for Hold, so the next signals show the new level
-//     before it moves again.
+//     interval, ready callbacks waited for the loop DelayBudget on average
+//     while node computed at least QueueCPU of the time. The mean, not the
+//     max: one long pause (a garbage collection, one slow callback) is not
+//     a queue, and cutting on it only starts instances. A delay while node
+//     hardly ran is the machine's doing (node was not scheduled), which
+//     fewer invocations per process would not cure, only spread over more
+//     processes. The limit drops at once to half of what was really in
+//     flight (multiplicative decrease on the actual concurrency, not on a
+//     limit that was never reached), and holds for Hold, so the next
+//     signals show the new level before it moves again.
 //   - Memory: resident memory at MemoryHigh of the function's size cuts the
 //     limit by a quarter, and above MemoryGrow it does not grow.
 //   - Growth: only when the instance was full during the interval (demand
 //     went past the limit: invocations waited or went to another instance)
-//     and the loop had headroom (delay max under half the budget, busy
-//     under GrowUtilization). Below the threshold the limit doubles (slow
-//     start); above it, it grows by one per interval (additive increase).
-//     A congestion sets the threshold to the new limit; Relearn after the
-//     last congestion the threshold is forgotten, so a function that turned
-//     I/O-bound again finds its level fast.
+//     and the loop had headroom (mean delay under half the budget, busy
+//     under GrowUtilization). The limit grows by one per interval (additive
+//     increase) from where it started or was last cut; Relearn after the
+//     last congestion it doubles instead (slow start) up to the max, so a
+//     function that turned I/O-bound again finds its level fast.
+//
+// A new instance starts at the limit its siblings learned (the median of
+// theirs), or at the max when there is nothing learned yet: a burst on a
+// new function then starts one instance, and the first congestion cuts it.
 //
 // Why not a latency gradient (Vegas, Gradient2) on invocation latency:
 // invocations of one function differ (routes, inputs, backends), so their

@@ -4,7 +4,7 @@ import "time"
 
 // Tuning of the rule; see the package doc.
 const (
-	DelayBudget     = 20 * time.Millisecond
+	DelayBudget     = 10 * time.Millisecond
 	QueueCPU        = 0.5
 	GrowUtilization = 0.7
 	MemoryHigh      = 0.9
@@ -29,9 +29,9 @@ type Signal struct {
 	// Utilization is the share of the interval node's event loop was busy
 	// (which counts time node waited for a CPU mid-callback).
 	Utilization float64
-	// DelayMean and DelayMax are how long ready callbacks waited for the
-	// loop during the interval.
-	DelayMean, DelayMax time.Duration
+	// DelayMean is how long ready callbacks waited for the loop during
+	// the interval, on average.
+	DelayMean time.Duration
 	// RSS is node's resident memory in bytes.
 	RSS int64
 }
@@ -47,10 +47,13 @@ type Limiter struct {
 }
 
 // New returns a limiter for a function whose limit may go up to most, with
-// memory bytes of memory (0 if unknown), starting at initial.
+// memory bytes of memory (0 if unknown), starting at initial: the limit
+// the function's instances learned, or most. It grows from there one at a
+// time, like a limit that was just cut there.
 func New(most int, memory int64, initial int) *Limiter {
 	most = max(most, 1)
-	return &Limiter{max: most, memory: memory, limit: min(max(initial, 1), most), threshold: most}
+	limit := min(max(initial, 1), most)
+	return &Limiter{max: most, memory: memory, limit: limit, threshold: limit}
 }
 
 // Limit is the current limit.
@@ -67,14 +70,14 @@ func (l *Limiter) Observe(s Signal) int {
 	}
 	switch {
 	case s.At.Before(l.holdUntil):
-	case s.PeakInFlight >= 2 && s.CPU >= QueueCPU && (s.DelayMax >= DelayBudget || s.DelayMean >= DelayBudget/4):
+	case s.PeakInFlight >= 2 && s.CPU >= QueueCPU && s.DelayMean >= DelayBudget:
 		l.limit = max(1, min(l.limit, s.PeakInFlight)/2)
 		l.threshold = l.limit
 		l.holdUntil, l.congestedAt = s.At.Add(Hold), s.At
 	case memory >= MemoryHigh:
 		l.limit = max(1, l.limit-max(1, l.limit/4))
 		l.holdUntil = s.At.Add(Hold)
-	case s.Full && memory < MemoryGrow && s.DelayMax < DelayBudget/2 && s.Utilization < GrowUtilization:
+	case s.Full && memory < MemoryGrow && s.DelayMean < DelayBudget/2 && s.Utilization < GrowUtilization:
 		if l.limit < l.threshold {
 			l.limit = min(2*l.limit, l.threshold)
 		} else {

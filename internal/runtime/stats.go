@@ -17,8 +17,10 @@ type Stats struct {
 	RSS int64
 	// InFlight is how many invocations are being served.
 	InFlight int
-	// Loop is how loaded node's event loop is.
-	Loop Loop
+	// Loop is how loaded node's event loop is; LoopKnown says node has
+	// reported it yet.
+	Loop      Loop
+	LoopKnown bool
 	// Waited are the invocations whose waitUntil work ended since the
 	// last Stats, after their responses had.
 	Waited []Waited
@@ -83,7 +85,7 @@ func (s *Supervisor) Stats() Stats {
 	}
 	s.mu.Lock()
 	st.Waited, s.waited = s.waited, nil
-	st.Loop = s.loop
+	st.Loop, st.LoopKnown = s.loop, !s.loopAt.IsZero()
 	if age := time.Since(s.loopAt); !s.loopAt.IsZero() && age > loopStale && st.InFlight > 0 {
 		// User code holds the loop: it is as busy as it gets, and what
 		// waits for it has waited this long already.

@@ -30,9 +30,11 @@ type Report struct {
 	RSS int64 `json:"rss"`
 	// InFlight is how many invocations the instance is serving.
 	InFlight int `json:"inflight"`
-	// ELU is the share of the last ~100 ms node's event loop was busy;
-	// DelayMeanMs and DelayMaxMs how long callbacks ready to run waited
-	// for it, in milliseconds.
+	// LoopKnown says node has reported its event loop's load, which the
+	// next three fields are: the share of the last ~100 ms the loop was
+	// busy, and how long callbacks ready to run waited for it, in
+	// milliseconds.
+	LoopKnown   bool    `json:"loop_known"`
 	ELU         float64 `json:"elu"`
 	DelayMeanMs float64 `json:"eld_mean_ms"`
 	DelayMaxMs  float64 `json:"eld_max_ms"`
