@@ -60,6 +60,20 @@ type Usage struct {
 	// Both are now, not over the window.
 	ConcurrencyLimits []int `json:"concurrency_limits"`
 	LearnedLimit      int   `json:"learned_limit"`
+	// Instances are the instances alive in the window, oldest first.
+	Instances []InstanceUsage `json:"instances"`
+}
+
+// InstanceUsage is one instance's part of a Usage, within its window.
+type InstanceUsage struct {
+	ID       string     `json:"id"`
+	MemoryMB int        `json:"memory_mb"`
+	Started  time.Time  `json:"started"`
+	Stopped  *time.Time `json:"stopped,omitempty"` // absent while it runs
+	// BusySeconds is the time it had at least one invocation in flight.
+	BusySeconds float64 `json:"busy_seconds"`
+	CPUSeconds  float64 `json:"cpu_seconds"`
+	PeakRSSMB   float64 `json:"peak_rss_mb"`
 }
 
 // Error is the body of every error response of the control API.

@@ -53,6 +53,23 @@ Counters live in serve's memory and start anew when serve restarts.`,
 			fmt.Fprintf(tw, "concurrency limit\tnew instances start at %d; running: %v\n", u.LearnedLimit, u.ConcurrencyLimits)
 			fmt.Fprintf(tw, "latency p50 / p99\t%.1f / %.1f ms\n", u.LatencyP50Ms, u.LatencyP99Ms)
 			fmt.Fprintf(tw, "ttfb p50 / p99\t%.1f / %.1f ms\n", u.TTFBP50Ms, u.TTFBP99Ms)
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if len(u.Instances) == 0 {
+				return nil
+			}
+			fmt.Fprintln(out)
+			tw = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "instance\tstarted\tstopped\tbusy s\tcpu s\tpeak MB\tmemory MB")
+			for _, in := range u.Instances {
+				stopped := "running"
+				if in.Stopped != nil {
+					stopped = in.Stopped.Local().Format("15:04:05")
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%.3f\t%.3f\t%.0f\t%d\n", in.ID, in.Started.Local().Format("15:04:05"), stopped,
+					in.BusySeconds, in.CPUSeconds, in.PeakRSSMB, in.MemoryMB)
+			}
 			return tw.Flush()
 		},
 	}

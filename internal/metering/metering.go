@@ -65,6 +65,19 @@ type Usage struct {
 	PeakRSS                int64 // bytes, the most one instance held
 	LatencyP50, LatencyP99 time.Duration
 	TTFBP50, TTFBP99       time.Duration
+	// Instances are the instances alive in the window, oldest first.
+	Instances []InstanceUsage
+}
+
+// InstanceUsage is one instance's part of a Usage, within the window.
+type InstanceUsage struct {
+	Instance   string
+	MemoryMB   int
+	Start, End time.Time // End zero while it runs
+	// Busy is the time it had at least one invocation in flight; CPU the
+	// CPU time its processes used.
+	Busy, CPU time.Duration
+	PeakRSS   int64
 }
 
 // Savings is 1 − instance/classic GB-s: the share of classic's cost that
@@ -139,8 +152,10 @@ func Compute(invs []Invocation, insts []Instance, since, until time.Time) Usage 
 			continue
 		}
 		u.ProvisionedGBSeconds += gbSeconds(iv.end.Sub(iv.start), in.MemoryMB)
-		u.ActiveCPU += in.cpuAt(iv.end) - in.cpuAt(iv.start)
+		cpu := in.cpuAt(iv.end) - in.cpuAt(iv.start)
+		u.ActiveCPU += cpu
 		u.PeakRSS = max(u.PeakRSS, in.PeakRSS)
+		u.Instances = append(u.Instances, InstanceUsage{Instance: in.Instance, MemoryMB: in.MemoryMB, Start: in.Start, End: in.End, CPU: cpu, PeakRSS: in.PeakRSS})
 		events = append(events, struct {
 			at    time.Time
 			delta int
@@ -184,9 +199,12 @@ func Compute(invs []Invocation, insts []Instance, since, until time.Time) Usage 
 			ttfbs = append(ttfbs, inv.FirstByte.Sub(inv.Start))
 		}
 	}
-	for id, ivs := range busy {
-		u.InstanceGBSeconds += gbSeconds(union(ivs), mem[id])
+	for i := range u.Instances {
+		in := &u.Instances[i]
+		in.Busy = union(busy[in.Instance])
+		u.InstanceGBSeconds += gbSeconds(in.Busy, in.MemoryMB)
 	}
+	slices.SortFunc(u.Instances, func(a, b InstanceUsage) int { return a.Start.Compare(b.Start) })
 	u.LatencyP50, u.LatencyP99 = percentile(latencies, 0.50), percentile(latencies, 0.99)
 	u.TTFBP50, u.TTFBP99 = percentile(ttfbs, 0.50), percentile(ttfbs, 0.99)
 	return u

@@ -259,3 +259,26 @@ func TestBusy_BoundedAndMatchesUnion(t *testing.T) {
 		t.Errorf("busy %v, union %v", total, want)
 	}
 }
+
+func TestCompute_Instances(t *testing.T) {
+	insts := []Instance{
+		{Deployment: "d", Instance: "b", MemoryMB: 512, Start: at(100), CPU: []CPUSample{{at(1100), 40 * time.Millisecond}}, PeakRSS: 7},
+		{Deployment: "d", Instance: "a", MemoryMB: 512, Start: at(0), End: at(500)},
+		{Deployment: "d", Instance: "gone", MemoryMB: 512, Start: at(0), End: at(50)}, // before the window
+	}
+	invs := []Invocation{inv("a", 100, 110, 300, 200), inv("a", 200, 210, 400, 200), inv("b", 600, 601, 700, 200)}
+	u := Compute(invs, insts, at(60), at(2000))
+	if len(u.Instances) != 2 {
+		t.Fatalf("instances %+v, want a and b", u.Instances)
+	}
+	a, b := u.Instances[0], u.Instances[1]
+	if a.Instance != "a" || a.Busy != 300*time.Millisecond || !a.End.Equal(at(500)) || a.MemoryMB != 512 {
+		t.Errorf("a: %+v, want busy 300 ms, stopped at 500 ms", a)
+	}
+	if b.Instance != "b" || b.Busy != 100*time.Millisecond || !b.End.IsZero() || b.CPU != 40*time.Millisecond || b.PeakRSS != 7 {
+		t.Errorf("b: %+v, want busy 100 ms, running, 40 ms of CPU", b)
+	}
+	if !near(u.InstanceGBSeconds, 0.2) {
+		t.Errorf("instance GB-s %v, want 0.4 s at 0.5 GB = 0.2", u.InstanceGBSeconds)
+	}
+}

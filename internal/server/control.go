@@ -189,13 +189,21 @@ func (c *control) Usage(ctx context.Context, project string, since, until time.T
 		}
 	}
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	instances := make([]api.InstanceUsage, len(u.Instances))
+	for i, in := range u.Instances {
+		instances[i] = api.InstanceUsage{ID: in.Instance, MemoryMB: in.MemoryMB, Started: in.Start,
+			BusySeconds: in.Busy.Seconds(), CPUSeconds: in.CPU.Seconds(), PeakRSSMB: float64(in.PeakRSS) / (1 << 20)}
+		if !in.End.IsZero() {
+			instances[i].Stopped = &in.End
+		}
+	}
 	return api.Usage{
 		Project: project, Since: u.Since, Until: u.Until,
 		Invocations: u.Invocations, Errors: u.Errors,
 		InstanceGBSeconds: u.InstanceGBSeconds, ProvisionedGBSeconds: u.ProvisionedGBSeconds,
 		ClassicGBSeconds: u.ClassicGBSeconds, ActiveCPUSeconds: u.ActiveCPU.Seconds(), Savings: u.Savings(),
 		PeakInstances: u.PeakInstances, PeakRSSMB: float64(u.PeakRSS) / (1 << 20),
-		ConcurrencyLimits: limits, LearnedLimit: learned,
+		ConcurrencyLimits: limits, LearnedLimit: learned, Instances: instances,
 		LatencyP50Ms: ms(u.LatencyP50), LatencyP99Ms: ms(u.LatencyP99), TTFBP50Ms: ms(u.TTFBP50), TTFBP99Ms: ms(u.TTFBP99),
 	}, nil
 }

@@ -41,8 +41,13 @@ func TestMetering_OverlappingInvocations(t *testing.T) {
 	if u.PeakInstances != 1 {
 		t.Errorf("peak instances %d, want 1", u.PeakInstances)
 	}
+	// The warm-up and the 20: about 0.2 s busy on the one instance.
+	if len(u.Instances) != 1 || u.Instances[0].BusySeconds < 0.2 || u.Instances[0].BusySeconds > 0.5 ||
+		u.Instances[0].MemoryMB != 512 || u.Instances[0].Stopped != nil || u.Instances[0].PeakRSSMB <= 0 {
+		t.Errorf("instances %+v, want one running 512 MB instance, busy about 0.2 s", u.Instances)
+	}
 	out, _, err := s.CLI(ctx, "usage", "metered")
-	if err != nil || !strings.Contains(out, "savings") || !strings.Contains(out, "classic GB-s") {
+	if err != nil || !strings.Contains(out, "savings") || !strings.Contains(out, "classic GB-s") || !strings.Contains(out, "busy s") {
 		t.Errorf("shoal usage: %v %q", err, out)
 	}
 }
