@@ -43,7 +43,7 @@ type instance struct {
 	limit     int              // the limiter's, applied
 	limiter   *limiter.Limiter // learns limit from the instance's reports
 	peak      int              // the most in flight since the last report
-	full      bool             // inflight reached limit since the last report
+	full      bool             // an invocation took the last slot since the last report
 	lastTS    int64            // the last report's time, unix ms
 	lastCPU   int64            // and node's CPU time then, ms
 	idleSince time.Time
@@ -280,7 +280,9 @@ func (p *pool) adapt(in *instance, r tunnel.Report) {
 		p.inv.log.Debug("concurrency limit", "deployment", p.dep.ID, "instance", in.id, "from", old, "to", in.limit,
 			"peak", max(in.peak, in.inflight), "cpu", cpu, "elu", r.ELU, "delay_max_ms", r.DelayMaxMs, "delay_mean_ms", r.DelayMeanMs, "rss", r.RSS)
 	}
-	in.peak, in.full = in.inflight, in.inflight >= in.limit
+	// The next interval starts with what is in flight now; it is full
+	// only if an invocation arrives to find no slot.
+	in.peak, in.full = in.inflight, false
 	limits := make([]int, len(p.instances))
 	for i, sib := range p.instances {
 		limits[i] = sib.limit

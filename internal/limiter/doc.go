@@ -26,7 +26,7 @@
 //   - Growth: only when the instance was full during the interval (demand
 //     went past the limit: invocations waited or went to another instance)
 //     and the loop had headroom (mean delay under half the budget, busy
-//     under GrowUtilization). The limit grows by one per interval (additive
+//     and node's CPU both under GrowUtilization). The limit grows by one per interval (additive
 //     increase) from where it started or was last cut; Relearn after the
 //     last congestion it doubles instead (slow start) up to the max, so a
 //     function that turned I/O-bound again finds its level fast.

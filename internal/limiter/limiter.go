@@ -77,7 +77,7 @@ func (l *Limiter) Observe(s Signal) int {
 	case memory >= MemoryHigh:
 		l.limit = max(1, l.limit-max(1, l.limit/4))
 		l.holdUntil = s.At.Add(Hold)
-	case s.Full && memory < MemoryGrow && s.DelayMean < DelayBudget/2 && s.Utilization < GrowUtilization:
+	case s.Full && memory < MemoryGrow && s.DelayMean < DelayBudget/2 && s.Utilization < GrowUtilization && s.CPU < GrowUtilization:
 		if l.limit < l.threshold {
 			l.limit = min(2*l.limit, l.threshold)
 		} else {

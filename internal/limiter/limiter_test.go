@@ -192,7 +192,7 @@ func TestLimiter_Traces(t *testing.T) {
 func TestLimiter_RelearnForgetsTheThreshold(t *testing.T) {
 	l := New(100, 0, 16)
 	l.Observe(Signal{At: t0, PeakInFlight: 16, CPU: 1, Utilization: 1, DelayMean: 50 * time.Millisecond}) // to 8
-	full := Signal{Full: true, PeakInFlight: 8, Utilization: 0.1, DelayMean: time.Millisecond}
+	full := Signal{Full: true, PeakInFlight: 8, CPU: 0.1, Utilization: 0.1, DelayMean: time.Millisecond}
 	full.At = t0.Add(time.Second)
 	if got := l.Observe(full); got != 9 {
 		t.Fatalf("limit %d after growing above the threshold, want 9", got)
@@ -217,6 +217,15 @@ func TestLimiter_MachineContentionIsNoCongestion(t *testing.T) {
 	// Timers ran late while node hardly computed: it was not scheduled,
 	// its invocations did not queue on each other.
 	if got := l.Observe(Signal{At: t0, PeakInFlight: 5, CPU: 0.2, Utilization: 0.8, DelayMean: 30 * time.Millisecond}); got != 5 {
+		t.Errorf("limit %d, want 5 kept", got)
+	}
+}
+
+func TestLimiter_NoGrowthWhileNodeComputes(t *testing.T) {
+	l := New(100, 0, 5)
+	// The loop looked idle when sampled, but node spent the interval on
+	// the CPU: no headroom.
+	if got := l.Observe(Signal{At: t0, Full: true, PeakInFlight: 5, CPU: 1, Utilization: 0.01}); got != 5 {
 		t.Errorf("limit %d, want 5 kept", got)
 	}
 }
