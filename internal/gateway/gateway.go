@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/shoal-dev/shoal/internal/invoker"
 )
@@ -100,7 +101,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.ContentLength > g.cfg.MaxBodyBytes {
+		http.NewResponseController(w).EnableFullDuplex()
 		render(w, r, id, tooLarge(g.cfg.MaxBodyBytes))
+		linger(w, r.Body)
 		return
 	}
 	inv := &invocation{id: id, project: project}
@@ -190,6 +193,9 @@ func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 		g.log.Info("invocation error", "id", inv.id, "project", inv.project, "err", err)
 	}
 	render(w, r, inv.id, err)
+	if inv.body != nil && inv.body.exceeded.Load() {
+		linger(w, inv.body.r)
+	}
 }
 
 func tooLarge(limit int64) *HTTPError {
@@ -230,7 +236,26 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (b *limitedBody) Close() error { return b.r.Close() }
+// Close leaves the request's body open: net/http closes it when the
+// handler returns, and a body over the limit is still drained (linger).
+func (b *limitedBody) Close() error { return nil }
+
+// Bounds of linger.
+const (
+	lingerTime  = 2 * time.Second
+	lingerBytes = 64 << 20
+)
+
+// linger reads and discards what is left of a request body after the
+// response to it was written (a 413), for a while: a client still sending
+// would otherwise have its connection reset under it, often before it
+// reads the answer.
+func linger(w http.ResponseWriter, body io.Reader) {
+	rc := http.NewResponseController(w)
+	rc.Flush()
+	rc.SetReadDeadline(time.Now().Add(lingerTime))
+	io.CopyN(io.Discard, body, lingerBytes)
+}
 
 // newRequestID returns a random request id.
 func newRequestID() string {

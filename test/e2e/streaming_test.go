@@ -181,6 +181,10 @@ func TestStreaming_BodyOverLimitIs413(t *testing.T) {
 	}{
 		{"over_content_length", 2_000_000, false, 413},
 		{"over_chunked", 2_000_000, true, 413},
+		// The client is still sending long after the answer: it must still
+		// read the 413, not a reset connection.
+		{"far_over_chunked", 20_000_000, true, 413},
+		{"far_over_content_length", 20_000_000, false, 413},
 		{"under_content_length", 900_000, false, 200},
 		{"under_chunked", 900_000, true, 200},
 		{"at_limit_chunked", limit, true, 200},
