@@ -23,10 +23,10 @@
 //     signals show the new level before it moves again.
 //   - Memory: resident memory at MemoryHigh of the function's size cuts the
 //     limit by a quarter, and above MemoryGrow it does not grow.
-//   - Growth: only when the instance was full during the interval (demand
-//     went past the limit: invocations waited or went to another instance)
-//     and the loop had headroom (mean delay under half the budget, busy
-//     and node's CPU both under GrowUtilization). The limit grows by one per interval (additive
+//   - Growth: only when an invocation found the instance full during the
+//     interval (it waited or went to another instance) and the loop had
+//     headroom (mean delay under half the budget, busy and node's CPU both
+//     under GrowUtilization). The limit grows by one per interval (additive
 //     increase) from where it started or was last cut; Relearn after the
 //     last congestion it doubles instead (slow start) up to the max, so a
 //     function that turned I/O-bound again finds its level fast.
@@ -43,4 +43,9 @@
 // limit 1 also keeps the loop busy, which is fine; what hurts is a second
 // invocation waiting behind the first, which is what the delay with two in
 // flight shows.
+//
+// What one limit per instance cannot do: a function whose routes differ
+// (one holds the loop for 50 ms, another waits on I/O) gets one limit for
+// both, so an I/O invocation that shares a loop with a CPU-heavy one waits
+// for it. Keeping them apart needs placement by route, not a limit.
 package limiter
