@@ -455,10 +455,16 @@ func TestInvoker_ReportsReachTheMeter(t *testing.T) {
 	// its response.
 	now := time.Now()
 	st.waited <- tunnel.Waited{ID: "inv-1", From: now.UnixMilli(), To: now.Add(300 * time.Millisecond).UnixMilli()}
-	waitFor(t, "CPU and waitUntil metered", func() bool {
-		u := st.meter.Usage([]string{"d1"}, now.Add(-time.Minute), now.Add(time.Minute))
-		return u.ActiveCPU >= 20*time.Millisecond && u.PeakRSS == 50<<20 && u.Invocations == 1 && u.LatencyP50 >= 300*time.Millisecond
-	})
+	var u metering.Usage
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		u = st.meter.Usage([]string{"d1"}, now.Add(-time.Minute), now.Add(time.Minute))
+		if u.ActiveCPU >= 20*time.Millisecond && u.PeakRSS == 50<<20 && u.Invocations == 1 && u.LatencyP50 >= 300*time.Millisecond {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("usage %+v after 10 s, want CPU from the reports and the invocation lasting its 300 ms of waitUntil", u)
+		}
+	}
 }
 
 func TestPool_ReleaseTwicePanics(t *testing.T) {

@@ -301,6 +301,29 @@ func (r *Recorder) InstanceStarted(in Instance) {
 	defer r.mu.Unlock()
 	in.End = time.Time{}
 	r.instances[in.Instance] = &in
+	if len(r.instances) > MaxInstances+MaxInstances/10 {
+		r.forgetInstances()
+	}
+}
+
+// MaxInstances is about how many instance records are kept (up to a tenth
+// more); the ones that stopped longest ago go first, so a window reaching
+// further back misses their provisioned time and CPU.
+const MaxInstances = 10_000
+
+// forgetInstances drops the records of the instances that stopped longest
+// ago, down to MaxInstances; running ones stay.
+func (r *Recorder) forgetInstances() {
+	var stopped []*Instance
+	for _, in := range r.instances {
+		if !in.End.IsZero() {
+			stopped = append(stopped, in)
+		}
+	}
+	slices.SortFunc(stopped, func(a, b *Instance) int { return a.End.Compare(b.End) })
+	for _, in := range stopped[:min(len(stopped), len(r.instances)-MaxInstances)] {
+		delete(r.instances, in.Instance)
+	}
 }
 
 // InstanceStopped records an instance's stop.

@@ -1,6 +1,7 @@
 package metering
 
 import (
+	"fmt"
 	"math"
 	"sync"
 	"testing"
@@ -280,5 +281,25 @@ func TestCompute_Instances(t *testing.T) {
 	}
 	if !near(u.InstanceGBSeconds, 0.2) {
 		t.Errorf("instance GB-s %v, want 0.4 s at 0.5 GB = 0.2", u.InstanceGBSeconds)
+	}
+}
+
+func TestRecorder_ForgetsOldInstances(t *testing.T) {
+	r := NewRecorder()
+	r.InstanceStarted(Instance{Deployment: "d", Instance: "running", MemoryMB: 1024, Start: at(0)})
+	for i := range MaxInstances + MaxInstances/10 {
+		id := fmt.Sprint("i", i)
+		r.InstanceStarted(Instance{Deployment: "d", Instance: id, MemoryMB: 1024, Start: at(i)})
+		r.InstanceStopped(id, at(i+1))
+	}
+	r.mu.Lock()
+	n := len(r.instances)
+	_, running := r.instances["running"]
+	_, oldest := r.instances["i0"]
+	_, newest := r.instances[fmt.Sprint("i", MaxInstances+MaxInstances/10-1)]
+	r.mu.Unlock()
+	if n > MaxInstances+MaxInstances/10 || !running || oldest || !newest {
+		t.Errorf("%d instances kept (running %v, oldest %v, newest %v); want at most %d, the running one and the newest, not the oldest",
+			n, running, oldest, newest, MaxInstances+MaxInstances/10)
 	}
 }

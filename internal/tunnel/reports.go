@@ -52,10 +52,15 @@ type Waited struct {
 	To   int64  `json:"to"`
 }
 
+// IdleReportInterval is how often an idle instance reports: one with
+// nothing in flight and nothing else to say.
+const IdleReportInterval = time.Second
+
 // WithReports serves h, except that a request carrying ReportHeader gets a
 // stream of newline-delimited JSON Reports from sample, one every
-// ReportInterval, until the request is cancelled or ctx is done; a final
-// report is sent then, so a draining instance does not hold its stream.
+// ReportInterval (IdleReportInterval while idle), until the request is
+// cancelled or ctx is done; a final report is sent then, so a draining
+// instance does not hold its stream.
 func WithReports(ctx context.Context, h http.Handler, sample func() Report) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get(ReportHeader) == "" {
@@ -68,10 +73,18 @@ func WithReports(ctx context.Context, h http.Handler, sample func() Report) http
 		enc := json.NewEncoder(w)
 		tick := time.NewTicker(ReportInterval)
 		defer tick.Stop()
+		var sent time.Time
+		wasIdle := false
 		for {
-			if enc.Encode(sample()) != nil || rc.Flush() != nil {
-				return
+			rep := sample()
+			idle := rep.InFlight == 0 && len(rep.Waited) == 0
+			if !idle || !wasIdle || time.Since(sent) >= IdleReportInterval-ReportInterval/2 {
+				if enc.Encode(rep) != nil || rc.Flush() != nil {
+					return
+				}
+				sent = time.Now()
 			}
+			wasIdle = idle
 			select {
 			case <-tick.C:
 			case <-r.Context().Done():

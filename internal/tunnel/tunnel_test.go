@@ -357,3 +357,44 @@ func httptestRequest(method, path string) *http.Request {
 	req, _ := http.NewRequest(method, "http://instance"+path, nil)
 	return req
 }
+
+func TestTunnel_IdleReportsSlowDown(t *testing.T) {
+	l := startListener(t)
+	p := l.Expect("inst-idle")
+	var busy atomic.Bool
+	serveInstance(t, l, "inst-idle", p.Token(), WithReports(context.Background(), http.NotFoundHandler(), func() Report {
+		if busy.Load() {
+			return Report{InFlight: 1}
+		}
+		return Report{}
+	}))
+	wctx, wcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer wcancel()
+	conn, err := p.Wait(wctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var n atomic.Int64
+	ctx, cancel := context.WithCancel(context.Background())
+	streamed := make(chan struct{})
+	go func() {
+		defer close(streamed)
+		conn.Reports(ctx, func(Report) { n.Add(1) })
+	}()
+	time.Sleep(1500 * time.Millisecond)
+	idle := n.Load()
+	busy.Store(true)
+	time.Sleep(1500 * time.Millisecond)
+	busyReports := n.Load() - idle
+	cancel()
+	<-streamed
+	// Idle: the first report and about one a second. Busy: about ten a
+	// second (generous bounds: the machine is shared).
+	if idle < 1 || idle > 4 {
+		t.Errorf("%d reports in 1.5 s idle, want 2 or 3", idle)
+	}
+	if busyReports < 8 {
+		t.Errorf("%d reports in 1.5 s busy, want about 15", busyReports)
+	}
+}
