@@ -39,9 +39,9 @@ type slice struct {
 	routes     map[string][]time.Duration // latencies again, by URL
 }
 
-// attack sends the targets next returns, one per arrival, with pacer for d, open-loop: vegeta starts a
-// worker whenever every worker is busy, so a slow response never delays
-// the next arrival. It returns once every response came back; when ctx
+// attack sends the targets next returns, one per arrival, with pacer for
+// d, open-loop: vegeta starts a worker whenever every worker is busy, so a
+// slow response never delays the next arrival. It returns once every response came back; when ctx
 // ends it stops sending and cancels the requests in flight.
 func attack(ctx context.Context, transport http.RoundTripper, next func() vegeta.Target, pacer vegeta.Pacer, d time.Duration, progress func(elapsed time.Duration, sent, ok, failed int)) slice {
 	sctx, cancel := context.WithCancel(ctx)

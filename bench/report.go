@@ -5,9 +5,10 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"slices"
 	"text/tabwriter"
 	"time"
+
+	"github.com/shoal-dev/shoal/internal/metering"
 )
 
 // Modes: each workload runs in both, on the same arrivals.
@@ -183,17 +184,12 @@ func seconds(s float64) string {
 	return time.Duration(s * float64(time.Second)).Round(time.Millisecond).String()
 }
 
-// percentiles returns the nearest-rank percentiles ps of ds, in ms; zeros
-// when ds is empty. It sorts ds.
+// percentiles returns the percentiles ps of ds in ms, computed as the
+// platform's metering computes its own; zeros when ds is empty. It sorts ds.
 func percentiles(ds []time.Duration, ps ...float64) []float64 {
-	slices.Sort(ds)
 	out := make([]float64, len(ps))
-	if len(ds) == 0 {
-		return out
-	}
 	for i, p := range ps {
-		rank := int(float64(len(ds))*p+0.999999) - 1
-		out[i] = float64(ds[min(max(rank, 0), len(ds)-1)]) / float64(time.Millisecond)
+		out[i] = float64(metering.Percentile(ds, p)) / float64(time.Millisecond)
 	}
 	return out
 }

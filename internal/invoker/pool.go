@@ -249,8 +249,9 @@ func (p *pool) readReports(in *instance) {
 	}
 }
 
-// adapt applies what the instance's report says to its limit, and makes
-// the pool's learned limit the median of its instances'.
+// adapt applies what the instance's report says to its limit; when the
+// limit moves, the pool's learned limit becomes the median of its
+// instances'.
 func (p *pool) adapt(in *instance, r tunnel.Report) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -266,23 +267,24 @@ func (p *pool) adapt(in *instance, r tunnel.Report) {
 	if first || !r.LoopKnown {
 		return // nothing to judge by yet
 	}
-	old := in.limit
+	old, peak := in.limit, max(in.peak, in.inflight)
 	in.limit = in.limiter.Observe(limiter.Signal{
 		At:           time.Now(),
-		PeakInFlight: max(in.peak, in.inflight),
+		PeakInFlight: peak,
 		Full:         in.full,
 		CPU:          cpu,
 		Utilization:  r.ELU,
 		DelayMean:    time.Duration(r.DelayMeanMs * float64(time.Millisecond)),
 		RSS:          r.RSS,
 	})
-	if in.limit != old {
-		p.inv.log.Debug("concurrency limit", "deployment", p.dep.ID, "instance", in.id, "from", old, "to", in.limit,
-			"peak", max(in.peak, in.inflight), "cpu", cpu, "elu", r.ELU, "delay_max_ms", r.DelayMaxMs, "delay_mean_ms", r.DelayMeanMs, "rss", r.RSS)
-	}
 	// The next interval starts with what is in flight now; it is full
 	// only if an invocation arrives to find no slot.
 	in.peak, in.full = in.inflight, false
+	if in.limit == old {
+		return
+	}
+	p.inv.log.Debug("concurrency limit", "deployment", p.dep.ID, "instance", in.id, "from", old, "to", in.limit,
+		"peak", peak, "cpu", cpu, "elu", r.ELU, "delay_max_ms", r.DelayMaxMs, "delay_mean_ms", r.DelayMeanMs, "rss", r.RSS)
 	limits := make([]int, len(p.instances))
 	for i, sib := range p.instances {
 		limits[i] = sib.limit

@@ -205,13 +205,14 @@ func Compute(invs []Invocation, insts []Instance, since, until time.Time) Usage 
 		u.InstanceGBSeconds += gbSeconds(in.Busy, in.MemoryMB)
 	}
 	slices.SortFunc(u.Instances, func(a, b InstanceUsage) int { return a.Start.Compare(b.Start) })
-	u.LatencyP50, u.LatencyP99 = percentile(latencies, 0.50), percentile(latencies, 0.99)
-	u.TTFBP50, u.TTFBP99 = percentile(ttfbs, 0.50), percentile(ttfbs, 0.99)
+	u.LatencyP50, u.LatencyP99 = Percentile(latencies, 0.50), Percentile(latencies, 0.99)
+	u.TTFBP50, u.TTFBP99 = Percentile(ttfbs, 0.50), Percentile(ttfbs, 0.99)
 	return u
 }
 
-// percentile is the nearest-rank percentile p of ds; 0 if empty.
-func percentile(ds []time.Duration, p float64) time.Duration {
+// Percentile is the nearest-rank percentile p of ds; 0 if empty. It sorts
+// ds.
+func Percentile(ds []time.Duration, p float64) time.Duration {
 	if len(ds) == 0 {
 		return 0
 	}

@@ -306,16 +306,11 @@ func TestTunnel_Reports(t *testing.T) {
 			return Report{TS: i, CPUMs: 10 * i, Waited: []Waited{{ID: "w", From: i, To: i + 1}}}
 		}))
 	}()
-	wctx, wcancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer wcancel()
-	conn, err := p.Wait(wctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := waitConn(t, p)
 
 	// Invocations still reach the handler.
-	resp, err := conn.RoundTrip(httptestRequest("GET", "/"))
+	req, _ := http.NewRequest("GET", "http://instance/", nil)
+	resp, err := conn.RoundTrip(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -353,9 +348,18 @@ func TestTunnel_Reports(t *testing.T) {
 	<-served
 }
 
-func httptestRequest(method, path string) *http.Request {
-	req, _ := http.NewRequest(method, "http://instance"+path, nil)
-	return req
+// waitConn waits for p's instance to connect; the connection closes when
+// the test ends.
+func waitConn(t *testing.T, p *Pending) *Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := p.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
 }
 
 func TestTunnel_IdleReportsSlowDown(t *testing.T) {
@@ -368,13 +372,7 @@ func TestTunnel_IdleReportsSlowDown(t *testing.T) {
 		}
 		return Report{}
 	}))
-	wctx, wcancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer wcancel()
-	conn, err := p.Wait(wctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := waitConn(t, p)
 	var n atomic.Int64
 	ctx, cancel := context.WithCancel(context.Background())
 	streamed := make(chan struct{})

