@@ -22,7 +22,13 @@ func TestMetering_OverlappingInvocations(t *testing.T) {
 	defer cancel()
 	before := usage(ctx, t, s, "metered")
 	getAll(t, 20, url+"?ms=200")
-	u := usage(ctx, t, s, "metered")
+	// An invocation is recorded just after its last byte went out, so the
+	// client can ask before the last record lands.
+	var u api.Usage
+	testutil.Eventually(t, 5*time.Second, "20 invocations metered", func() bool {
+		u = usage(ctx, t, s, "metered")
+		return u.Invocations-before.Invocations >= 20
+	})
 	// 20 × 0.2 s × 0.5 GB classic; the instance busy ~0.2 s × 0.5 GB.
 	classic := u.ClassicGBSeconds - before.ClassicGBSeconds
 	instance := u.InstanceGBSeconds - before.InstanceGBSeconds
@@ -69,10 +75,17 @@ func TestMetering_Prometheus(t *testing.T) {
 	s := testutil.StartServe(t, testutil.ServeOptions{})
 	url := s.Deploy(testutil.WriteProject(t, "scraped", map[string]string{"index.mjs": pidHandler}))
 	getAll(t, 5, url)
-	code, body, _ := testutil.Get(t, s.URL+"/_shoal/metrics")
-	if code != 200 {
-		t.Fatalf("metrics: %d", code)
-	}
+	// An invocation is recorded just after its last byte went out, so a
+	// scrape right after the responses can precede the last record.
+	var body string
+	testutil.Eventually(t, 5*time.Second, "5 invocations in /metrics", func() bool {
+		code, b, _ := testutil.Get(t, s.URL+"/_shoal/metrics")
+		if code != 200 {
+			t.Fatalf("metrics: %d", code)
+		}
+		body = b
+		return strings.Contains(body, `shoal_invocations_total{code="200",project="scraped"} 5`)
+	})
 	for _, want := range []string{
 		`shoal_invocations_total{code="200",project="scraped"} 5`,
 		`shoal_invocation_duration_seconds_count{project="scraped"} 5`,
