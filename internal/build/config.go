@@ -99,6 +99,10 @@ func (p *configParser) parse(cfg *model.FunctionConfig) error {
 			cfg.MemoryMB, err = p.integer(key, model.MinMemoryMB, model.MaxMemoryMB)
 		case "minInstances":
 			cfg.MinInstances, err = p.integer(key, 0, model.MaxMinInstances)
+		case "helpers":
+			var on bool
+			on, err = p.boolean(key)
+			cfg.NoHelpers = !on
 		default:
 			err = p.errorf("unknown key %q", key)
 		}
@@ -161,6 +165,19 @@ func (p *configParser) maxDuration(cfg *model.FunctionConfig) error {
 	}
 	cfg.MaxDuration = d
 	return nil
+}
+
+// boolean reads true or false.
+func (p *configParser) boolean(name string) (bool, error) {
+	tok, err := p.token()
+	if err != nil {
+		return false, err
+	}
+	b, ok := tok.(bool)
+	if !ok {
+		return false, p.errorf("%s: must be true or false, got %s", name, describe(tok))
+	}
+	return b, nil
 }
 
 // integer reads a whole number between lo and hi inclusive.

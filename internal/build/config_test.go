@@ -27,6 +27,9 @@ var parseConfigTests = []struct {
 	{name: "max_duration_max", in: `{"maxDuration": 900}`, want: withConfig(func(c *model.FunctionConfig) { c.MaxDuration = 900 * time.Second })},
 	{name: "memory", in: `{"memory": 512}`, want: withConfig(func(c *model.FunctionConfig) { c.MemoryMB = 512 })},
 	{name: "min_instances", in: `{"minInstances": 2}`, want: withConfig(func(c *model.FunctionConfig) { c.MinInstances = 2 })},
+	{name: "helpers_false", in: `{"helpers": false}`, want: withConfig(func(c *model.FunctionConfig) { c.NoHelpers = true })},
+	{name: "helpers_true", in: `{"helpers": true}`, want: model.DefaultFunctionConfig()},
+	{name: "helpers_not_bool", in: "{\n  \"helpers\": \"no\"\n}", wantLine: 2, wantMsg: `helpers: must be true or false, got "no"`},
 	{
 		name: "all",
 		in:   "{\n  \"concurrency\": { \"max\": 1000 },\n  \"maxDuration\": 0.25,\n  \"memory\": 10240,\n  \"minInstances\": 100\n}\n",

@@ -21,6 +21,7 @@ func newRuntime() *cobra.Command {
 		id, tunnelAddr, bundle, dir, node string
 		maxDuration                       time.Duration
 		memory                            int
+		noHelpers                         bool
 	)
 	cmd := &cobra.Command{
 		Use:   "runtime",
@@ -42,7 +43,7 @@ until the tunnel or node goes away. serve starts this; users do not.`,
 			}
 			sup, err := runtime.Start(ctx, runtime.Config{
 				Node: node, Bundle: bundle, Dir: dir, MaxDuration: maxDuration,
-				MemoryMB: memory, Env: env, Logs: cmd.OutOrStdout(),
+				MemoryMB: memory, NoHelpers: noHelpers, Env: env, Logs: cmd.OutOrStdout(),
 			})
 			if err != nil {
 				return fmt.Errorf("instance %s: %w", id, err)
@@ -77,6 +78,7 @@ until the tunnel or node goes away. serve starts this; users do not.`,
 	f.StringVar(&node, "node", "", "node binary (default: node from PATH)")
 	f.DurationVar(&maxDuration, "max-duration", 60*time.Second, "bound of each invocation")
 	f.IntVar(&memory, "memory", 0, "memory size in MB")
+	f.BoolVar(&noHelpers, "no-helpers", false, "serve Node style handlers without the request and response helpers")
 	for _, name := range []string{"id", "tunnel", "bundle", "dir"} {
 		cmd.MarkFlagRequired(name)
 	}

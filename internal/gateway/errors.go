@@ -13,7 +13,11 @@ const (
 	CodeNotFound           = "NOT_FOUND"
 	CodeDeploymentNotFound = "DEPLOYMENT_NOT_FOUND"
 	CodePayloadTooLarge    = "FUNCTION_PAYLOAD_TOO_LARGE"
+	CodeHeaderTooLarge     = "REQUEST_HEADER_TOO_LARGE"
+	CodeURLTooLong         = "URL_TOO_LONG"
+	CodeResponseTooLarge   = "FUNCTION_RESPONSE_PAYLOAD_TOO_LARGE"
 	CodeInvocationFailed   = "FUNCTION_INVOCATION_FAILED"
+	CodeInvalidJSON        = "INVALID_JSON_BODY"
 	CodeNoResponse         = "NO_RESPONSE_FROM_FUNCTION"
 	CodeThrottled          = "FUNCTION_THROTTLED"
 	CodeTimeout            = "FUNCTION_INVOCATION_TIMEOUT"
@@ -43,12 +47,14 @@ func (e *HTTPError) Unwrap() error { return e.Err }
 // in x-shoal-error.
 var codeStatus = map[string]int{
 	CodeInvocationFailed: http.StatusInternalServerError,
+	CodeInvalidJSON:      http.StatusBadRequest,
 	CodeNoResponse:       http.StatusBadGateway,
 	CodeTimeout:          http.StatusGatewayTimeout,
 }
 
 var codeMsg = map[string]string{
 	CodeInvocationFailed: "the function failed; see its logs",
+	CodeInvalidJSON:      "the request body is not valid JSON",
 	CodeNoResponse:       "the function ended without a response",
 	CodeTimeout:          "the function did not finish within maxDuration",
 }

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -28,19 +29,49 @@ const (
 	APIPrefix = "/_shoal/"
 )
 
-// Invoker sends one invocation to the project's current deployment.
+// Invoker sends one invocation to the project's current deployment. The
+// invocation is metered with the response's StatusCode as it is when the
+// body is closed: the gateway sets it to the status it answers with when it
+// turns the response into a platform error.
 type Invoker interface {
 	Invoke(project string, req *http.Request) (*http.Response, error)
 }
 
-// Config holds the request limits. Zero fields take the defaults.
+// Config holds the request and response limits. Zero fields take the
+// defaults.
 type Config struct {
-	// MaxBodyBytes bounds a request body; 0 means 4.5 MB.
+	// MaxBodyBytes bounds a request body; 0 means DefaultMaxBodyBytes.
 	MaxBodyBytes int64
+	// MaxHeaderBytes bounds one request header, name and value; 0 means
+	// DefaultMaxHeaderBytes.
+	MaxHeaderBytes int
+	// MaxHeadersBytes bounds all request headers together, each counted
+	// as name and value; 0 means DefaultMaxHeadersBytes.
+	MaxHeadersBytes int
+	// MaxURLBytes bounds the request target, path and query as the client
+	// sent them; 0 means DefaultMaxURLBytes.
+	MaxURLBytes int
+	// MaxResponseBytes bounds a buffered response: one whose
+	// Content-Length is known before its body. A streamed response (no
+	// Content-Length) is not bounded. 0 means DefaultMaxResponseBytes.
+	MaxResponseBytes int64
 }
 
-// DefaultMaxBodyBytes is the default request body limit, 4.5 MB.
-const DefaultMaxBodyBytes = 4_500_000
+// The default limits, Vercel Functions' own.
+const (
+	// DefaultMaxBodyBytes is the default request body limit, 4.5 MB.
+	DefaultMaxBodyBytes = 4_500_000
+	// DefaultMaxHeaderBytes is the default limit of one request header, 16 KB.
+	DefaultMaxHeaderBytes = 16 << 10
+	// DefaultMaxHeadersBytes is the default limit of all request headers
+	// together, 32 KB.
+	DefaultMaxHeadersBytes = 32 << 10
+	// DefaultMaxURLBytes is the default request target limit, 14 KB.
+	DefaultMaxURLBytes = 14 << 10
+	// DefaultMaxResponseBytes is the default buffered response limit,
+	// 4.5 MB like the request body's.
+	DefaultMaxResponseBytes = 4_500_000
+)
 
 // Gateway is the client-facing http.Handler.
 type Gateway struct {
@@ -58,6 +89,18 @@ func New(cfg Config, inv Invoker, api http.Handler, log *slog.Logger) *Gateway {
 	if cfg.MaxBodyBytes == 0 {
 		cfg.MaxBodyBytes = DefaultMaxBodyBytes
 	}
+	if cfg.MaxHeaderBytes == 0 {
+		cfg.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if cfg.MaxHeadersBytes == 0 {
+		cfg.MaxHeadersBytes = DefaultMaxHeadersBytes
+	}
+	if cfg.MaxURLBytes == 0 {
+		cfg.MaxURLBytes = DefaultMaxURLBytes
+	}
+	if cfg.MaxResponseBytes == 0 {
+		cfg.MaxResponseBytes = DefaultMaxResponseBytes
+	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -71,6 +114,14 @@ func New(cfg Config, inv Invoker, api http.Handler, log *slog.Logger) *Gateway {
 		ErrorHandler:   g.proxyError,
 	}
 	return g
+}
+
+// ServerMaxHeaderBytes is what the http.Server in front of g should set as
+// its MaxHeaderBytes: well above the URL and header limits together, so
+// that a request over them is answered by g with a platform error, not by
+// net/http with a bare 431, while a far larger one is still cut off early.
+func (g *Gateway) ServerMaxHeaderBytes() int {
+	return 2*(g.cfg.MaxHeadersBytes+g.cfg.MaxURLBytes) + 64<<10
 }
 
 // invocation is what the gateway knows about one request in flight.
@@ -100,6 +151,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			Msg: "no project here: use /NAME/ or the host NAME.localhost"})
 		return
 	}
+	if err := g.checkRequest(r); err != nil {
+		render(w, r, id, err)
+		return
+	}
 	if r.ContentLength > g.cfg.MaxBodyBytes {
 		http.NewResponseController(w).EnableFullDuplex()
 		render(w, r, id, tooLarge(g.cfg.MaxBodyBytes))
@@ -119,6 +174,53 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// response starts.
 	http.NewResponseController(w).EnableFullDuplex()
 	g.proxy.ServeHTTP(w, r)
+}
+
+// checkRequest returns the platform error for a request target or headers
+// over their limits, and nil for a request within them. Host counts as a
+// header, as the client sent it.
+func (g *Gateway) checkRequest(r *http.Request) *HTTPError {
+	if n := targetLen(r.URL); n > g.cfg.MaxURLBytes {
+		return &HTTPError{Status: http.StatusRequestURITooLong, Code: CodeURLTooLong,
+			Msg: fmt.Sprintf("URL of %d bytes over the limit of %d bytes", n, g.cfg.MaxURLBytes)}
+	}
+	total := len("host") + len(r.Host)
+	if total > g.cfg.MaxHeaderBytes {
+		return headerTooLarge("host", total, g.cfg.MaxHeaderBytes)
+	}
+	for name, values := range r.Header {
+		for _, v := range values {
+			n := len(name) + len(v)
+			if n > g.cfg.MaxHeaderBytes {
+				return headerTooLarge(name, n, g.cfg.MaxHeaderBytes)
+			}
+			total += n
+		}
+	}
+	if total > g.cfg.MaxHeadersBytes {
+		return &HTTPError{Status: http.StatusRequestHeaderFieldsTooLarge, Code: CodeHeaderTooLarge,
+			Msg: fmt.Sprintf("request headers of %d bytes in all over the limit of %d bytes in all", total, g.cfg.MaxHeadersBytes)}
+	}
+	return nil
+}
+
+func headerTooLarge(name string, n, limit int) *HTTPError {
+	if len(name) > 64 {
+		name = name[:64] + "..."
+	}
+	return &HTTPError{Status: http.StatusRequestHeaderFieldsTooLarge, Code: CodeHeaderTooLarge,
+		Msg: fmt.Sprintf("request header %q of %d bytes (name and value) over the limit of %d bytes for one header", name, n, limit)}
+}
+
+// targetLen is the length of u's request target, path and query, as the
+// client sent it (net/http keeps the client's escaping in RawPath when it
+// differs from the default one).
+func targetLen(u *url.URL) int {
+	n := len(u.EscapedPath()) + len(u.RawQuery)
+	if u.RawQuery != "" || u.ForceQuery {
+		n++
+	}
+	return n
 }
 
 // route finds the project and the function's path: Host NAME.localhost
@@ -159,6 +261,15 @@ func (g *Gateway) modifyResponse(resp *http.Response) error {
 	inv := invocationOf(resp.Request)
 	if code := resp.Header.Get(ErrorHeader); code != "" {
 		return fromFunction(code)
+	}
+	if resp.ContentLength > g.cfg.MaxResponseBytes && resp.Request.Method != http.MethodHead {
+		// The client gets a 500, and so does the meter (see Invoker). The
+		// proxy closes the body, which ends the stream to the instance
+		// like a client that went away.
+		resp.StatusCode = http.StatusInternalServerError
+		return &HTTPError{Status: http.StatusInternalServerError, Code: CodeResponseTooLarge,
+			Msg: fmt.Sprintf("the function's response is over the limit of %d bytes; stream larger responses", g.cfg.MaxResponseBytes),
+			Err: fmt.Errorf("response content-length %d over %d", resp.ContentLength, g.cfg.MaxResponseBytes)}
 	}
 	resp.Header.Set(IDHeader, inv.id)
 	return nil

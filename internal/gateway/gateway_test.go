@@ -3,6 +3,7 @@ package gateway
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -156,6 +157,264 @@ func TestGateway_BodyLimit(t *testing.T) {
 			}
 			if called != tt.invoked {
 				t.Errorf("invoker called = %v, want %v", called, tt.invoked)
+			}
+		})
+	}
+}
+
+// okInvoker answers 200 "ok" and counts its invocations.
+func okInvoker(calls *int) Invoker {
+	return invokerFunc(func(project string, r *http.Request) (*http.Response, error) {
+		*calls++
+		return &http.Response{StatusCode: 200, Header: http.Header{}, Body: io.NopCloser(strings.NewReader("ok")), Request: r}, nil
+	})
+}
+
+// platformError decodes a JSON platform error response.
+func platformError(t *testing.T, w *httptest.ResponseRecorder) (code, msg, id string) {
+	t.Helper()
+	var body struct {
+		Error struct{ Code, Message, ID string }
+	}
+	if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil {
+		t.Fatalf("body %q is not a JSON platform error: %v", w.Body, err)
+	}
+	if hid := w.Header().Get(IDHeader); hid == "" || hid != body.Error.ID {
+		t.Errorf("x-shoal-id %q, body id %q: want the same, non-empty", hid, body.Error.ID)
+	}
+	return body.Error.Code, body.Error.Message, body.Error.ID
+}
+
+func TestGateway_URLLimit(t *testing.T) {
+	const limit = 100
+	// "/app/" + path + "?q=" + query: the whole request target counts,
+	// the project's segment and the query included.
+	target := func(n int) string {
+		return "/app/" + strings.Repeat("p", n-len("/app/")-len("?q=")-10) + "?q=" + strings.Repeat("q", 10)
+	}
+	tests := []struct {
+		name   string
+		target string
+		want   int
+	}{
+		{"at_limit", target(limit), 200},
+		{"one_over", target(limit + 1), 414},
+		{"far_over", target(limit * 10), 414},
+		{"path_only_one_over", "/app/" + strings.Repeat("p", limit-len("/app/")+1), 414},
+		{"escaped_counts_as_sent", "/app/" + strings.Repeat("%20", (limit-len("/app/"))/3+1), 414},
+		{"escaped_at_limit", "/app/" + strings.Repeat("%20", (limit-len("/app/"))/3), 200},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			calls := 0
+			g := New(Config{MaxURLBytes: limit}, okInvoker(&calls), nil, nil)
+			req := httptest.NewRequest("GET", "http://127.0.0.1"+tt.target, nil)
+			req.Header.Set("accept", "application/json")
+			w := httptest.NewRecorder()
+			g.ServeHTTP(w, req)
+			if w.Code != tt.want {
+				t.Fatalf("target of %d bytes: got %d %q, want %d", len(tt.target), w.Code, w.Body, tt.want)
+			}
+			if tt.want == 200 {
+				return
+			}
+			if code, msg, _ := platformError(t, w); code != CodeURLTooLong || !strings.Contains(msg, "100 bytes") {
+				t.Errorf("got %s %q, want %s naming the limit", code, msg, CodeURLTooLong)
+			}
+			if calls != 0 {
+				t.Errorf("invoker called %d times, want 0", calls)
+			}
+		})
+	}
+}
+
+func TestGateway_HeaderLimits(t *testing.T) {
+	const one, all = 100, 300
+	// The request's Host header, 127.0.0.1, counts: 4 + 9 bytes.
+	const host = len("host") + len("127.0.0.1")
+	// headers returns n headers x-h<i> of size bytes each (name and value).
+	headers := func(n, size int) http.Header {
+		h := http.Header{}
+		for i := range n {
+			name := fmt.Sprintf("X-H%d", i)
+			h.Set(name, strings.Repeat("v", size-len(name)))
+		}
+		return h
+	}
+	// fill returns headers of total bytes, none over one.
+	fill := func(total int) http.Header {
+		total -= host
+		h := headers(total/90, 90)
+		if rest := total % 90; rest > 0 {
+			h.Set("X-Z", strings.Repeat("v", rest-len("X-Z")))
+		}
+		return h
+	}
+	tests := []struct {
+		name    string
+		header  http.Header
+		want    int
+		message string // in the 431's message
+	}{
+		{"one_at_limit", headers(1, one), 200, ""},
+		{"one_over", headers(1, one+1), 431, "one header"},
+		{"one_far_over", headers(1, 10*one), 431, "one header"},
+		{"all_at_limit", fill(all), 200, ""},
+		{"all_one_over", fill(all + 1), 431, "in all"},
+		{"all_far_over", headers(20, 90), 431, "in all"},
+		{"repeated_header_counts_each", http.Header{"X-Rep": {strings.Repeat("v", 90), strings.Repeat("v", 90), strings.Repeat("v", 90), strings.Repeat("v", 90)}}, 431, "in all"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			calls := 0
+			g := New(Config{MaxHeaderBytes: one, MaxHeadersBytes: all}, okInvoker(&calls), nil, nil)
+			req := httptest.NewRequest("GET", "http://127.0.0.1/app/", nil)
+			req.Header = tt.header
+			w := httptest.NewRecorder()
+			g.ServeHTTP(w, req)
+			if w.Code != tt.want {
+				t.Fatalf("got %d %q, want %d", w.Code, w.Body, tt.want)
+			}
+			if tt.want == 200 {
+				return
+			}
+			// No accept header: the text form.
+			body := w.Body.String()
+			if !strings.Contains(body, "Code: "+CodeHeaderTooLarge) || !strings.Contains(body, tt.message) ||
+				!strings.Contains(body, "ID: "+w.Header().Get(IDHeader)) || w.Header().Get(IDHeader) == "" {
+				t.Errorf("body %q, want a text %s saying %q with the x-shoal-id", body, CodeHeaderTooLarge, tt.message)
+			}
+			if calls != 0 {
+				t.Errorf("invoker called %d times, want 0", calls)
+			}
+		})
+	}
+}
+
+// TestGateway_LimitsOverHTTP checks that the gateway, not net/http, answers
+// requests over the header and URL limits when the server sets
+// ServerMaxHeaderBytes, even with both near their limits at once.
+func TestGateway_LimitsOverHTTP(t *testing.T) {
+	calls := 0
+	g := New(Config{}, okInvoker(&calls), nil, nil)
+	srv := httptest.NewUnstartedServer(g)
+	srv.Config.MaxHeaderBytes = g.ServerMaxHeaderBytes()
+	srv.Start()
+	defer srv.Close()
+	// Many headers of 15 KB: each under the one-header limit.
+	manyHeaders := func(n int) http.Header {
+		h := http.Header{}
+		for i := range n {
+			h.Set(fmt.Sprintf("x-h%d", i), strings.Repeat("v", 15<<10))
+		}
+		return h
+	}
+	tests := []struct {
+		name   string
+		path   string
+		header http.Header
+		want   int
+		code   string
+	}{
+		{"near_both_limits", "/app/" + strings.Repeat("p", DefaultMaxURLBytes-100), manyHeaders(2), 200, ""},
+		{"url_over", "/app/" + strings.Repeat("p", DefaultMaxURLBytes), nil, 414, CodeURLTooLong},
+		{"one_header_over", "/app/", http.Header{"X-Big": {strings.Repeat("v", DefaultMaxHeaderBytes)}}, 431, CodeHeaderTooLarge},
+		{"all_headers_over", "/app/", manyHeaders(3), 431, CodeHeaderTooLarge},
+		{"all_headers_twice_over_with_long_url", "/app/" + strings.Repeat("p", DefaultMaxURLBytes), manyHeaders(4), 414, CodeURLTooLong},
+		// Far over: net/http stops reading and answers a bare 431.
+		{"far_over_cut_off_early", "/app/", manyHeaders(20), 431, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, err := http.NewRequest("GET", srv.URL+tt.path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for k, v := range tt.header {
+				req.Header[k] = v
+			}
+			req.Header.Set("accept", "application/json")
+			before := calls
+			resp, err := srv.Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != tt.want {
+				b, _ := io.ReadAll(resp.Body)
+				t.Fatalf("got %d %q, want %d", resp.StatusCode, b, tt.want)
+			}
+			if invoked := calls > before; invoked != (tt.want == 200) {
+				t.Errorf("invoked %v, want %v", invoked, tt.want == 200)
+			}
+			if tt.code == "" {
+				return
+			}
+			w := httptest.NewRecorder()
+			w.Code = resp.StatusCode
+			for k, v := range resp.Header {
+				w.Header()[k] = v
+			}
+			io.Copy(w.Body, resp.Body)
+			if code, _, _ := platformError(t, w); code != tt.code {
+				t.Errorf("code %s, want %s", code, tt.code)
+			}
+		})
+	}
+}
+
+// trackedBody is a response body that records its Close.
+type trackedBody struct {
+	io.Reader
+	closed bool
+}
+
+func (b *trackedBody) Close() error { b.closed = true; return nil }
+
+func TestGateway_ResponseLimit(t *testing.T) {
+	const limit = 10
+	tests := []struct {
+		name   string
+		method string
+		length int64 // Content-Length the function declared; -1: streamed
+		size   int   // bytes it sends
+		want   int
+	}{
+		{"buffered_at_limit", "GET", limit, limit, 200},
+		{"buffered_one_over", "GET", limit + 1, limit + 1, 500},
+		{"buffered_far_over", "GET", 100 * limit, 100 * limit, 500},
+		{"streamed_far_over", "GET", -1, 100 * limit, 200},
+		{"head_over", "HEAD", limit + 1, 0, 200},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var resp *http.Response
+			body := &trackedBody{Reader: strings.NewReader(strings.Repeat("x", tt.size))}
+			g := New(Config{MaxResponseBytes: limit}, invokerFunc(func(project string, r *http.Request) (*http.Response, error) {
+				resp = &http.Response{StatusCode: 200, Header: http.Header{}, ContentLength: tt.length, Body: body, Request: r}
+				return resp, nil
+			}), nil, nil)
+			req := httptest.NewRequest(tt.method, "http://127.0.0.1/app/", nil)
+			req.Header.Set("accept", "application/json")
+			w := httptest.NewRecorder()
+			g.ServeHTTP(w, req)
+			if w.Code != tt.want {
+				t.Fatalf("got %d %q, want %d", w.Code, w.Body, tt.want)
+			}
+			if !body.closed {
+				t.Error("the function's response body was not closed")
+			}
+			if tt.want == 200 {
+				if w.Body.Len() != tt.size {
+					t.Errorf("body of %d bytes, want the %d sent", w.Body.Len(), tt.size)
+				}
+				return
+			}
+			if code, msg, _ := platformError(t, w); code != CodeResponseTooLarge || !strings.Contains(msg, "10 bytes") {
+				t.Errorf("got %s %q, want %s naming the limit", code, msg, CodeResponseTooLarge)
+			}
+			if resp.StatusCode != 500 {
+				t.Errorf("response StatusCode %d when closed, want 500: the invocation is metered with it", resp.StatusCode)
 			}
 		})
 	}

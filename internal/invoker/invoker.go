@@ -220,7 +220,10 @@ func (inv *Invoker) Remove(project string) {
 }
 
 // Invoke sends req to an instance of the project's current deployment. The
-// response body must be closed; closing it frees the slot.
+// response body must be closed; closing it frees the slot and meters the
+// invocation with the response's StatusCode as it is then, so a caller that
+// answers the client with another status (a platform error in place of the
+// function's response) sets StatusCode to it before closing.
 func (inv *Invoker) Invoke(project string, req *http.Request) (*http.Response, error) {
 	inv.mu.Lock()
 	p := inv.current[project]
@@ -265,9 +268,10 @@ func (inv *Invoker) Invoke(project string, req *http.Request) (*http.Response, e
 			return nil, fmt.Errorf("invoke %s on %s: %w", p.dep.ID, in.id, errInstanceGone)
 		}
 		record := metering.Invocation{Project: p.dep.Project, Deployment: p.dep.ID, Instance: in.id, ID: req.Header.Get(tunnel.IDHeader),
-			Start: start, FirstByte: time.Now(), Status: resp.StatusCode}
+			Start: start, FirstByte: time.Now()}
 		resp.Body = &slotBody{ReadCloser: resp.Body, release: func() {
 			record.End = time.Now()
+			record.Status = resp.StatusCode
 			inv.meter.Invoked(record)
 			p.release(in)
 		}}

@@ -467,6 +467,29 @@ func TestInvoker_ReportsReachTheMeter(t *testing.T) {
 	}
 }
 
+func TestInvoker_MetersStatusAtClose(t *testing.T) {
+	inv, st := newInvoker(t, Config{}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	}))
+	inv.Deploy(deployment("d1", 10))
+	for _, status := range []int{200, 500} {
+		req, _ := http.NewRequest("GET", "http://app/", nil)
+		resp, err := inv.Invoke("app", req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The caller answered the client with another status (the gateway
+		// with a platform error), and set it before closing.
+		resp.StatusCode = status
+		resp.Body.Close()
+	}
+	now := time.Now()
+	u := st.meter.Usage([]string{"d1"}, now.Add(-time.Minute), now.Add(time.Minute))
+	if u.Invocations != 2 || u.Errors != 1 {
+		t.Errorf("got %d invocations, %d errors; want 2, 1 (the status set before Close)", u.Invocations, u.Errors)
+	}
+}
+
 func TestPool_ReleaseTwicePanics(t *testing.T) {
 	p := &pool{}
 	in := &instance{inflight: 0, gone: true}

@@ -31,6 +31,10 @@ type FunctionConfig struct {
 	// MinInstances is how many instances stay started while the deployment
 	// is its project's current one; 0 lets the project scale to zero.
 	MinInstances int `json:"minInstances"`
+	// NoHelpers serves Node style handlers without the request and
+	// response helpers (req.query, req.body, res.json()...): bodies stream
+	// to the handler unbuffered. shoal.json says `"helpers": false`.
+	NoHelpers bool `json:"noHelpers,omitempty"`
 }
 
 // DefaultFunctionConfig returns the configuration of a project without a

@@ -52,6 +52,9 @@ type Config struct {
 	MaxDuration time.Duration
 	// MemoryMB sizes node's heap; 0 leaves node's default.
 	MemoryMB int
+	// NoHelpers serves Node style handlers without the bootstrap's request
+	// and response helpers.
+	NoHelpers bool
 	// Env is node's environment; nil means an empty one.
 	Env []string
 	// Logs receives one JSON log record per line (see Record). Required.
@@ -115,6 +118,9 @@ func Start(ctx context.Context, cfg Config) (*Supervisor, error) {
 		args = append(args, "--max-old-space-size="+strconv.Itoa(cfg.MemoryMB*3/4))
 	}
 	args = append(args, bootPath, sock, cfg.Bundle)
+	if cfg.NoHelpers {
+		args = append(args, `{"helpers":false}`)
+	}
 	cmd := exec.Command(cfg.Node, args...)
 	cmd.Dir = filepath.Dir(cfg.Bundle)
 	cmd.Env = cfg.Env

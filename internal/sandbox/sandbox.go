@@ -38,8 +38,10 @@ type Spec struct {
 	Bundle      string
 	MaxDuration time.Duration
 	MemoryMB    int
-	TunnelAddr  string
-	Token       string
+	// NoHelpers turns the Node style request and response helpers off.
+	NoHelpers  bool
+	TunnelAddr string
+	Token      string
 	// Env is added to the function's environment.
 	Env []string
 }
@@ -67,6 +69,9 @@ func Argv(exe, node, dir string, s Spec) []string {
 		"--max-duration", s.MaxDuration.String(),
 		"--memory", strconv.Itoa(s.MemoryMB),
 	}
+	if s.NoHelpers {
+		argv = append(argv, "--no-helpers")
+	}
 	if node != "" {
 		argv = append(argv, "--node", node)
 	}
@@ -76,6 +81,12 @@ func Argv(exe, node, dir string, s Spec) []string {
 // Env returns the runtime's environment for spec: only what a function
 // should see, and the tunnel token.
 func Env(dir string, s Spec) []string {
+	return append(FunctionEnv(dir, s.Env), TokenEnv+"="+s.Token)
+}
+
+// FunctionEnv is the environment a function's code sees, with dir as its
+// home and temporary folder and extra added.
+func FunctionEnv(dir string, extra []string) []string {
 	env := []string{
 		"PATH=" + os.Getenv("PATH"),
 		"HOME=" + dir,
@@ -84,8 +95,7 @@ func Env(dir string, s Spec) []string {
 		"TZ=UTC",
 		"LANG=C.UTF-8",
 	}
-	env = append(env, s.Env...)
-	return append(env, TokenEnv+"="+s.Token)
+	return append(env, extra...)
 }
 
 // Start starts the runtime for spec. The process is in its own process

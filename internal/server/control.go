@@ -21,6 +21,8 @@ import (
 	"github.com/shoal-dev/shoal/internal/metering"
 	"github.com/shoal-dev/shoal/internal/model"
 	"github.com/shoal-dev/shoal/internal/observe"
+	"github.com/shoal-dev/shoal/internal/runtime/bootstrap"
+	"github.com/shoal-dev/shoal/internal/sandbox"
 	"github.com/shoal-dev/shoal/internal/store"
 )
 
@@ -36,6 +38,7 @@ type control struct {
 	meter   *metering.Recorder
 	dataDir string
 	baseURL string
+	node    string // the node binary; "" means "node" from PATH
 	log     *slog.Logger
 }
 
@@ -94,6 +97,9 @@ func (c *control) Deploy(ctx context.Context, project string, upload io.Reader) 
 		}
 		return api.Deployment{}, fmt.Errorf("build %s: %w", project, err)
 	}
+	if err := c.check(ctx, work, filepath.Join(out, build.BundleFile)); err != nil {
+		return api.Deployment{}, err
+	}
 	sum := sha256.Sum256([]byte(project + "\x00" + res.Digest))
 	id := "d-" + hex.EncodeToString(sum[:6])
 	final := filepath.Join(c.dataDir, "deployments", id)
@@ -109,6 +115,26 @@ func (c *control) Deploy(ctx context.Context, project string, upload io.Reader) 
 	c.inv.Deploy(c.invokerDeployment(d))
 	c.log.Info("deployed", "project", project, "deployment", id, "entry", res.Entry)
 	return api.Deployment{ID: id, Project: project, URL: c.projectURL(project), Entry: res.Entry}, nil
+}
+
+// checkTimeout bounds how long a bundle's top-level code may take to load at
+// deploy.
+const checkTimeout = 30 * time.Second
+
+// check loads the bundle in node, as an instance would, and refuses the
+// deployment when it fails to load or exports nothing that serves.
+func (c *control) check(ctx context.Context, work, bundle string) error {
+	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
+	defer cancel()
+	scratch := filepath.Join(work, "check")
+	if err := os.Mkdir(scratch, 0o755); err != nil {
+		return err
+	}
+	err := bootstrap.Check(ctx, c.node, bundle, scratch, sandbox.FunctionEnv(scratch, nil))
+	if ce, ok := errors.AsType[*bootstrap.CheckError](err); ok {
+		return &adminapi.BuildError{Msg: "deploy failed: " + ce.Msg}
+	}
+	return err
 }
 
 // DeployDir deploys a folder on this machine, named after the folder.

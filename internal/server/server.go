@@ -46,6 +46,16 @@ type Config struct {
 	KeepAlive time.Duration
 	// MaxBodyBytes bounds a request body; 0 means 4.5 MB.
 	MaxBodyBytes int64
+	// MaxHeaderBytes bounds one request header, name and value; 0 means
+	// 16 KB.
+	MaxHeaderBytes int
+	// MaxHeadersBytes bounds all request headers together; 0 means 32 KB.
+	MaxHeadersBytes int
+	// MaxURLBytes bounds the request target, path and query; 0 means 14 KB.
+	MaxURLBytes int
+	// MaxResponseBytes bounds a response with a Content-Length (a streamed
+	// one is not bounded); 0 means 4.5 MB.
+	MaxResponseBytes int64
 	// QueueSize, QueueTimeout and MaxInstances bound each deployment's
 	// queue and instances; 0 means the invoker's defaults.
 	QueueSize    int
@@ -135,7 +145,7 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, log *slog.Logger) (e
 		return limits
 	})
 
-	ctl := &control{store: st, inv: inv, logs: logs, meter: meter, dataDir: dataDir, baseURL: baseURL, log: log}
+	ctl := &control{store: st, inv: inv, logs: logs, meter: meter, dataDir: dataDir, baseURL: baseURL, node: cfg.Node, log: log}
 	if err := ctl.restore(ctx); err != nil {
 		inv.Close()
 		return err
@@ -143,13 +153,20 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, log *slog.Logger) (e
 	control := http.NewServeMux()
 	control.Handle(MetricsPath, metrics.Handler())
 	control.Handle("/", adminapi.New(token, ctl, log))
-	gw := gateway.New(gateway.Config{MaxBodyBytes: cfg.MaxBodyBytes}, inv, control, log)
+	gw := gateway.New(gateway.Config{
+		MaxBodyBytes:     cfg.MaxBodyBytes,
+		MaxHeaderBytes:   cfg.MaxHeaderBytes,
+		MaxHeadersBytes:  cfg.MaxHeadersBytes,
+		MaxURLBytes:      cfg.MaxURLBytes,
+		MaxResponseBytes: cfg.MaxResponseBytes,
+	}, inv, control, log)
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
 	srv := &http.Server{
 		Handler:           gw,
 		ReadHeaderTimeout: 30 * time.Second,
+		MaxHeaderBytes:    gw.ServerMaxHeaderBytes(),
 		Protocols:         &protocols,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
@@ -290,6 +307,7 @@ func (s starter) Start(ctx context.Context, l invoker.Launch) (invoker.Process, 
 		Bundle:      l.Deployment.Bundle,
 		MaxDuration: l.Deployment.Config.MaxDuration,
 		MemoryMB:    l.Deployment.Config.MemoryMB,
+		NoHelpers:   l.Deployment.Config.NoHelpers,
 		TunnelAddr:  l.TunnelAddr,
 		Token:       l.Token,
 	})

@@ -1,24 +1,31 @@
 // Package bootstrap holds the JavaScript that runs first in every function
 // instance's node process, embedded in the shoal binary. The bootstrap loads
-// the user's bundle, serves its handler (Node style handler(req, res) or Web
-// style fetch(request, ctx)) over HTTP/1.1 on a unix socket, runs each
+// the user's bundle, serves its handler (Node style handler(req, res) with
+// Vercel's request and response helpers, Web style fetch(request, ctx), named
+// method exports, or a server or app) over HTTP/1.1 on a unix socket, runs each
 // invocation in its own AsyncLocalStorage context, and reports readiness,
 // load errors and every log line (tagged with its invocation id) as
 // newline-delimited JSON on fd 3.
 //
 // The runtime starts it as
 //
-//	node --enable-source-maps BOOTSTRAP_PATH SOCKET_PATH BUNDLE_PATH
+//	node --enable-source-maps BOOTSTRAP_PATH SOCKET_PATH BUNDLE_PATH [OPTIONS_JSON]
 //
 // with the bundle's folder as working directory and the write end of a pipe
 // as fd 3. The full contract is the comment at the top of bootstrap.mjs.
 package bootstrap
 
 import (
+	"bytes"
+	"context"
 	_ "embed"
+	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
+	"time"
 )
 
 // Source is the bootstrap, an ES module for Node.js 20 or later that imports
@@ -97,4 +104,50 @@ func Write(dir string) (string, error) {
 		return "", fmt.Errorf("write bootstrap %s: %w", path, err)
 	}
 	return path, nil
+}
+
+// CheckError is what Check found wrong with a bundle: it does not load, or
+// it exports nothing that can serve requests.
+type CheckError struct{ Msg string }
+
+func (e *CheckError) Error() string { return e.Msg }
+
+// Check loads bundle in a node process the way an instance would, finds
+// its handler and exits, without serving: a *CheckError says why the bundle
+// could not serve. The bundle's top-level code runs, with env as its
+// environment and its folder as working directory; scratch is a folder for
+// the bootstrap file. node is the node binary ("node" when empty).
+func Check(ctx context.Context, node, bundle, scratch string, env []string) error {
+	if node == "" {
+		node = "node"
+	}
+	boot, err := Write(scratch)
+	if err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, node, "--enable-source-maps", boot, "--check", bundle)
+	cmd.Dir = filepath.Dir(bundle)
+	cmd.Env = env
+	if cmd.Env == nil {
+		cmd.Env = []string{}
+	}
+	cmd.Cancel = func() error { return cmd.Process.Kill() }
+	cmd.WaitDelay = time.Second
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	runErr := cmd.Run()
+	if ctx.Err() != nil {
+		return &CheckError{Msg: "loading the bundle did not finish in time"}
+	}
+	if runErr == nil {
+		return nil
+	}
+	// Without fd 3 the control messages come on stderr; the error is the last.
+	for _, line := range slices.Backward(bytes.Split(stderr.Bytes(), []byte("\n"))) {
+		var m Message
+		if json.Unmarshal(line, &m) == nil && m.Type == TypeError {
+			return &CheckError{Msg: m.Msg}
+		}
+	}
+	return fmt.Errorf("check bundle %s: %v: %s", bundle, runErr, bytes.TrimSpace(stderr.Bytes()))
 }

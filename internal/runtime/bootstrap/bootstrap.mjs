@@ -5,22 +5,35 @@
 // Contract with the Go supervisor (internal/runtime). Keep it exactly; the Go
 // side and bootstrap_test.go depend on it.
 //
-//   Start:  node --enable-source-maps BOOTSTRAP_PATH SOCKET_PATH BUNDLE_PATH
+//   Start:  node --enable-source-maps BOOTSTRAP_PATH SOCKET_PATH BUNDLE_PATH [OPTIONS_JSON]
+//           OPTIONS_JSON {"helpers":false} turns the Node style helpers off.
+//           With --check in place of SOCKET_PATH the bootstrap loads the
+//           bundle, finds its handler and exits 0, or reports the error.
 //           cwd = the bundle's folder. fd 3 is a pipe to the runtime (the
 //           "control pipe"). stdout and stderr are pipes too; they carry only
 //           what bypasses the patched streams below (fs.writeSync(1, ...),
 //           loggers that write to fd 1 directly, native code, node's own fatal
 //           errors), with no invocation id.
 //
-//   Load:   import(BUNDLE_PATH). The handler is the module's default export,
-//           unwrapped while it is an object without a `fetch` method that has a
-//           `default` property (CommonJS interop, `export default { default }`).
-//           If there is no default export but the module exports a `fetch`
-//           function, the module namespace is the handler.
-//             function             -> Node style: handler(req, res)
-//             object with fetch()  -> Web style: obj.fetch(request, ctx), called
-//                                     as a method; returns a Response or a
-//                                     promise of one
+//   Load:   import(BUNDLE_PATH), with http.Server.prototype.listen replaced
+//           so that a module calling listen() binds nothing. The handler is
+//           found by pickHandler(), in this order:
+//             default export, unwrapped while it is an object without a
+//             `fetch` method that has a `default` property (CommonJS interop):
+//               function               -> Node style: handler(req, res)
+//                                         (an Express app is one)
+//               object with fetch()    -> Web style: obj.fetch(request, ctx),
+//                                         called as a method; returns a
+//                                         Response or a promise of one
+//               http.Server            -> its 'request' listeners, Node style
+//               object with callback() -> callback()'s handler (a Koa app)
+//               object with GET, POST... functions -> as named exports below
+//             module-level fetch()     -> Web style
+//             named exports GET, HEAD, OPTIONS, POST, PUT, DELETE, PATCH
+//                                      -> Web style, one function per method;
+//                                         HEAD falls back to GET, another
+//                                         method gets 405 with Allow
+//             a server the module called listen() on -> its listeners
 //             anything else        -> control {"type":"error","msg":...}, exit 1
 //           A bundle that fails to load (syntax error, missing import, throw at
 //           top level) -> control {"type":"error","msg":"load <path>: <stack>"},
@@ -93,6 +106,24 @@
 //       in the handler (timers, immediates, nextTick, I/O callbacks, emitters).
 //     process.exit() from user code exits; the runtime deals with that.
 //
+//   Node style helpers (unless OPTIONS_JSON turns them off), as Vercel's:
+//   req and res are instances of ShoalRequest and ShoalResponse. A request
+//   with a body is buffered whole before the handler runs, then replayed: the
+//   stream still yields all of it, and req.rawBody holds it. req.query,
+//   req.cookies and req.body are parsed on first read; req.body by content
+//   type (JSON, empty JSON is {}; urlencoded; text/plain; octet-stream as a
+//   Buffer; else undefined). Invalid JSON throws an Error "Invalid JSON" with
+//   statusCode 400; uncaught, it answers 400 INVALID_JSON_BODY. res.status(),
+//   res.send() (content type, length, weak ETag and 304, no body for HEAD,
+//   204, 304), res.json(), res.redirect([status,] url) (307 by default).
+//
+//   Request context: globalThis[Symbol.for('@vercel/request-context')].get()
+//   returns, inside an invocation, { waitUntil, headers, url }, which is what
+//   @vercel/functions reads. waitUntil works in both styles, as ctx.waitUntil
+//   does in the Web style. Each handler runs in an AsyncResource of its own, so
+//   what user code stores with its own AsyncLocalStorage's enterWith() stays
+//   in that invocation.
+//
 //   Web style details: the Request's URL is http://<Host header><req.url>; its
 //   headers are the raw request headers; its body is Readable.toWeb(req) with
 //   duplex 'half' unless the method is GET or HEAD; request.signal aborts when
@@ -108,19 +139,22 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
-import { AsyncLocalStorage } from 'node:async_hooks';
+import { AsyncLocalStorage, AsyncResource } from 'node:async_hooks';
+import { createHash } from 'node:crypto';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { Readable } from 'node:stream';
+import { parse as parseQueryString } from 'node:querystring';
 import { pathToFileURL } from 'node:url';
 import { format, inspect } from 'node:util';
 
 const CONTROL_FD = 3;
-const [socketPath, bundlePath] = process.argv.slice(2);
+const [socketPath, bundlePath, optionsJSON] = process.argv.slice(2);
 
 // ---------------------------------------------------------------------------
 // Control pipe.
 
-let controlFd = CONTROL_FD;
+// With --check there is no control pipe (and fd 3 may be one of node's own).
+let controlFd = socketPath === '--check' ? 2 : CONTROL_FD;
 const sleepCell = new Int32Array(new SharedArrayBuffer(4));
 
 // writeControl writes text (whole lines) synchronously. A non-blocking pipe
@@ -166,6 +200,8 @@ class Invocation {
     this.reader = undefined; // Web style: reader of the response body
     this.waiting = 0; // waitUntil promises that have not settled
     this.closedAt = 0; // epoch ms when the response closed; 0 before
+    this.watched = false; // closedAt is kept (a 'close' listener is on res)
+    this.context = undefined; // what @vercel/request-context's get() returns
   }
 }
 
@@ -274,6 +310,7 @@ console.groupEnd = function groupEnd() {
 
 const FAILED = 'FUNCTION_INVOCATION_FAILED';
 const NO_RESPONSE = 'NO_RESPONSE_FROM_FUNCTION';
+const BAD_JSON = 'INVALID_JSON_BODY';
 
 function started(res) {
   return res.headersSent || res.writableEnded || res.destroyed;
@@ -282,6 +319,7 @@ function started(res) {
 const ERROR_HEADERS = {
   500: { 'x-shoal-error': FAILED, 'content-length': '0' },
   502: { 'x-shoal-error': NO_RESPONSE, 'content-length': '0' },
+  400: { 'x-shoal-error': BAD_JSON, 'content-length': '0' },
 };
 // An exception thrown out of an HTTP parser callback (a 'data' listener, say)
 // leaves that connection's parser broken: the next request on it would get a
@@ -305,7 +343,7 @@ function respondError(res, status, headers = ERROR_HEADERS[status]) {
 function fail(inv, err) {
   writeLines(inv, 'stderr', describe(err) + '\n');
   const res = inv.res;
-  if (!started(res)) respondError(res, 500);
+  if (!started(res)) respondError(res, err !== null && typeof err === 'object' && err[INVALID_JSON] === true ? 400 : 500);
   else if (!res.writableEnded) res.destroy();
 }
 
@@ -316,8 +354,239 @@ process.on('unhandledRejection', (reason) => {
 process.on('uncaughtException', (err) => {
   const inv = als.getStore();
   writeLines(inv, 'stderr', 'Uncaught Exception: ' + describe(err) + '\n');
-  if (inv instanceof Invocation && !started(inv.res)) respondError(inv.res, 500, UNCAUGHT_HEADERS);
+  if (inv instanceof Invocation && !started(inv.res)) {
+    const bad = err !== null && typeof err === 'object' && err[INVALID_JSON] === true;
+    respondError(inv.res, bad ? 400 : 500, bad ? { ...ERROR_HEADERS[400], connection: 'close' } : UNCAUGHT_HEADERS);
+  }
 });
+
+// ---------------------------------------------------------------------------
+// Node style helpers, as Vercel's: req.query, req.cookies, req.body,
+// res.status(), res.send(), res.json(), res.redirect(). They live on the
+// prototypes of the server's own request and response classes, so a
+// framework that swaps the prototype (Express) gets its own methods.
+
+const CHUNKS = Symbol('shoal.chunks'); // body chunks while buffering
+const BUFFERED = Symbol('shoal.buffered'); // called once the body is in
+const INVALID_JSON = Symbol('shoal.invalidJSON');
+
+// ShoalRequest buffers a request body before the handler runs, so that
+// req.body can be parsed synchronously, and then replays it: the stream
+// still yields the whole body to whoever reads it ('data', pipe,
+// Readable.toWeb), and req.rawBody holds it as one Buffer.
+class ShoalRequest extends http.IncomingMessage {
+  push(chunk, encoding) {
+    const chunks = this[CHUNKS];
+    if (chunks === undefined) return super.push(chunk, encoding);
+    if (chunk !== null) {
+      chunks.push(chunk);
+      return true;
+    }
+    const body = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
+    this[CHUNKS] = undefined;
+    this.rawBody = body;
+    if (body.length > 0) super.push(body);
+    super.push(null);
+    process.nextTick(this[BUFFERED]);
+    return true;
+  }
+}
+
+// hasBody reports whether a request carries a body.
+function hasBody(req) {
+  const h = req.headers;
+  return h['transfer-encoding'] !== undefined || (h['content-length'] !== undefined && h['content-length'] !== '0');
+}
+
+// bufferBody calls then once req's body has arrived whole.
+function bufferBody(req, then) {
+  req.rawBody = undefined;
+  if (!hasBody(req)) {
+    then();
+    return;
+  }
+  req[CHUNKS] = [];
+  req[BUFFERED] = then;
+}
+
+// lazy defines a property that get computes on first read (and caches
+// unless it throws); assigning to it replaces it, as frameworks do.
+function lazy(name, get) {
+  return {
+    configurable: true,
+    enumerable: true,
+    get() {
+      const value = get(this);
+      Object.defineProperty(this, name, { value, writable: true, configurable: true, enumerable: true });
+      return value;
+    },
+    set(value) {
+      Object.defineProperty(this, name, { value, writable: true, configurable: true, enumerable: true });
+    },
+  };
+}
+
+function parseQuery(url) {
+  const q = url.indexOf('?');
+  return { ...parseQueryString(q === -1 ? '' : url.slice(q + 1)) };
+}
+
+// parseCookies parses a Cookie header: the first of a repeated name wins,
+// values are percent-decoded where they can be and lose their quotes.
+function parseCookies(header) {
+  const out = {};
+  if (typeof header !== 'string') return out;
+  for (const part of header.split(';')) {
+    const eq = part.indexOf('=');
+    if (eq === -1) continue;
+    const name = part.slice(0, eq).trim();
+    if (name === '' || Object.hasOwn(out, name)) continue;
+    let value = part.slice(eq + 1).trim();
+    if (value.length >= 2 && value.charCodeAt(0) === 34 && value.charCodeAt(value.length - 1) === 34) {
+      value = value.slice(1, -1);
+    }
+    try {
+      value = decodeURIComponent(value);
+    } catch {
+      // kept as sent
+    }
+    out[name] = value;
+  }
+  return out;
+}
+
+function mediaType(req) {
+  const ct = req.headers['content-type'];
+  if (typeof ct !== 'string') return '';
+  const semi = ct.indexOf(';');
+  return (semi === -1 ? ct : ct.slice(0, semi)).trim().toLowerCase();
+}
+
+function invalidJSON(cause) {
+  const err = new Error('Invalid JSON', { cause });
+  err.statusCode = 400;
+  err[INVALID_JSON] = true;
+  return err;
+}
+
+// parseBody parses the buffered body by its content type, as Vercel does:
+// JSON (empty is {}), urlencoded, text, octet-stream; anything else, or no
+// content type, is undefined. Invalid JSON throws a 400 "Invalid JSON".
+function parseBody(req) {
+  const type = mediaType(req);
+  const raw = req.rawBody ?? Buffer.alloc(0);
+  switch (type) {
+    case 'application/json': {
+      const text = raw.toString('utf8');
+      if (text.trim() === '') return {};
+      try {
+        return JSON.parse(text);
+      } catch (err) {
+        throw invalidJSON(err);
+      }
+    }
+    case 'application/x-www-form-urlencoded':
+      return { ...parseQueryString(raw.toString('utf8')) };
+    case 'text/plain':
+      return raw.toString('utf8');
+    case 'application/octet-stream':
+      return raw;
+    default:
+      return undefined;
+  }
+}
+
+Object.defineProperties(ShoalRequest.prototype, {
+  query: lazy('query', (req) => parseQuery(req.url)),
+  cookies: lazy('cookies', (req) => parseCookies(req.headers.cookie)),
+  body: {
+    configurable: true,
+    enumerable: true,
+    get() {
+      const value = parseBody(this); // throws again on every read while invalid
+      Object.defineProperty(this, 'body', { value, writable: true, configurable: true, enumerable: true });
+      return value;
+    },
+    set(value) {
+      Object.defineProperty(this, 'body', { value, writable: true, configurable: true, enumerable: true });
+    },
+  },
+});
+
+// etag is a weak validator of a body: its length and a SHA-1 prefix.
+function etag(buf) {
+  const hash = createHash('sha1').update(buf).digest('base64').slice(0, 27);
+  return 'W/"' + buf.length.toString(16) + '-' + hash + '"';
+}
+
+// fresh reports whether the client's If-None-Match already names tag.
+function fresh(req, tag) {
+  const inm = req.headers['if-none-match'];
+  if (typeof inm !== 'string') return false;
+  if (inm.trim() === '*') return true;
+  const bare = tag.replace(/^W\//, '');
+  return inm.split(',').some((t) => t.trim().replace(/^W\//, '') === bare);
+}
+
+class ShoalResponse extends http.ServerResponse {
+  status(code) {
+    this.statusCode = code;
+    return this;
+  }
+
+  // send writes body and ends the response: a string as text/html, a Buffer
+  // as application/octet-stream (unless a content type is set), anything
+  // else as JSON. It sets content-length and an ETag, answers 304 when the
+  // client's copy is fresh, and writes no body for HEAD, 204 and 304.
+  send(body) {
+    if (body === null || body === undefined) body = '';
+    else if (typeof body === 'object' && !Buffer.isBuffer(body) && !(body instanceof Uint8Array)) return this.json(body);
+    else if (typeof body === 'number' || typeof body === 'boolean') return this.json(body);
+    let buf;
+    if (typeof body === 'string') {
+      const type = this.getHeader('content-type');
+      if (type === undefined) this.setHeader('content-type', 'text/html; charset=utf-8');
+      else if (typeof type === 'string' && !/;\s*charset=/i.test(type)) this.setHeader('content-type', type + '; charset=utf-8');
+      buf = Buffer.from(body, 'utf8');
+    } else {
+      if (this.getHeader('content-type') === undefined) this.setHeader('content-type', 'application/octet-stream');
+      buf = Buffer.isBuffer(body) ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength);
+    }
+    const req = this.req;
+    const method = req.method;
+    if (this.getHeader('etag') === undefined && this.statusCode >= 200 && this.statusCode < 300) {
+      const tag = etag(buf);
+      this.setHeader('etag', tag);
+      if ((method === 'GET' || method === 'HEAD') && fresh(req, tag)) this.statusCode = 304;
+    }
+    if (this.statusCode === 204 || this.statusCode === 304) {
+      this.removeHeader('content-type');
+      this.removeHeader('content-length');
+      this.removeHeader('transfer-encoding');
+      this.end();
+      return this;
+    }
+    this.setHeader('content-length', buf.length);
+    if (method === 'HEAD') this.end();
+    else this.end(buf);
+    return this;
+  }
+
+  json(value) {
+    if (this.getHeader('content-type') === undefined) this.setHeader('content-type', 'application/json; charset=utf-8');
+    return this.send(JSON.stringify(value) ?? '');
+  }
+
+  // redirect(url) answers 307; redirect(status, url) answers status.
+  redirect(statusOrURL, url) {
+    let status = 307;
+    if (typeof statusOrURL === 'number') status = statusOrURL;
+    else url = statusOrURL;
+    if (typeof url !== 'string') throw new TypeError('res.redirect: the URL must be a string');
+    this.writeHead(status, { location: url }).end();
+    return this;
+  }
+}
 
 // ---------------------------------------------------------------------------
 // Node style: handler(req, res).
@@ -345,9 +614,21 @@ function serveNode(handler, inv, req, res) {
 // ---------------------------------------------------------------------------
 // Web style: target.fetch(request, ctx) -> Response.
 
-const waiting = new Set(); // ctx.waitUntil promises that have not settled
+const waiting = new Set(); // waitUntil promises that have not settled
 
+function closed(inv) {
+  inv.closedAt = Date.now();
+}
+
+// waitUntil keeps promise referenced until it settles, logs a rejection and,
+// when it outlives the response, tells the runtime (a "waited" message).
 function waitUntil(inv, promise) {
+  if (!inv.watched) {
+    // Node style: the response's close is watched from the first waitUntil.
+    inv.watched = true;
+    if (inv.res.closed) closed(inv);
+    else inv.res.once('close', () => closed(inv));
+  }
   const p = Promise.resolve(promise).then(undefined, (err) => {
     writeLines(inv, 'stderr', 'waitUntil: ' + describe(err) + '\n');
   });
@@ -362,8 +643,26 @@ function waitUntil(inv, promise) {
   });
 }
 
+// The request context that @vercel/functions reads: its waitUntil() and
+// getContext() work unchanged, in both handler shapes.
+globalThis[Symbol.for('@vercel/request-context')] = {
+  get() {
+    const inv = als.getStore();
+    if (!(inv instanceof Invocation)) return undefined;
+    if (inv.context === undefined) {
+      const req = inv.req;
+      inv.context = {
+        waitUntil: (p) => waitUntil(inv, typeof p === 'function' ? p() : p),
+        headers: { ...req.headers },
+        url: req.url,
+      };
+    }
+    return inv.context;
+  },
+};
+
 function onWebClose(inv) {
-  inv.closedAt = Date.now();
+  closed(inv);
   if (!inv.res.writableFinished) als.run(inv, abortInvocation, inv);
 }
 
@@ -491,6 +790,7 @@ function serveWeb(target, inv, req, res) {
   try {
     const ac = new AbortController();
     inv.ac = ac;
+    inv.watched = true;
     res.once('close', () => onWebClose(inv));
     const request = toRequest(req, ac.signal);
     const ctx = { waitUntil: (p) => waitUntil(inv, p) };
@@ -518,18 +818,75 @@ function invocationID(raw) {
   return '';
 }
 
+// The seven methods a module may export handlers for, web style.
+const METHODS = ['GET', 'HEAD', 'OPTIONS', 'POST', 'PUT', 'DELETE', 'PATCH'];
+
+function exportsMethods(obj) {
+  return obj !== null && typeof obj === 'object' && METHODS.some((m) => typeof obj[m] === 'function');
+}
+
+// methodTarget serves a module's named method exports as one web target:
+// HEAD falls back to GET, and a method without an export gets 405 with an
+// Allow header.
+function methodTarget(obj) {
+  const table = new Map();
+  for (const m of METHODS) if (typeof obj[m] === 'function') table.set(m, obj[m]);
+  if (!table.has('HEAD') && table.has('GET')) table.set('HEAD', table.get('GET'));
+  const allow = METHODS.filter((m) => table.has(m)).join(', ');
+  return {
+    fetch(request, ctx) {
+      const f = table.get(request.method);
+      if (f === undefined) return new Response(null, { status: 405, headers: { allow } });
+      return f(request, ctx);
+    },
+  };
+}
+
+// A server the module started itself: listen() is intercepted, so that
+// nothing binds a port, and the server's 'request' listeners serve.
+const serverListen = http.Server.prototype.listen;
+let listened;
+
+http.Server.prototype.listen = function listen(...args) {
+  if (listened === undefined) listened = this;
+  const port = typeof args[0] === 'number' ? args[0] : Number(args[0]?.port ?? 0) || 3000;
+  this.address = () => ({ address: '127.0.0.1', family: 'IPv4', port });
+  const cb = args.findLast((a) => typeof a === 'function');
+  if (cb !== undefined) this.once('listening', cb);
+  process.nextTick(() => this.emit('listening'));
+  return this;
+};
+
+function serverHandler(srv) {
+  return (req, res) => srv.emit('request', req, res);
+}
+
+// pickHandler finds what serves requests in the bundle's exports, in this
+// order: the default export (unwrapped while it is an object without fetch
+// that has a default) when it is a function (handler(req, res), an Express
+// app), an object with fetch(), an http.Server, an object with callback()
+// (a Koa app) or one with method exports; then a module-level fetch, the
+// module's method exports, and last a server the module called listen() on.
 function pickHandler(mod) {
   let h = mod.default;
   for (let depth = 0; depth < 8; depth++) {
     if (h === null || typeof h !== 'object' || typeof h.fetch === 'function' || !('default' in h)) break;
     h = h.default;
   }
-  if (h === undefined && typeof mod.fetch === 'function') h = mod;
   if (typeof h === 'function') return { node: h, web: null };
-  if (h !== null && typeof h === 'object' && typeof h.fetch === 'function') return { node: null, web: h };
-  const what = h === null ? 'null' : typeof h === 'object' ? 'an object without a fetch method' : typeof h;
-  throw new Error(
-    'the bundle exports ' + what + ' as its default; export a function (req, res) or an object with a fetch(request) method');
+  if (h !== null && typeof h === 'object') {
+    if (typeof h.fetch === 'function') return { node: null, web: h };
+    if (h instanceof http.Server) return { node: serverHandler(h), web: null };
+    if (typeof h.callback === 'function') return { node: h.callback(), web: null };
+    if (exportsMethods(h)) return { node: null, web: methodTarget(h) };
+  }
+  if (typeof mod.fetch === 'function') return { node: null, web: mod };
+  if (exportsMethods(mod)) return { node: null, web: methodTarget(mod) };
+  if (listened !== undefined) return { node: serverHandler(listened), web: null };
+  const what = h === undefined ? 'has no default export' : h === null ? 'exports null as its default' :
+    typeof h === 'object' ? 'exports an object without a fetch method as its default' : 'exports a ' + typeof h + ' as its default';
+  throw new Error('the bundle ' + what + '; export a function (req, res), an object with a fetch(request) ' +
+    'method, an http.Server or app, or named method handlers (' + METHODS.join(', ') + ')');
 }
 
 // syntaxErrorWhere returns node's own report (file:line, the line and a caret)
@@ -547,8 +904,18 @@ function syntaxErrorWhere(err) {
 }
 
 if (!socketPath || !bundlePath) {
-  fatal('usage: node bootstrap.mjs SOCKET_PATH BUNDLE_PATH');
+  fatal('usage: node bootstrap.mjs SOCKET_PATH BUNDLE_PATH [OPTIONS_JSON]');
 }
+
+// Options: {"helpers": false} serves Node style handlers without the helpers
+// (plain http.IncomingMessage and ServerResponse, bodies not buffered).
+let options = {};
+try {
+  if (optionsJSON) options = JSON.parse(optionsJSON);
+} catch (err) {
+  fatal('options ' + JSON.stringify(optionsJSON) + ': ' + err.message);
+}
+const helpers = options.helpers !== false;
 
 let mod;
 try {
@@ -563,6 +930,9 @@ try {
 } catch (err) {
   fatal(err.message);
 }
+
+// --check: the bundle loads and exports a handler; nothing is served.
+if (socketPath === '--check') process.exit(0);
 
 const { node: nodeHandler, web: webTarget } = picked;
 
@@ -587,23 +957,38 @@ function enter(inv, req) {
   }
 }
 
+// serveInScope runs the handler in an async scope of its own, so that what
+// user code keeps in its own AsyncLocalStorage with enterWith() stays with
+// this invocation: it would otherwise stick to the connection's parser and
+// show in the next request on the connection.
+function serveNodeInScope(inv, req, res) {
+  new AsyncResource('shoal.invocation').runInAsyncScope(serveNode, null, nodeHandler, inv, req, res);
+}
+
 const server = http.createServer({
   requestTimeout: 0,
   headersTimeout: 0,
   keepAlive: true,
   maxHeaderSize: 65536,
   requireHostHeader: false,
-}, webTarget === null
+  ...(helpers && webTarget === null ? { IncomingMessage: ShoalRequest, ServerResponse: ShoalResponse } : {}),
+}, webTarget !== null
   ? (req, res) => {
     const inv = new Invocation(invocationID(req.rawHeaders), req, res);
     enter(inv, req);
-    serveNode(nodeHandler, inv, req, res);
+    new AsyncResource('shoal.invocation').runInAsyncScope(serveWeb, null, webTarget, inv, req, res);
   }
-  : (req, res) => {
-    const inv = new Invocation(invocationID(req.rawHeaders), req, res);
-    enter(inv, req);
-    serveWeb(webTarget, inv, req, res);
-  });
+  : helpers
+    ? (req, res) => {
+      const inv = new Invocation(invocationID(req.rawHeaders), req, res);
+      enter(inv, req);
+      bufferBody(req, () => serveNodeInScope(inv, req, res));
+    }
+    : (req, res) => {
+      const inv = new Invocation(invocationID(req.rawHeaders), req, res);
+      enter(inv, req);
+      serveNodeInScope(inv, req, res);
+    });
 server.keepAliveTimeout = 10 * 60 * 1000;
 server.timeout = 0;
 
@@ -641,7 +1026,7 @@ function reportLoad() {
   }, 100).unref();
 }
 
-server.listen(socketPath, () => {
+serverListen.call(server, socketPath, () => {
   writeControl('{"type":"ready"}\n');
   reportLoad();
 });

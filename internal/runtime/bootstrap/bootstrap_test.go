@@ -1040,7 +1040,7 @@ func TestBootstrap_BadBundle(t *testing.T) {
 	}{
 		{name: "number-default", bundle: `export default 42;`, wantMsg: []string{"number"}},
 		{name: "object-without-fetch", bundle: `export default { handler() {} };`, wantMsg: []string{"object without a fetch method"}},
-		{name: "no-default-export", bundle: `export const handler = () => {};`, wantMsg: []string{"undefined"}},
+		{name: "no-default-export", bundle: `export const handler = () => {};`, wantMsg: []string{"no default export", "GET, HEAD"}},
 		{name: "null-default", bundle: `export default null;`, wantMsg: []string{"null"}},
 		{name: "throw-at-import", bundle: "const x = 1;\nthrow new Error('broken at import');\n", wantMsg: []string{"broken at import", "index.mjs"}},
 		{name: "syntax-error", bundle: "export default (req, res) => {\n  res.end('hi'\n};\n", wantMsg: []string{"SyntaxError", "index.mjs:2", "missing )"}},
