@@ -118,9 +118,11 @@ func Start(ctx context.Context, cfg Config) (*Supervisor, error) {
 		args = append(args, "--max-old-space-size="+strconv.Itoa(cfg.MemoryMB*3/4))
 	}
 	args = append(args, bootPath, sock, cfg.Bundle)
-	if cfg.NoHelpers {
-		args = append(args, `{"helpers":false}`)
-	}
+	opts, _ := json.Marshal(struct {
+		Helpers       bool  `json:"helpers"`
+		MaxDurationMs int64 `json:"maxDurationMs"`
+	}{!cfg.NoHelpers, cfg.MaxDuration.Milliseconds()})
+	args = append(args, string(opts))
 	cmd := exec.Command(cfg.Node, args...)
 	cmd.Dir = filepath.Dir(cfg.Bundle)
 	cmd.Env = cfg.Env

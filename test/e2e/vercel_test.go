@@ -329,3 +329,37 @@ export default async (req, res) => {
 		}
 	}
 }
+
+// waitUntil work is bounded by maxDuration: past it, it no longer counts in
+// the invocation, and the logs say so.
+func TestVercel_WaitUntilBoundedByMaxDuration(t *testing.T) {
+	s := testutil.StartServe(t, testutil.ServeOptions{})
+	url := s.Deploy(testutil.WriteProject(t, "overlong", map[string]string{
+		"index.mjs": `
+export default {
+  fetch(request, ctx) {
+    ctx.waitUntil(new Promise((r) => setTimeout(r, 4000)));
+    return new Response('sent');
+  },
+};`,
+		"shoal.json": `{ "maxDuration": 1, "memory": 1024 }`,
+	}))
+	if code, body, _ := request(t, "GET", url, nil, ""); code != 200 || body != "sent" {
+		t.Fatalf("got %d %q", code, body)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var logs string
+	testutil.Eventually(t, 10*time.Second, "the log line giving up on waitUntil", func() bool {
+		logs, _, _ = s.CLI(ctx, "logs", "overlong")
+		return strings.Contains(logs, "still pending at maxDuration")
+	})
+	// The invocation counts about 1 s, not the 4 s its waitUntil ran.
+	testutil.Eventually(t, 5*time.Second, "the waitUntil tail metered", func() bool {
+		return usage(ctx, t, s, "overlong").ClassicGBSeconds >= 0.9
+	})
+	time.Sleep(3500 * time.Millisecond) // past the promise's own end
+	if u := usage(ctx, t, s, "overlong"); u.ClassicGBSeconds > 1.5 {
+		t.Errorf("classic GB-s %.2f, want about 1 (maxDuration), not 4", u.ClassicGBSeconds)
+	}
+}

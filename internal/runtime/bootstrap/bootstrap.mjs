@@ -6,7 +6,9 @@
 // side and bootstrap_test.go depend on it.
 //
 //   Start:  node --enable-source-maps BOOTSTRAP_PATH SOCKET_PATH BUNDLE_PATH [OPTIONS_JSON]
-//           OPTIONS_JSON {"helpers":false} turns the Node style helpers off.
+//           OPTIONS_JSON: {"helpers":false} turns the Node style helpers off;
+//           "maxDurationMs" (default 60000) bounds each invocation's
+//           waitUntil work, counted from its start.
 //           With --check in place of SOCKET_PATH the bootstrap loads the
 //           bundle, finds its handler and exits 0, or reports the error.
 //           cwd = the bundle's folder. fd 3 is a pipe to the runtime (the
@@ -117,6 +119,9 @@
 //   res.send() (content type, length, weak ETag and 304, no body for HEAD,
 //   204, 304), res.json(), res.redirect([status,] url) (307 by default).
 //
+//   waitUntil work still pending at the invocation's maxDuration is given up
+//   on: a stderr record says so, and the "waited" message ends there.
+//
 //   Request context: globalThis[Symbol.for('@vercel/request-context')].get()
 //   returns, inside an invocation, { waitUntil, headers, url }, which is what
 //   @vercel/functions reads. waitUntil works in both styles, as ctx.waitUntil
@@ -201,6 +206,9 @@ class Invocation {
     this.waiting = 0; // waitUntil promises that have not settled
     this.closedAt = 0; // epoch ms when the response closed; 0 before
     this.watched = false; // closedAt is kept (a 'close' listener is on res)
+    this.startedAt = Date.now(); // epoch ms
+    this.expiry = undefined; // timer that gives up on waitUntil at maxDuration
+    this.expired = false; // waitUntil work outlived maxDuration
     this.context = undefined; // what @vercel/request-context's get() returns
   }
 }
@@ -633,14 +641,34 @@ function waitUntil(inv, promise) {
     writeLines(inv, 'stderr', 'waitUntil: ' + describe(err) + '\n');
   });
   waiting.add(p);
-  inv.waiting++;
+  if (inv.waiting++ === 0 && inv.expiry === undefined && !inv.expired) {
+    inv.expiry = setTimeout(expire, Math.max(0, inv.startedAt + maxDurationMs - Date.now()), inv);
+    inv.expiry.unref();
+  }
   p.then(() => {
     waiting.delete(p);
-    if (--inv.waiting === 0 && inv.closedAt !== 0) {
-      writeControl('{"type":"waited","id":' + JSON.stringify(inv.id) + ',"from":' + inv.closedAt +
-        ',"to":' + Date.now() + '}\n');
+    if (--inv.waiting === 0 && !inv.expired) {
+      clearTimeout(inv.expiry);
+      inv.expiry = undefined;
+      if (inv.closedAt !== 0) sendWaited(inv, Date.now());
     }
   });
+}
+
+function sendWaited(inv, to) {
+  writeControl('{"type":"waited","id":' + JSON.stringify(inv.id) + ',"from":' + inv.closedAt +
+    ',"to":' + to + '}\n');
+}
+
+// expire gives up on an invocation's waitUntil work at its maxDuration: the
+// work may run on, but it no longer counts in the invocation.
+function expire(inv) {
+  inv.expiry = undefined;
+  if (inv.waiting === 0) return;
+  inv.expired = true;
+  writeLines(inv, 'stderr', 'waitUntil: ' + inv.waiting + ' promise(s) still pending at maxDuration (' +
+    maxDurationMs / 1000 + ' s); no longer waited for\n');
+  if (inv.closedAt !== 0) sendWaited(inv, Date.now());
 }
 
 // The request context that @vercel/functions reads: its waitUntil() and
@@ -916,6 +944,7 @@ try {
   fatal('options ' + JSON.stringify(optionsJSON) + ': ' + err.message);
 }
 const helpers = options.helpers !== false;
+const maxDurationMs = Number(options.maxDurationMs) > 0 ? Number(options.maxDurationMs) : 60000;
 
 let mod;
 try {
