@@ -71,27 +71,17 @@ func headersOf(n, size int) http.Header {
 	return h
 }
 
-func TestLimits_Request(t *testing.T) {
-	s := testutil.StartServe(t, testutil.ServeOptions{})
-	url := s.Deploy(testutil.WriteProject(t, "limits", map[string]string{"index.mjs": limitsHandler}))
-	if w := mustSend(t, 30*time.Second, "GET", url, "", nil); w.status != 200 {
-		t.Fatalf("warm-up: %d %s", w.status, w.body)
-	}
-	tests := []struct {
-		name   string
-		path   string // appended to the project's URL
-		header http.Header
-		status int
-		code   string
-	}{
-		{"one_header_under", "", headersOf(1, 15<<10), 200, ""},
-		{"one_header_over", "", headersOf(1, 17<<10), 431, "REQUEST_HEADER_TOO_LARGE"},
-		{"headers_under_in_sum", "", headersOf(2, 15<<10), 200, ""},
-		{"headers_over_in_sum", "", headersOf(3, 15<<10), 431, "REQUEST_HEADER_TOO_LARGE"},
-		{"url_under", "?q=" + strings.Repeat("u", 13<<10), nil, 200, ""},
-		{"url_over", "?q=" + strings.Repeat("u", 15<<10), nil, 414, "URL_TOO_LONG"},
-		{"url_and_headers_under", "?q=" + strings.Repeat("u", 13<<10), headersOf(2, 15<<10), 200, ""},
-	}
+// limitCase is one request against a limit and what it must get.
+type limitCase struct {
+	name   string
+	path   string // appended to the project's URL
+	header http.Header
+	status int
+	code   string // the platform error's code unless status is 200
+}
+
+func checkLimits(t *testing.T, url string, tests []limitCase) {
+	t.Helper()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := sendHeaders(t, url+tt.path, tt.header)
@@ -106,6 +96,24 @@ func TestLimits_Request(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestLimits_Request(t *testing.T) {
+	s := testutil.StartServe(t, testutil.ServeOptions{})
+	url := s.Deploy(testutil.WriteProject(t, "limits", map[string]string{"index.mjs": limitsHandler}))
+	if w := mustSend(t, 30*time.Second, "GET", url, "", nil); w.status != 200 {
+		t.Fatalf("warm-up: %d %s", w.status, w.body)
+	}
+	tests := []limitCase{
+		{"one_header_under", "", headersOf(1, 15<<10), 200, ""},
+		{"one_header_over", "", headersOf(1, 17<<10), 431, "REQUEST_HEADER_TOO_LARGE"},
+		{"headers_under_in_sum", "", headersOf(2, 15<<10), 200, ""},
+		{"headers_over_in_sum", "", headersOf(3, 15<<10), 431, "REQUEST_HEADER_TOO_LARGE"},
+		{"url_under", "?q=" + strings.Repeat("u", 13<<10), nil, 200, ""},
+		{"url_over", "?q=" + strings.Repeat("u", 15<<10), nil, 414, "URL_TOO_LONG"},
+		{"url_and_headers_under", "?q=" + strings.Repeat("u", 13<<10), headersOf(2, 15<<10), 200, ""},
+	}
+	checkLimits(t, url, tests)
 }
 
 func TestLimits_Response(t *testing.T) {
@@ -176,13 +184,7 @@ func TestLimits_Flags(t *testing.T) {
 	if w := mustSend(t, 30*time.Second, "GET", url, "", nil); w.status != 200 {
 		t.Fatalf("warm-up: %d %s", w.status, w.body)
 	}
-	tests := []struct {
-		name   string
-		path   string
-		header http.Header
-		status int
-		code   string
-	}{
+	tests := []limitCase{
 		{"url_under", "?q=" + strings.Repeat("u", 900), nil, 200, ""},
 		{"url_over", "?q=" + strings.Repeat("u", 1000), nil, 414, "URL_TOO_LONG"},
 		{"one_header_under", "", headersOf(1, 1900), 200, ""},
@@ -192,18 +194,5 @@ func TestLimits_Flags(t *testing.T) {
 		{"response_over", "?buffered=110000", nil, 500, "FUNCTION_RESPONSE_PAYLOAD_TOO_LARGE"},
 		{"streamed_over", "?streamed=1000000", nil, 200, ""},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			r := sendHeaders(t, url+tt.path, tt.header)
-			if tt.status == 200 {
-				if r.status != 200 {
-					t.Errorf("got %d %.300s, want 200", r.status, r.body)
-				}
-				return
-			}
-			if err := checkPlatformError(r, tt.status, tt.code); err != nil {
-				t.Error(err)
-			}
-		})
-	}
+	checkLimits(t, url, tests)
 }
