@@ -46,6 +46,10 @@ type Route struct {
 	Share float64
 }
 
+// sharedFile is the module under bench/workloads that deploy copies into
+// every workload's project: what the workloads have in common.
+const sharedFile = "work.mjs"
+
 // Workloads returns the workloads the benchmark ships, each a project
 // folder under bench/workloads embedded in the binary.
 func Workloads() []Workload {
@@ -360,6 +364,13 @@ func (r *runner) deploy(ctx context.Context, workload, mode string) (project, er
 		return p, err
 	}
 	if err := os.CopyFS(dir, src); err != nil {
+		return p, fmt.Errorf("write %s: %w", p.name, err)
+	}
+	shared, err := fs.ReadFile(workloadFiles, "workloads/"+sharedFile)
+	if err == nil {
+		err = os.WriteFile(filepath.Join(dir, sharedFile), shared, 0o644)
+	}
+	if err != nil {
 		return p, fmt.Errorf("write %s: %w", p.name, err)
 	}
 	// Every request is answered before the client's requestTimeout.

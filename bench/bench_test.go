@@ -68,7 +68,7 @@ func TestConfig_Validate(t *testing.T) {
 }
 
 // TestWorkloads checks that the embedded workloads are the listed ones and
-// that node parses each.
+// that node parses each, and the module they share.
 func TestWorkloads(t *testing.T) {
 	dirs, err := fs.ReadDir(workloadFiles, "workloads")
 	if err != nil {
@@ -76,7 +76,9 @@ func TestWorkloads(t *testing.T) {
 	}
 	var embedded, listed []string
 	for _, d := range dirs {
-		embedded = append(embedded, d.Name())
+		if d.IsDir() {
+			embedded = append(embedded, d.Name())
+		}
 	}
 	for _, w := range Workloads() {
 		listed = append(listed, w.Name)
@@ -86,9 +88,13 @@ func TestWorkloads(t *testing.T) {
 	if !slices.Equal(embedded, listed) {
 		t.Errorf("embedded %v, listed %v", embedded, listed)
 	}
+	files := []string{"workloads/" + sharedFile}
 	for _, w := range listed {
-		t.Run(w, func(t *testing.T) {
-			src, err := fs.ReadFile(workloadFiles, "workloads/"+w+"/index.mjs")
+		files = append(files, "workloads/"+w+"/index.mjs")
+	}
+	for _, name := range files {
+		t.Run(name, func(t *testing.T) {
+			src, err := fs.ReadFile(workloadFiles, name)
 			if err != nil {
 				t.Fatal(err)
 			}

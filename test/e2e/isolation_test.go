@@ -67,15 +67,27 @@ type reply struct {
 // rather than failing the test, so goroutines may call it. accept "" sends
 // no accept header.
 func send(ctx context.Context, method, url, accept string, body io.Reader) (reply, error) {
+	h := http.Header{}
+	if accept != "" {
+		h.Set("accept", accept)
+	}
+	return sendWith(ctx, method, url, h, body)
+}
+
+// noRedirects is the tests' client: a redirect is a response to check.
+var noRedirects = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+
+// sendWith is send with the request headers header.
+func sendWith(ctx context.Context, method, url string, header http.Header, body io.Reader) (reply, error) {
 	req, err := http.NewRequestWithContext(ctx, method, url, body)
 	if err != nil {
 		return reply{}, err
 	}
-	if accept != "" {
-		req.Header.Set("accept", accept)
+	for k, v := range header {
+		req.Header[k] = v
 	}
 	start := time.Now()
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := noRedirects.Do(req)
 	if err != nil {
 		return reply{elapsed: time.Since(start), end: time.Now()}, fmt.Errorf("%s %s: %w", method, url, err)
 	}
@@ -86,6 +98,18 @@ func send(ctx context.Context, method, url, accept string, body io.Reader) (repl
 		return r, fmt.Errorf("%s %s: read body: %w", method, url, err)
 	}
 	return r, nil
+}
+
+// mustSendWith is sendWith for the test goroutine, bounded by 30 s.
+func mustSendWith(t *testing.T, method, url string, header http.Header, body string) reply {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r, err := sendWith(ctx, method, url, header, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }
 
 // mustSend is send for the test goroutine, bounded by timeout.

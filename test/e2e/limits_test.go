@@ -37,31 +37,6 @@ export default async function (req, res) {
 }
 `
 
-// sendHeaders sends a GET to url with the extra headers and returns the reply.
-func sendHeaders(t *testing.T, url string, header http.Header) reply {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for k, v := range header {
-		req.Header[k] = v
-	}
-	req.Header.Set("accept", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("GET %.100s: %v", url, err)
-	}
-	defer resp.Body.Close()
-	var b bytes.Buffer
-	if _, err := b.ReadFrom(resp.Body); err != nil {
-		t.Fatalf("GET %.100s: read body: %v", url, err)
-	}
-	return reply{status: resp.StatusCode, header: resp.Header, body: b.Bytes()}
-}
-
 // headersOf returns n headers x-h<i> whose values are size bytes each.
 func headersOf(n, size int) http.Header {
 	h := http.Header{}
@@ -84,7 +59,12 @@ func checkLimits(t *testing.T, url string, tests []limitCase) {
 	t.Helper()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := sendHeaders(t, url+tt.path, tt.header)
+			h := tt.header.Clone()
+			if h == nil {
+				h = http.Header{}
+			}
+			h.Set("accept", "application/json")
+			r := mustSendWith(t, "GET", url+tt.path, h, "")
 			if tt.status == 200 {
 				if r.status != 200 {
 					t.Errorf("got %d %.300s, want 200", r.status, r.body)

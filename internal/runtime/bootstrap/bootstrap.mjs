@@ -332,7 +332,16 @@ const ERROR_HEADERS = {
 // An exception thrown out of an HTTP parser callback (a 'data' listener, say)
 // leaves that connection's parser broken: the next request on it would get a
 // 400 from node. So the answer to an uncaught exception closes the connection.
-const UNCAUGHT_HEADERS = { 'x-shoal-error': FAILED, 'content-length': '0', 'connection': 'close' };
+const UNCAUGHT_HEADERS = {
+  500: { ...ERROR_HEADERS[500], 'connection': 'close' },
+  400: { ...ERROR_HEADERS[400], 'connection': 'close' },
+};
+
+// errorStatus is the status of the answer to an error that ended an
+// invocation: 400 for the helpers' invalid JSON, 500 for anything else.
+function errorStatus(err) {
+  return err !== null && typeof err === 'object' && err[INVALID_JSON] === true ? 400 : 500;
+}
 
 // respondError answers with status and the headers of ERROR_HEADERS[status]
 // (or headers), dropping any header the user set but did not send.
@@ -351,7 +360,7 @@ function respondError(res, status, headers = ERROR_HEADERS[status]) {
 function fail(inv, err) {
   writeLines(inv, 'stderr', describe(err) + '\n');
   const res = inv.res;
-  if (!started(res)) respondError(res, err !== null && typeof err === 'object' && err[INVALID_JSON] === true ? 400 : 500);
+  if (!started(res)) respondError(res, errorStatus(err));
   else if (!res.writableEnded) res.destroy();
 }
 
@@ -363,8 +372,8 @@ process.on('uncaughtException', (err) => {
   const inv = als.getStore();
   writeLines(inv, 'stderr', 'Uncaught Exception: ' + describe(err) + '\n');
   if (inv instanceof Invocation && !started(inv.res)) {
-    const bad = err !== null && typeof err === 'object' && err[INVALID_JSON] === true;
-    respondError(inv.res, bad ? 400 : 500, bad ? { ...ERROR_HEADERS[400], connection: 'close' } : UNCAUGHT_HEADERS);
+    const status = errorStatus(err);
+    respondError(inv.res, status, UNCAUGHT_HEADERS[status]);
   }
 });
 
@@ -507,18 +516,7 @@ function parseBody(req) {
 Object.defineProperties(ShoalRequest.prototype, {
   query: lazy('query', (req) => parseQuery(req.url)),
   cookies: lazy('cookies', (req) => parseCookies(req.headers.cookie)),
-  body: {
-    configurable: true,
-    enumerable: true,
-    get() {
-      const value = parseBody(this); // throws again on every read while invalid
-      Object.defineProperty(this, 'body', { value, writable: true, configurable: true, enumerable: true });
-      return value;
-    },
-    set(value) {
-      Object.defineProperty(this, 'body', { value, writable: true, configurable: true, enumerable: true });
-    },
-  },
+  body: lazy('body', parseBody), // invalid JSON throws again on every read
 });
 
 // etag is a weak validator of a body: its length and a SHA-1 prefix.
@@ -641,7 +639,7 @@ function waitUntil(inv, promise) {
     writeLines(inv, 'stderr', 'waitUntil: ' + describe(err) + '\n');
   });
   waiting.add(p);
-  if (inv.waiting++ === 0 && inv.expiry === undefined && !inv.expired) {
+  if (inv.waiting++ === 0 && !inv.expired) {
     inv.expiry = setTimeout(expire, Math.max(0, inv.startedAt + maxDurationMs - Date.now()), inv);
     inv.expiry.unref();
   }
