@@ -18,7 +18,7 @@ import (
 
 // Errors a Control returns for the API to map.
 var (
-	// ErrNotFound: no such project.
+	// ErrNotFound: no such project, or no such environment variable.
 	ErrNotFound = errors.New("not found")
 	// ErrBadRequest: the request or the uploaded project is unusable; the
 	// message is for the user.
@@ -42,10 +42,24 @@ type Control interface {
 	Logs(ctx context.Context, project string, after int64, limit int, wait bool) ([]api.LogLine, error)
 	// Usage returns what the project cost over [since, until).
 	Usage(ctx context.Context, project string, since, until time.Time) (api.Usage, error)
+	// SetEnv sets one environment variable of the project, which need not
+	// be deployed yet; it applies from the project's next deployment.
+	SetEnv(ctx context.Context, project, name, value string) error
+	// Env lists the project's environment variables by name, without
+	// their values; none is not an error.
+	Env(ctx context.Context, project string) ([]api.EnvVar, error)
+	// RemoveEnv deletes one environment variable of the project, or
+	// returns ErrNotFound; the removal applies from its next deployment.
+	RemoveEnv(ctx context.Context, project, name string) error
 }
 
 // MaxUpload bounds an uploaded project archive.
 const MaxUpload = 512 << 20
+
+// maxEnvBody bounds the body of an environment variable set: room for a
+// value as large as a whole project's variables may be (64 KiB), even with
+// every byte JSON-escaped.
+const maxEnvBody = 1 << 20
 
 // Handler is the control API.
 type Handler struct {
@@ -70,6 +84,9 @@ func New(token string, ctl Control, log *slog.Logger) *Handler {
 	h.handle("DELETE /projects/{name}", h.remove)
 	h.handle("GET /projects/{name}/logs", h.logs)
 	h.handle("GET /projects/{name}/usage", h.usage)
+	h.handle("PUT /projects/{name}/env/{key}", h.setEnv)
+	h.handle("GET /projects/{name}/env", h.env)
+	h.handle("DELETE /projects/{name}/env/{key}", h.removeEnv)
 	return h
 }
 
@@ -158,6 +175,64 @@ func (h *Handler) remove(w http.ResponseWriter, r *http.Request) error {
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
+}
+
+// setEnv sets one environment variable from a body {"value": "..."}.
+func (h *Handler) setEnv(w http.ResponseWriter, r *http.Request) error {
+	var body api.SetEnv
+	if err := decodeJSON(w, r, maxEnvBody, &body); err != nil {
+		return err
+	}
+	if err := h.ctl.SetEnv(r.Context(), r.PathValue("name"), r.PathValue("key"), body.Value); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// env lists the project's environment variables, names and times only.
+func (h *Handler) env(w http.ResponseWriter, r *http.Request) error {
+	vs, err := h.ctl.Env(r.Context(), r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	if vs == nil {
+		vs = []api.EnvVar{}
+	}
+	writeJSON(w, http.StatusOK, vs)
+	return nil
+}
+
+// removeEnv deletes one environment variable.
+func (h *Handler) removeEnv(w http.ResponseWriter, r *http.Request) error {
+	if err := h.ctl.RemoveEnv(r.Context(), r.PathValue("name"), r.PathValue("key")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// decodeJSON decodes the request body, of at most limit bytes, into v: one
+// JSON value with no field v lacks. A body that is not one is ErrBadRequest;
+// one over limit is a *http.MaxBytesError.
+func decodeJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil {
+		if _, err = dec.Token(); err == io.EOF {
+			return nil
+		} else if err == nil {
+			err = errors.New("more than one JSON value")
+		}
+	}
+	if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+		return err
+	}
+	if err == io.EOF {
+		err = errors.New("empty")
+	}
+	return fmt.Errorf("%w: request body: %v", ErrBadRequest, err)
 }
 
 // usage answers what the project cost from ?since= (default 1h ago) until

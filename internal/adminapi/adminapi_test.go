@@ -24,11 +24,35 @@ const token = "s3cret-token"
 
 // fakeControl is a Control made of functions; a nil function fails the call.
 type fakeControl struct {
-	deploy   func(ctx context.Context, project string, archive io.Reader) (api.Deployment, error)
-	projects func(ctx context.Context) ([]api.Project, error)
-	remove   func(ctx context.Context, project string) error
-	logs     func(ctx context.Context, project string, after int64, limit int, wait bool) ([]api.LogLine, error)
-	usage    func(ctx context.Context, project string, since, until time.Time) (api.Usage, error)
+	deploy    func(ctx context.Context, project string, archive io.Reader) (api.Deployment, error)
+	projects  func(ctx context.Context) ([]api.Project, error)
+	remove    func(ctx context.Context, project string) error
+	logs      func(ctx context.Context, project string, after int64, limit int, wait bool) ([]api.LogLine, error)
+	usage     func(ctx context.Context, project string, since, until time.Time) (api.Usage, error)
+	setEnv    func(ctx context.Context, project, name, value string) error
+	env       func(ctx context.Context, project string) ([]api.EnvVar, error)
+	removeEnv func(ctx context.Context, project, name string) error
+}
+
+func (c *fakeControl) SetEnv(ctx context.Context, project, name, value string) error {
+	if c.setEnv == nil {
+		return errUnexpected
+	}
+	return c.setEnv(ctx, project, name, value)
+}
+
+func (c *fakeControl) Env(ctx context.Context, project string) ([]api.EnvVar, error) {
+	if c.env == nil {
+		return nil, errUnexpected
+	}
+	return c.env(ctx, project)
+}
+
+func (c *fakeControl) RemoveEnv(ctx context.Context, project, name string) error {
+	if c.removeEnv == nil {
+		return errUnexpected
+	}
+	return c.removeEnv(ctx, project, name)
 }
 
 func (c *fakeControl) Usage(ctx context.Context, project string, since, until time.Time) (api.Usage, error) {
@@ -88,18 +112,34 @@ func allRoutes(err error, calls *int) *fakeControl {
 			*calls++
 			return nil, err
 		},
+		setEnv: func(context.Context, string, string, string) error {
+			*calls++
+			return err
+		},
+		env: func(context.Context, string) ([]api.EnvVar, error) {
+			*calls++
+			return nil, err
+		},
+		removeEnv: func(context.Context, string, string) error {
+			*calls++
+			return err
+		},
 	}
 }
 
-// routes are the API's routes, with the status of a success.
+// routes are the API's routes, with a body they accept and the status of a
+// success.
 var routes = []struct {
-	name, method, path string
-	ok                 int
+	name, method, path, body string
+	ok                       int
 }{
-	{"deploy", "POST", "/projects/app/deployments", http.StatusCreated},
-	{"projects", "GET", "/projects", http.StatusOK},
-	{"delete", "DELETE", "/projects/app", http.StatusNoContent},
-	{"logs", "GET", "/projects/app/logs", http.StatusOK},
+	{"deploy", "POST", "/projects/app/deployments", "archive", http.StatusCreated},
+	{"projects", "GET", "/projects", "", http.StatusOK},
+	{"delete", "DELETE", "/projects/app", "", http.StatusNoContent},
+	{"logs", "GET", "/projects/app/logs", "", http.StatusOK},
+	{"env_set", "PUT", "/projects/app/env/DB_URL", `{"value":"postgres://db"}`, http.StatusNoContent},
+	{"env", "GET", "/projects/app/env", "", http.StatusOK},
+	{"env_delete", "DELETE", "/projects/app/env/DB_URL", "", http.StatusNoContent},
 }
 
 func request(method, path, authorization string, body io.Reader) *http.Request {
@@ -164,7 +204,7 @@ func TestHandler_Auth(t *testing.T) {
 				calls := 0
 				h := New(token, allRoutes(nil, &calls), nil)
 				w := httptest.NewRecorder()
-				h.ServeHTTP(w, request(rt.method, rt.path, a.header, strings.NewReader("archive")))
+				h.ServeHTTP(w, request(rt.method, rt.path, a.header, strings.NewReader(rt.body)))
 				if a.ok {
 					if w.Code != rt.ok || calls == 0 {
 						t.Errorf("got %d after %d calls, want %d after the control was called; body %q", w.Code, calls, rt.ok, w.Body)
@@ -205,7 +245,7 @@ func TestHandler_Success(t *testing.T) {
 		if err := json.Unmarshal(w.Body.Bytes(), &got); err != nil {
 			t.Fatalf("body %q: %v", w.Body, err)
 		}
-		if want := (api.Deployment{ID: "d1", Project: "app", URL: "http://app.localhost:3000/", Entry: "index.js"}); got != want {
+		if want := (api.Deployment{ID: "d1", Project: "app", URL: "http://app.localhost:3000/", Entry: "index.js"}); !reflect.DeepEqual(got, want) {
 			t.Errorf("got %+v, want %+v", got, want)
 		}
 	})
@@ -285,7 +325,7 @@ func TestHandler_Errors(t *testing.T) {
 				calls := 0
 				h := New(token, allRoutes(tt.err, &calls), slog.New(slog.NewTextHandler(&logs, nil)))
 				w := httptest.NewRecorder()
-				h.ServeHTTP(w, request(rt.method, rt.path, "Bearer "+token, strings.NewReader("archive")))
+				h.ServeHTTP(w, request(rt.method, rt.path, "Bearer "+token, strings.NewReader(rt.body)))
 				if w.Code != tt.status {
 					t.Errorf("got status %d, want %d", w.Code, tt.status)
 				}
@@ -683,6 +723,182 @@ func TestHandler_UsageSince(t *testing.T) {
 			}
 			if tt.status == 200 && (gotUntil.Sub(tt.until) > time.Minute || tt.until.Sub(gotUntil) > time.Minute) {
 				t.Errorf("until = %v, want about %v", gotUntil, tt.until)
+			}
+		})
+	}
+}
+
+// envCall is one call of Control.SetEnv or Control.RemoveEnv.
+type envCall struct {
+	project, name, value string
+}
+
+func TestHandler_SetEnv(t *testing.T) {
+	tests := []struct {
+		name string
+		path string
+		body string
+		want envCall
+	}{
+		{"value", "/projects/app/env/DB_URL", `{"value":"postgres://u:p@db/x"}`, envCall{"app", "DB_URL", "postgres://u:p@db/x"}},
+		{"empty_value", "/projects/app/env/EMPTY", `{"value":""}`, envCall{"app", "EMPTY", ""}},
+		{"no_value_is_empty", "/projects/app/env/EMPTY", `{}`, envCall{"app", "EMPTY", ""}},
+		{"escapes_and_whitespace", "/projects/app/env/PEM", " {\"value\": \"a\\nb\\u00e9\\\"\"}\n", envCall{"app", "PEM", "a\nbé\""}},
+		{"escaped_path", "/projects/my-app/env/A%5FB", `{"value":"v"}`, envCall{"my-app", "A_B", "v"}},
+		// The API passes names on as they are: validating them is the
+		// control's job.
+		{"name_unchecked", "/projects/app/env/1X", `{"value":"v"}`, envCall{"app", "1X", "v"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []envCall
+			h := New(token, &fakeControl{setEnv: func(_ context.Context, project, name, value string) error {
+				got = append(got, envCall{project, name, value})
+				return nil
+			}}, nil)
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, request("PUT", tt.path, "Bearer "+token, strings.NewReader(tt.body)))
+			if w.Code != http.StatusNoContent || w.Body.Len() != 0 {
+				t.Errorf("got %d %q, want 204 and no body", w.Code, w.Body)
+			}
+			if want := []envCall{tt.want}; !reflect.DeepEqual(got, want) {
+				t.Errorf("got calls %+v, want %+v", got, want)
+			}
+		})
+	}
+}
+
+func TestHandler_SetEnvBadBody(t *testing.T) {
+	tests := []struct {
+		name, body string
+	}{
+		{"empty", ""},
+		{"not_json", "postgres://db"},
+		{"truncated", `{"value":"x"`},
+		{"string_not_object", `"x"`},
+		{"number_value", `{"value":1}`},
+		{"array", `[]`},
+		{"unknown_field", `{"value":"x","secret":true}`},
+		{"misspelt_field", `{"valeu":"x"}`},
+		{"two_values", `{"value":"x"}{"value":"y"}`},
+		{"trailing_garbage", `{"value":"x"} x`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			calls := 0
+			h := New(token, allRoutes(nil, &calls), nil)
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, request("PUT", "/projects/app/env/A", "Bearer "+token, strings.NewReader(tt.body)))
+			if w.Code != http.StatusBadRequest {
+				t.Fatalf("got %d %q, want 400", w.Code, w.Body)
+			}
+			if got := decodeError(t, w); got.Code != api.CodeBadRequest || !strings.Contains(got.Message, "request body") {
+				t.Errorf("got %s %q, want %s about the request body", got.Code, got.Message, api.CodeBadRequest)
+			}
+			if calls != 0 {
+				t.Errorf("control called %d times, want 0", calls)
+			}
+		})
+	}
+}
+
+func TestHandler_SetEnvTooLarge(t *testing.T) {
+	tests := []struct {
+		name   string
+		size   int // of the value
+		status int
+	}{
+		{"fits", maxEnvBody - len(`{"value":""}`), http.StatusNoContent},
+		{"one_byte_over", maxEnvBody - len(`{"value":""}`) + 1, http.StatusRequestEntityTooLarge},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			calls := 0
+			h := New(token, allRoutes(nil, &calls), nil)
+			body := `{"value":"` + strings.Repeat("x", tt.size) + `"}`
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, request("PUT", "/projects/app/env/A", "Bearer "+token, strings.NewReader(body)))
+			if w.Code != tt.status {
+				t.Fatalf("got %d %q, want %d", w.Code, w.Body, tt.status)
+			}
+			if tt.status != http.StatusNoContent {
+				if got := decodeError(t, w); got.Code != api.CodeTooLarge {
+					t.Errorf("got %s %q, want %s", got.Code, got.Message, api.CodeTooLarge)
+				}
+				if calls != 0 {
+					t.Errorf("control called %d times, want 0", calls)
+				}
+			}
+		})
+	}
+}
+
+func TestHandler_Env(t *testing.T) {
+	updated := time.Date(2025, 1, 2, 3, 4, 5, 6, time.UTC)
+	tests := []struct {
+		name     string
+		vars     []api.EnvVar
+		wantBody string
+	}{
+		{"none_is_empty_array", nil, `[]`},
+		{"empty_is_empty_array", []api.EnvVar{}, `[]`},
+		{"names_and_times_only", []api.EnvVar{{Name: "A", UpdatedAt: updated}, {Name: "B", UpdatedAt: updated}},
+			`[{"name":"A","updatedAt":"2025-01-02T03:04:05.000000006Z"},{"name":"B","updatedAt":"2025-01-02T03:04:05.000000006Z"}]`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got string
+			h := New(token, &fakeControl{env: func(_ context.Context, project string) ([]api.EnvVar, error) {
+				got = project
+				return tt.vars, nil
+			}}, nil)
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, request("GET", "/projects/app/env", "Bearer "+token, nil))
+			if w.Code != http.StatusOK || got != "app" {
+				t.Fatalf("got %d %q listing %q, want 200 listing app", w.Code, w.Body, got)
+			}
+			if ct := w.Header().Get("content-type"); !strings.HasPrefix(ct, "application/json") {
+				t.Errorf("content-type %q, want application/json", ct)
+			}
+			if got, want := strings.TrimSpace(w.Body.String()), tt.wantBody; got != want {
+				t.Errorf("body: got %s, want %s", got, want)
+			}
+		})
+	}
+}
+
+func TestHandler_RemoveEnv(t *testing.T) {
+	tests := []struct {
+		name   string
+		err    error
+		status int
+		code   string
+	}{
+		{"removed", nil, http.StatusNoContent, ""},
+		{"missing", fmt.Errorf("environment variable A of project %q: %w", "app", ErrNotFound), http.StatusNotFound, api.CodeNotFound},
+		{"bad_name", fmt.Errorf("%w: env name %q: use letters", ErrBadRequest, "1X"), http.StatusBadRequest, api.CodeBadRequest},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []envCall
+			h := New(token, &fakeControl{removeEnv: func(_ context.Context, project, name string) error {
+				got = append(got, envCall{project: project, name: name})
+				return tt.err
+			}}, nil)
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, request("DELETE", "/projects/app/env/A", "Bearer "+token, nil))
+			if w.Code != tt.status {
+				t.Fatalf("got %d %q, want %d", w.Code, w.Body, tt.status)
+			}
+			if tt.code != "" {
+				if e := decodeError(t, w); e.Code != tt.code || e.Message != tt.err.Error() {
+					t.Errorf("got %s %q, want %s %q", e.Code, e.Message, tt.code, tt.err)
+				}
+			} else if w.Body.Len() != 0 {
+				t.Errorf("body %q, want none", w.Body)
+			}
+			if want := []envCall{{project: "app", name: "A"}}; !reflect.DeepEqual(got, want) {
+				t.Errorf("got calls %+v, want %+v", got, want)
 			}
 		})
 	}

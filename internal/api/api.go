@@ -20,8 +20,20 @@ type Deployment struct {
 	ID      string `json:"id"`
 	Project string `json:"project"`
 	URL     string `json:"url"`
-	// Entry is the file the deployment was built from.
+	// Entry is the file the deployment was built from; "api/" when its
+	// functions are the files under api/.
 	Entry string `json:"entry"`
+	// Routes are the functions under api/ and where they answer; none for
+	// a project of one function, which answers every path.
+	Routes []Route `json:"routes,omitempty"`
+}
+
+// Route is where one function of a deployment answers.
+type Route struct {
+	// Path is the route, such as /api/users/[id].
+	Path string `json:"path"`
+	// File is the source file, such as api/users/[id].ts.
+	File string `json:"file"`
 }
 
 // LogLine is one line a function wrote, or the platform wrote about it.
@@ -33,6 +45,20 @@ type LogLine struct {
 	Invocation string    `json:"invocation,omitempty"`
 	Stream     string    `json:"stream"`
 	Message    string    `json:"message"`
+}
+
+// EnvVar is one environment variable of a project. Values are write-only:
+// the API takes them but never sends them back.
+type EnvVar struct {
+	Name string `json:"name"`
+	// UpdatedAt is when the variable was last set.
+	UpdatedAt time.Time `json:"updatedAt"`
+}
+
+// SetEnv is the body of a request that sets an environment variable. The
+// value applies from the project's next deployment; "" is a valid value.
+type SetEnv struct {
+	Value string `json:"value"`
 }
 
 // Usage is what a project's functions cost over a window (see package
@@ -56,8 +82,9 @@ type Usage struct {
 	TTFBP50Ms    float64 `json:"ttfb_p50_ms"`
 	TTFBP99Ms    float64 `json:"ttfb_p99_ms"`
 	// ConcurrencyLimits are the running instances' current limits, as
-	// each learned it; LearnedLimit is the one a new instance starts at.
-	// Both are now, not over the window.
+	// each learned it; LearnedLimit is the one a new instance starts at
+	// (the highest of the functions' when the project has several). Both
+	// are now, not over the window.
 	ConcurrencyLimits []int `json:"concurrency_limits"`
 	LearnedLimit      int   `json:"learned_limit"`
 	// Instances are the instances alive in the window, oldest first.

@@ -4,6 +4,7 @@ package apiclient
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -99,6 +100,35 @@ func (c *Client) Projects(ctx context.Context) ([]api.Project, error) {
 // Remove deletes a project with its deployments and logs.
 func (c *Client) Remove(ctx context.Context, project string) error {
 	return c.decode(ctx, "DELETE", "/projects/"+url.PathEscape(project), nil, "", nil)
+}
+
+// SetEnv sets the environment variable name of project to value. It applies
+// from the project's next deploy.
+func (c *Client) SetEnv(ctx context.Context, project, name, value string) error {
+	body, err := json.Marshal(api.SetEnv{Value: value})
+	if err != nil {
+		return fmt.Errorf("encode value of %s: %w", name, err)
+	}
+	return c.decode(ctx, "PUT", envPath(project, name), bytes.NewReader(body), "application/json", nil)
+}
+
+// Env lists the environment variables of project by name; the API never
+// returns their values.
+func (c *Client) Env(ctx context.Context, project string) ([]api.EnvVar, error) {
+	var vs []api.EnvVar
+	err := c.decode(ctx, "GET", "/projects/"+url.PathEscape(project)+"/env", nil, "", &vs)
+	return vs, err
+}
+
+// RemoveEnv deletes the environment variable name of project. It applies
+// from the project's next deploy.
+func (c *Client) RemoveEnv(ctx context.Context, project, name string) error {
+	return c.decode(ctx, "DELETE", envPath(project, name), nil, "", nil)
+}
+
+// envPath is the path of one environment variable of project.
+func envPath(project, name string) string {
+	return "/projects/" + url.PathEscape(project) + "/env/" + url.PathEscape(name)
 }
 
 // Usage returns what the project cost from since until until, each a

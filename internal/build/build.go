@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path"
@@ -16,11 +17,14 @@ import (
 	"github.com/evanw/esbuild/pkg/api"
 
 	"github.com/shoal-dev/shoal/internal/model"
+	"github.com/shoal-dev/shoal/internal/routes"
 )
 
-// BundleFile is the name of the bundle in the output folder; its source map
-// is BundleFile + ".map".
-const BundleFile = "index.mjs"
+// BundlePrefix starts the name of every bundle: a function built from
+// api/hello.ts is bundled into api/.shoal-hello.ts.mjs, next to its source,
+// with its source map beside it (+ ".map"). The dot keeps it from being a
+// route.
+const BundlePrefix = ".shoal-"
 
 // entryCandidates are the files tried, in order, before package.json "main".
 var entryCandidates = []string{"index.mjs", "index.js", "index.cjs", "index.ts"}
@@ -35,16 +39,44 @@ const maxErrors = 10
 const requireBanner = `import { createRequire as __shoalCreateRequire } from "node:module";
 const require = __shoalCreateRequire(import.meta.url);`
 
-// Result describes a bundle that Build wrote.
+// injectFile and injectSource give modules that use __dirname and
+// __filename, which ES modules lack, their CommonJS values as Vercel has
+// them: the source file's folder and path in the deployment. esbuild
+// injects the exports where those names are free, renaming any of the
+// module's own.
+const (
+	injectFile   = ".shoal-inject.mjs"
+	injectSource = `import { fileURLToPath } from "node:url";
+import { basename, dirname, join } from "node:path";
+const bundle = fileURLToPath(import.meta.url);
+export const __dirname = dirname(bundle);
+export const __filename = join(__dirname, basename(bundle).slice(` + "`" + BundlePrefix + "`" + `.length, -".mjs".length));
+`
+)
+
+// Result describes what Build wrote.
 type Result struct {
 	// Entry is the path of the entry module relative to the project
-	// folder, slash-separated, such as "index.ts" or "src/main.js".
+	// folder, slash-separated, such as "index.ts" or "src/main.js"; "api/"
+	// for a project whose functions are the files under api/.
 	Entry string
-	// Config is the project's shoal.json, or the defaults without one.
-	Config model.FunctionConfig
-	// Digest is the hex SHA-256 of the bundle and the JSON of Config: the
-	// same project gives the same digest.
+	// Routed is true when the functions are api/ files, each at its own
+	// route (package routes), and false for a project of one function.
+	Routed bool
+	// Functions are the functions built, sorted by file.
+	Functions []model.Function
+	// Digest is the hex SHA-256 of the folder after the build, every file's
+	// path and contents, and of the functions' configurations: the same
+	// project gives the same digest.
 	Digest string
+}
+
+// Options holds what Build needs from outside.
+type Options struct {
+	// Inspect loads a bundle (its absolute path) as an instance would and
+	// returns its `config` export as JSON, nil when it has none; an error
+	// refuses the build. nil skips the inspection.
+	Inspect func(ctx context.Context, bundle string) (json.RawMessage, error)
 }
 
 // Error is a mistake in the user's project, such as a syntax error, an
@@ -76,55 +108,164 @@ func (e *Error) Error() string {
 	return b.String()
 }
 
-// Build reads the project folder srcDir, validates shoal.json, finds the
-// entry, and bundles it with esbuild into outDir/index.mjs (+ index.mjs.map).
+// Build builds the project folder dir in place. It reads shoal.json and
+// vercel.json, finds the functions (the files under api/, or else the one
+// entry), bundles each with esbuild next to its source (see BundlePrefix),
+// inspects each bundle and settles its configuration. Afterwards dir is the
+// deployment folder: the project's files, every one of which a function may
+// read at run time, and the bundles.
+//
+// A function's configuration is the defaults, then its own `export const
+// config`, then vercel.json's "functions" globs that match its file, in
+// their order, then shoal.json: each overrides what the ones before it set.
 //
 // Mistakes in the project come back as a *Error, or as several joined with
 // errors.Join when esbuild finds more than one; use errors.As to get at them.
 // Other errors, such as failed I/O, are wrapped.
-func Build(ctx context.Context, srcDir, outDir string) (*Result, error) {
-	srcDir, err := filepath.Abs(srcDir)
+func Build(ctx context.Context, dir string, opts Options) (*Result, error) {
+	dir, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, fmt.Errorf("build: %w", err)
 	}
-	outDir, err = filepath.Abs(outDir)
+	shoalPatch, err := readConfig(dir)
 	if err != nil {
+		return nil, err
+	}
+	vc, err := readVercelConfig(dir)
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{}
+	files, err := functionFiles(dir)
+	if err != nil {
+		return nil, err
+	}
+	if len(files) > 0 {
+		res.Entry, res.Routed = routes.Dir+"/", true
+		if _, err := routes.New(files); err != nil {
+			return nil, &Error{Msg: err.Error()}
+		}
+	} else {
+		entry, err := findEntry(dir)
+		if err != nil {
+			return nil, err
+		}
+		res.Entry, files = entry, []string{entry}
+	}
+	if err := vc.check(dir, files); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, injectFile), []byte(injectSource), 0o644); err != nil {
 		return nil, fmt.Errorf("build: %w", err)
 	}
-	cfg, err := readConfig(srcDir)
-	if err != nil {
+	defer os.Remove(filepath.Join(dir, injectFile))
+	for _, file := range files {
+		bundle, err := bundle(ctx, dir, file)
+		if err != nil {
+			return nil, err
+		}
+		cfg := model.DefaultFunctionConfig()
+		if opts.Inspect != nil {
+			raw, err := opts.Inspect(ctx, filepath.Join(dir, filepath.FromSlash(bundle)))
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", file, err)
+			}
+			patch, err := parseSourceConfig(file, raw)
+			if err != nil {
+				return nil, err
+			}
+			cfg = cfg.With(patch)
+		}
+		for _, p := range vc.patches(file) {
+			cfg = cfg.With(p)
+		}
+		cfg = cfg.With(shoalPatch)
+		if err := cfg.Validate(); err != nil {
+			return nil, &Error{File: file, Msg: err.Error()}
+		}
+		res.Functions = append(res.Functions, model.Function{File: file, Bundle: bundle, Config: cfg})
+	}
+	if err := os.Remove(filepath.Join(dir, injectFile)); err != nil {
+		return nil, fmt.Errorf("build: %w", err)
+	}
+	if res.Digest, err = digest(dir, res.Functions); err != nil {
 		return nil, err
 	}
-	entry, err := findEntry(srcDir)
-	if err != nil {
-		return nil, err
-	}
-	bundle, err := bundle(ctx, srcDir, entry, filepath.Join(outDir, BundleFile))
-	if err != nil {
-		return nil, err
-	}
-	cfgJSON, err := json.Marshal(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("build: encode config: %w", err)
-	}
-	h := sha256.New()
-	h.Write(bundle)
-	h.Write([]byte{0})
-	h.Write(cfgJSON)
-	return &Result{Entry: entry, Config: cfg, Digest: hex.EncodeToString(h.Sum(nil))}, nil
+	return res, nil
 }
 
-// readConfig reads srcDir/shoal.json, returning the defaults when there is
+// functionFiles returns the function files under dir/api, sorted; none
+// when there is no api/ folder.
+func functionFiles(dir string) ([]string, error) {
+	root := filepath.Join(dir, routes.Dir)
+	if fi, err := os.Stat(root); err != nil || !fi.IsDir() {
+		return nil, nil
+	}
+	var files []string
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		rel = filepath.ToSlash(rel)
+		if d.IsDir() {
+			if name := d.Name(); p != root && (name[0] == '_' || name[0] == '.' || name == "node_modules") {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if routes.IsFunction(rel) && d.Type().IsRegular() {
+			files = append(files, rel)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("find functions: %w", err)
+	}
+	return files, nil
+}
+
+// digest hashes every file under dir, path and contents, in a fixed order,
+// and fns.
+func digest(dir string, fns []model.Function) (string, error) {
+	h := sha256.New()
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		fmt.Fprintf(h, "%s\x00", filepath.ToSlash(rel))
+		n, err := io.Copy(h, f)
+		fmt.Fprintf(h, "\x00%d\x00", n)
+		return err
+	})
+	if err != nil {
+		return "", fmt.Errorf("build: digest: %w", err)
+	}
+	cfgJSON, err := json.Marshal(fns)
+	if err != nil {
+		return "", fmt.Errorf("build: encode config: %w", err)
+	}
+	h.Write(cfgJSON)
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// readConfig reads srcDir/shoal.json, returning an empty patch when there is
 // none.
-func readConfig(srcDir string) (model.FunctionConfig, error) {
+func readConfig(srcDir string) (model.ConfigPatch, error) {
 	data, err := os.ReadFile(filepath.Join(srcDir, configFile))
 	if errors.Is(err, fs.ErrNotExist) {
-		return model.DefaultFunctionConfig(), nil
+		return model.ConfigPatch{}, nil
 	}
 	if err != nil {
-		return model.FunctionConfig{}, fmt.Errorf("read %s: %w", configFile, err)
+		return model.ConfigPatch{}, fmt.Errorf("read %s: %w", configFile, err)
 	}
-	return parseConfig(data)
+	return parsePatch(data)
 }
 
 // findEntry returns the slash-separated path, relative to srcDir, of the
@@ -190,15 +331,24 @@ func isFile(name string) (bool, error) {
 	return !fi.IsDir(), nil
 }
 
-// bundle runs esbuild on entry, writes outfile and its source map, and
-// returns the bundle's bytes.
-func bundle(ctx context.Context, srcDir, entry, outfile string) ([]byte, error) {
+// bundle runs esbuild on the function file entry, writes its bundle and
+// source map next to it, and returns the bundle's path relative to dir,
+// slash-separated.
+func bundle(ctx context.Context, dir, entry string) (string, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("bundle %s: %w", entry, err)
+		return "", fmt.Errorf("bundle %s: %w", entry, err)
+	}
+	out := path.Join(path.Dir(entry), BundlePrefix+path.Base(entry)+".mjs")
+	outfile := filepath.Join(dir, filepath.FromSlash(out))
+	if ok, err := isFile(outfile); err != nil || ok {
+		if err == nil {
+			err = &Error{File: out, Msg: "this name is shoal's, for the bundle of " + entry + ": rename the file"}
+		}
+		return "", err
 	}
 	bc, cerr := api.Context(api.BuildOptions{
-		EntryPoints:   []string{filepath.Join(srcDir, filepath.FromSlash(entry))},
-		AbsWorkingDir: srcDir,
+		EntryPoints:   []string{filepath.Join(dir, filepath.FromSlash(entry))},
+		AbsWorkingDir: dir,
 		Bundle:        true,
 		Platform:      api.PlatformNode,
 		Engines:       []api.Engine{{Name: api.EngineNode, Version: "20"}},
@@ -214,26 +364,25 @@ func bundle(ctx context.Context, srcDir, entry, outfile string) ([]byte, error) 
 		},
 		External: []string{"*.node"},
 		Banner:   map[string]string{"js": requireBanner},
+		Inject:   []string{filepath.Join(dir, injectFile)},
 	})
 	if cerr != nil {
-		return nil, messagesError(cerr.Errors)
+		return "", messagesError(cerr.Errors)
 	}
 	defer bc.Dispose()
 	stop := context.AfterFunc(ctx, bc.Cancel)
 	res := bc.Rebuild()
 	stop()
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("bundle %s: %w", entry, err)
+		return "", fmt.Errorf("bundle %s: %w", entry, err)
 	}
 	if len(res.Errors) > 0 {
-		return nil, messagesError(res.Errors)
+		return "", messagesError(res.Errors)
 	}
-	for _, f := range res.OutputFiles {
-		if f.Path == outfile {
-			return f.Contents, nil
-		}
+	if ok, err := isFile(outfile); err != nil || !ok {
+		return "", fmt.Errorf("bundle %s: esbuild wrote no %s (%v)", entry, out, err)
 	}
-	return nil, fmt.Errorf("bundle %s: esbuild wrote no %s", entry, BundleFile)
+	return out, nil
 }
 
 // messagesError turns esbuild's error messages into at most maxErrors

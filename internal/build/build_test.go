@@ -2,10 +2,12 @@ package build
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -47,8 +49,8 @@ if (typeof h === "function") {
 process.stdout.write(String(out));
 `
 
-// runBundle runs the bundle in outDir with Node.js and returns its output.
-func runBundle(t *testing.T, outDir string) string {
+// runBundle runs the bundle at path with Node.js and returns its output.
+func runBundle(t *testing.T, path string) string {
 	t.Helper()
 	node, err := exec.LookPath("node")
 	if err != nil {
@@ -56,7 +58,7 @@ func runBundle(t *testing.T, outDir string) string {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	url := "file://" + filepath.ToSlash(filepath.Join(outDir, BundleFile))
+	url := "file://" + filepath.ToSlash(path)
 	cmd := exec.CommandContext(ctx, node, "--input-type=module", "-e", runScript, url)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
@@ -185,21 +187,25 @@ export default () => typeof require("node:path").join;
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			src := writeProject(t, tt.files)
-			out := t.TempDir()
-			res, err := Build(t.Context(), src, out)
+			res, err := Build(t.Context(), src, Options{})
 			if err != nil {
 				t.Fatalf("Build: %v", err)
 			}
 			if got, want := res.Entry, tt.wantEntry; got != want {
 				t.Errorf("Entry = %q, want %q", got, want)
 			}
-			if got, want := res.Config, model.DefaultFunctionConfig(); got != want {
+			if len(res.Functions) != 1 || res.Routed {
+				t.Fatalf("Functions = %+v, Routed = %v; want one, not routed", res.Functions, res.Routed)
+			}
+			fn := res.Functions[0]
+			if got, want := fn.Config, model.DefaultFunctionConfig(); got != want {
 				t.Errorf("Config = %+v, want %+v", got, want)
 			}
-			if _, err := os.Stat(filepath.Join(out, BundleFile+".map")); err != nil {
+			bundle := filepath.Join(src, filepath.FromSlash(fn.Bundle))
+			if _, err := os.Stat(bundle + ".map"); err != nil {
 				t.Errorf("source map: %v", err)
 			}
-			if got, want := runBundle(t, out), tt.want; got != want {
+			if got, want := runBundle(t, bundle), tt.want; got != want {
 				t.Errorf("default export returned %q, want %q", got, want)
 			}
 		})
@@ -287,7 +293,7 @@ func TestBuild_Errors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			src := writeProject(t, tt.files)
-			res, err := Build(t.Context(), src, t.TempDir())
+			res, err := Build(t.Context(), src, Options{})
 			if err == nil {
 				t.Fatalf("Build = %+v, want an error", res)
 			}
@@ -325,12 +331,12 @@ func TestBuild_Config(t *testing.T) {
 		"index.mjs":  `export default () => 1;`,
 		"shoal.json": `{"concurrency": {"max": 8}, "maxDuration": 2.5, "memory": 256, "minInstances": 1}`,
 	})
-	res, err := Build(t.Context(), src, t.TempDir())
+	res, err := Build(t.Context(), src, Options{})
 	if err != nil {
 		t.Fatalf("Build: %v", err)
 	}
 	want := model.FunctionConfig{MaxConcurrency: 8, MaxDuration: 2500 * time.Millisecond, MemoryMB: 256, MinInstances: 1}
-	if got := res.Config; got != want {
+	if got := res.Functions[0].Config; got != want {
 		t.Errorf("Config = %+v, want %+v", got, want)
 	}
 }
@@ -344,7 +350,7 @@ func TestBuild_Digest(t *testing.T) {
 	}
 	build := func(files map[string]string) string {
 		t.Helper()
-		res, err := Build(t.Context(), writeProject(t, files), t.TempDir())
+		res, err := Build(t.Context(), writeProject(t, files), Options{})
 		if err != nil {
 			t.Fatalf("Build: %v", err)
 		}
@@ -369,7 +375,7 @@ func TestBuild_Canceled(t *testing.T) {
 	src := writeProject(t, map[string]string{"index.mjs": `export default () => 1;`})
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
-	_, err := Build(ctx, src, t.TempDir())
+	_, err := Build(ctx, src, Options{})
 	if got, want := err, context.Canceled; !errors.Is(got, want) {
 		t.Errorf("Build error = %v, want %v", got, want)
 	}
@@ -392,5 +398,147 @@ func TestError_Error(t *testing.T) {
 				t.Errorf("Error() = %q, want %q", got, tt.want)
 			}
 		})
+	}
+}
+
+func TestBuild_APIFolder(t *testing.T) {
+	src := writeProject(t, map[string]string{
+		"api/hello.ts":        `export default (): string => "hello " + __filename.slice(__dirname.length);`,
+		"api/users/[id].js":   `module.exports = () => require("fs").readFileSync(__dirname + "/../../data/users.txt", "utf8").trim();`,
+		"api/_lib/util.js":    `export const x = 1;`,
+		"api/types.d.ts":      `export type T = string;`,
+		"api/.hidden.js":      `export default () => "hidden";`,
+		"api/readme.md":       `not a function`,
+		"data/users.txt":      "ada\n",
+		"index.js":            `export default () => "not with api/";`,
+		"vercel.json":         `{"functions": {"api/**/*.js": {"memory": 512, "includeFiles": "data/**"}, "api/hello.ts": {"maxDuration": 5}}}`,
+		"shoal.json":          `{"maxDuration": 7}`,
+		"node_modules/x/a.js": `module.exports = 1;`,
+	})
+	res, err := Build(t.Context(), src, Options{})
+	if err != nil {
+		t.Fatalf("Build: %v", err)
+	}
+	if !res.Routed || res.Entry != "api/" {
+		t.Errorf("Routed, Entry = %v, %q; want true, api/", res.Routed, res.Entry)
+	}
+	def := model.DefaultFunctionConfig()
+	want := []model.Function{
+		{File: "api/hello.ts", Bundle: "api/.shoal-hello.ts.mjs", Config: model.FunctionConfig{MaxConcurrency: def.MaxConcurrency, MaxDuration: 7 * time.Second, MemoryMB: def.MemoryMB}},
+		{File: "api/users/[id].js", Bundle: "api/users/.shoal-[id].js.mjs", Config: model.FunctionConfig{MaxConcurrency: def.MaxConcurrency, MaxDuration: 7 * time.Second, MemoryMB: 512}},
+	}
+	if len(res.Functions) != len(want) {
+		t.Fatalf("Functions = %+v, want %+v", res.Functions, want)
+	}
+	for i, fn := range res.Functions {
+		if fn != want[i] {
+			t.Errorf("Functions[%d] = %+v, want %+v", i, fn, want[i])
+		}
+	}
+	// __dirname and __filename are the source file's, in the folder that
+	// keeps the project's files.
+	if got, want := runBundle(t, filepath.Join(src, "api", ".shoal-hello.ts.mjs")), "hello /hello.ts"; got != want {
+		t.Errorf("api/hello.ts returned %q, want %q", got, want)
+	}
+	if got, want := runBundle(t, filepath.Join(src, "api", "users", ".shoal-[id].js.mjs")), "ada"; got != want {
+		t.Errorf("api/users/[id].js returned %q, want %q", got, want)
+	}
+	if _, err := os.Stat(filepath.Join(src, injectFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the inject file is left in the deployment: %v", err)
+	}
+}
+
+func TestBuild_APIFolderErrors(t *testing.T) {
+	tests := []struct {
+		name  string
+		files map[string]string
+		want  Error
+	}{
+		{
+			name:  "routes_collide",
+			files: map[string]string{"api/a.js": `export default () => 1;`, "api/a.ts": `export default () => 1;`},
+			want:  Error{Msg: "api/a.js and api/a.ts answer the same paths"},
+		},
+		{
+			name:  "bad_dynamic_segment",
+			files: map[string]string{"api/[...a]/b.js": `export default () => 1;`},
+			want:  Error{Msg: "catch-all must be the last segment"},
+		},
+		{
+			name:  "glob_matches_no_function",
+			files: map[string]string{"api/a.js": `export default () => 1;`, "vercel.json": `{"functions": {"api/b.js": {"memory": 512}}}`},
+			want:  Error{File: "vercel.json", Msg: `functions["api/b.js"] matches no function`},
+		},
+		{
+			name:  "unknown_function_key",
+			files: map[string]string{"api/a.js": `export default () => 1;`, "vercel.json": `{"functions": {"api/a.js": {"memroy": 512}}}`},
+			want:  Error{File: "vercel.json", Msg: `unknown field "memroy"`},
+		},
+		{
+			name:  "unsupported_top_key",
+			files: map[string]string{"api/a.js": `export default () => 1;`, "vercel.json": `{"rewrites": []}`},
+			want:  Error{File: "vercel.json", Msg: `"rewrites" is not supported by shoal`},
+		},
+		{
+			name:  "memory_out_of_range",
+			files: map[string]string{"api/a.js": `export default () => 1;`, "vercel.json": `{"functions": {"api/*.js": {"memory": 64}}}`},
+			want:  Error{File: "vercel.json", Msg: "memory: must be an integer from 128"},
+		},
+		{
+			name:  "include_files_match_nothing",
+			files: map[string]string{"api/a.js": `export default () => 1;`, "vercel.json": `{"functions": {"api/a.js": {"includeFiles": "data/**"}}}`},
+			want:  Error{File: "vercel.json", Msg: `includeFiles "data/**" matches no file`},
+		},
+		{
+			name:  "bundle_name_taken",
+			files: map[string]string{"api/a.js": `export default () => 1;`, "api/.shoal-a.js.mjs": `x`},
+			want:  Error{File: "api/.shoal-a.js.mjs", Msg: "this name is shoal's"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := Build(t.Context(), writeProject(t, tt.files), Options{})
+			got := buildErrors(err)
+			if len(got) != 1 || got[0].File != tt.want.File || !strings.Contains(got[0].Msg, tt.want.Msg) {
+				t.Errorf("Build error = %v, want %s: …%s…", err, tt.want.File, tt.want.Msg)
+			}
+		})
+	}
+}
+
+func TestParseSourceConfig(t *testing.T) {
+	d := func(s float64) *time.Duration { v := time.Duration(s * float64(time.Second)); return &v }
+	n := func(i int) *int { return &i }
+	tests := []struct {
+		raw  string
+		want model.ConfigPatch
+		err  string
+	}{
+		{raw: `{"maxDuration": 30}`, want: model.ConfigPatch{MaxDuration: d(30)}},
+		{raw: `{"maxDuration": 1.5, "memory": 256, "runtime": "nodejs", "regions": ["iad1"]}`, want: model.ConfigPatch{MaxDuration: d(1.5), MemoryMB: n(256)}},
+		{raw: `{"runtime": "edge"}`},
+		{raw: `{"maxDuration": 0}`, err: "maxDuration: must be more than 0"},
+		{raw: `{"maxDuration": "30"}`, err: "maxDuration: must be a number"},
+		{raw: `{"memory": 99999}`, err: "memory: must be an integer"},
+		{raw: `{"runtime": "python"}`, err: `runtime: must be "nodejs" or "edge"`},
+		{raw: `{"api": {"bodyParser": false}}`, err: `unknown key "api"`},
+		{raw: `[1]`, err: "must be an object"},
+	}
+	for _, tt := range tests {
+		got, err := parseSourceConfig("api/a.ts", json.RawMessage(tt.raw))
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) || !strings.HasPrefix(err.Error(), "api/a.ts: export const config: ") {
+				t.Errorf("%s: error = %v, want api/a.ts: export const config: …%s…", tt.raw, err, tt.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s: %v", tt.raw, err)
+			continue
+		}
+		if !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("%s: patch = %+v, want %+v", tt.raw, got, tt.want)
+		}
 	}
 }

@@ -21,27 +21,37 @@ const configFile = "shoal.json"
 // The file is read token by token, rather than decoded into a struct, so that
 // every error can say on which line it is.
 func parseConfig(data []byte) (model.FunctionConfig, error) {
+	patch, err := parsePatch(data)
+	if err != nil {
+		return model.FunctionConfig{}, err
+	}
+	cfg := model.DefaultFunctionConfig().With(patch)
+	if err := cfg.Validate(); err != nil {
+		return model.FunctionConfig{}, &Error{File: configFile, Msg: err.Error()}
+	}
+	return cfg, nil
+}
+
+// parsePatch parses the contents of shoal.json into what it sets.
+func parsePatch(data []byte) (model.ConfigPatch, error) {
 	// Unmarshal checks the syntax of the whole input, and reports the offset
 	// of a syntax error from its start; the Decoder's offsets are relative to
 	// the value it is reading.
 	if err := json.Unmarshal(data, new(json.RawMessage)); err != nil {
 		serr, ok := errors.AsType[*json.SyntaxError](err)
 		if !ok {
-			return model.FunctionConfig{}, &Error{File: configFile, Msg: err.Error()}
+			return model.ConfigPatch{}, &Error{File: configFile, Msg: err.Error()}
 		}
 		// serr.Offset counts the offending byte.
-		return model.FunctionConfig{}, &Error{File: configFile, Line: lineAt(data, serr.Offset-1), Msg: serr.Error()}
+		return model.ConfigPatch{}, &Error{File: configFile, Line: lineAt(data, serr.Offset-1), Msg: serr.Error()}
 	}
 	p := &configParser{data: data, dec: json.NewDecoder(bytes.NewReader(data))}
 	p.dec.UseNumber()
-	cfg := model.DefaultFunctionConfig()
-	if err := p.parse(&cfg); err != nil {
-		return model.FunctionConfig{}, err
+	var patch model.ConfigPatch
+	if err := p.parse(&patch); err != nil {
+		return model.ConfigPatch{}, err
 	}
-	if err := cfg.Validate(); err != nil {
-		return model.FunctionConfig{}, &Error{File: configFile, Msg: err.Error()}
-	}
-	return cfg, nil
+	return patch, nil
 }
 
 // configParser walks the tokens of a syntactically valid shoal.json.
@@ -71,7 +81,7 @@ func (p *configParser) token() (json.Token, error) {
 	return tok, nil
 }
 
-func (p *configParser) parse(cfg *model.FunctionConfig) error {
+func (p *configParser) parse(cfg *model.ConfigPatch) error {
 	tok, err := p.token()
 	if err != nil {
 		return err
@@ -92,17 +102,26 @@ func (p *configParser) parse(cfg *model.FunctionConfig) error {
 		seen[key] = true
 		switch key {
 		case "concurrency":
-			err = p.concurrency(cfg)
+			var n int
+			n, err = p.concurrency()
+			cfg.MaxConcurrency = &n
 		case "maxDuration":
-			err = p.maxDuration(cfg)
+			var d time.Duration
+			d, err = p.maxDuration()
+			cfg.MaxDuration = &d
 		case "memory":
-			cfg.MemoryMB, err = p.integer(key, model.MinMemoryMB, model.MaxMemoryMB)
+			var n int
+			n, err = p.integer(key, model.MinMemoryMB, model.MaxMemoryMB)
+			cfg.MemoryMB = &n
 		case "minInstances":
-			cfg.MinInstances, err = p.integer(key, 0, model.MaxMinInstances)
+			var n int
+			n, err = p.integer(key, 0, model.MaxMinInstances)
+			cfg.MinInstances = &n
 		case "helpers":
 			var on bool
 			on, err = p.boolean(key)
-			cfg.NoHelpers = !on
+			off := !on
+			cfg.NoHelpers = &off
 		default:
 			err = p.errorf("unknown key %q", key)
 		}
@@ -114,57 +133,65 @@ func (p *configParser) parse(cfg *model.FunctionConfig) error {
 	return err
 }
 
-// concurrency reads `true`, `false` or `{ "max": N }`.
-func (p *configParser) concurrency(cfg *model.FunctionConfig) error {
+// concurrency reads `true`, `false` or `{ "max": N }` and returns the
+// most invocations an instance serves at once.
+func (p *configParser) concurrency() (int, error) {
 	tok, err := p.token()
 	if err != nil {
-		return err
+		return 0, err
 	}
 	switch tok {
 	case true:
-		cfg.MaxConcurrency = model.DefaultMaxConcurrency
-		return nil
+		return model.DefaultMaxConcurrency, nil
 	case false:
-		cfg.MaxConcurrency = 1
-		return nil
+		return 1, nil
 	case json.Delim('{'):
 	default:
-		return p.errorf(`concurrency: must be true, false or { "max": N }, got %s`, describe(tok))
+		return 0, p.errorf(`concurrency: must be true, false or { "max": N }, got %s`, describe(tok))
 	}
+	n := model.DefaultMaxConcurrency
 	for p.dec.More() {
 		tok, err := p.token()
 		if err != nil {
-			return err
+			return 0, err
 		}
 		if key := tok.(string); key != "max" {
-			return p.errorf("unknown key %q in concurrency", key)
+			return 0, p.errorf("unknown key %q in concurrency", key)
 		}
-		if cfg.MaxConcurrency, err = p.integer("concurrency max", 1, model.MaxMaxConcurrency); err != nil {
-			return err
+		if n, err = p.integer("concurrency max", 1, model.MaxMaxConcurrency); err != nil {
+			return 0, err
 		}
 	}
 	_, err = p.token() // the closing '}'
-	return err
+	return n, err
 }
 
 // maxDuration reads a number of seconds, which may be fractional.
-func (p *configParser) maxDuration(cfg *model.FunctionConfig) error {
+func (p *configParser) maxDuration() (time.Duration, error) {
 	tok, err := p.token()
 	if err != nil {
-		return err
+		return 0, err
 	}
-	maxSec := model.MaxMaxDuration.Seconds()
 	n, ok := tok.(json.Number)
 	if !ok {
-		return p.errorf("maxDuration: must be a number of seconds, got %s", describe(tok))
+		return 0, p.errorf("maxDuration: must be a number of seconds, got %s", describe(tok))
 	}
+	d, err := seconds(n)
+	if err != nil {
+		return 0, p.errorf("%v", err)
+	}
+	return d, nil
+}
+
+// seconds converts a maxDuration in seconds, checking its bounds.
+func seconds(n json.Number) (time.Duration, error) {
+	maxSec := model.MaxMaxDuration.Seconds()
 	sec, err := n.Float64()
 	d := time.Duration(math.Round(sec * float64(time.Second)))
 	if err != nil || sec > maxSec || d <= 0 {
-		return p.errorf("maxDuration: must be more than 0 and at most %g seconds, got %s", maxSec, n)
+		return 0, fmt.Errorf("maxDuration: must be more than 0 and at most %g seconds, got %s", maxSec, n)
 	}
-	cfg.MaxDuration = d
-	return nil
+	return d, nil
 }
 
 // boolean reads true or false.

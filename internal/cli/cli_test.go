@@ -131,24 +131,32 @@ func TestMain_Errors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			code, out, errOut := run(t, tt.args...)
-			if code == 0 {
-				t.Fatalf("got exit 0, stdout %q; want an error", out)
-			}
-			if !strings.HasPrefix(errOut, "shoal: ") {
-				t.Errorf("stderr %q does not start with shoal: ", errOut)
-			}
-			if strings.Count(errOut, "\n") != 1 {
-				t.Errorf("stderr %q is not one line", errOut)
-			}
-			for _, w := range tt.want {
-				if !strings.Contains(errOut, w) {
-					t.Errorf("stderr %q does not mention %q", errOut, w)
-				}
-			}
-			if out != "" {
-				t.Errorf("stdout %q, want nothing", out)
-			}
+			checkFails(t, tt.args, tt.want)
 		})
+	}
+}
+
+// checkFails runs the CLI with args and checks that it fails with one line
+// on stderr that starts with "shoal: " and mentions each of want, and
+// nothing on stdout.
+func checkFails(t *testing.T, args, want []string) {
+	t.Helper()
+	code, out, errOut := run(t, args...)
+	if code == 0 {
+		t.Fatalf("got exit 0, stdout %q; want an error", out)
+	}
+	if !strings.HasPrefix(errOut, "shoal: ") {
+		t.Errorf("stderr %q does not start with shoal: ", errOut)
+	}
+	if strings.Count(errOut, "\n") != 1 {
+		t.Errorf("stderr %q is not one line", errOut)
+	}
+	for _, w := range want {
+		if !strings.Contains(errOut, w) {
+			t.Errorf("stderr %q does not mention %q", errOut, w)
+		}
+	}
+	if out != "" {
+		t.Errorf("stdout %q, want nothing", out)
 	}
 }

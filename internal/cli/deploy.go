@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -44,7 +45,11 @@ deployment keeps serving.`,
 			if err != nil {
 				return err
 			}
+			// stdout is the URL alone, for scripts; the routes go to stderr.
 			fmt.Fprintln(cmd.OutOrStdout(), d.URL)
+			for _, r := range d.Routes {
+				fmt.Fprintf(cmd.ErrOrStderr(), "  %s%s  %s\n", strings.TrimSuffix(d.URL, "/"), r.Path, r.File)
+			}
 			return nil
 		},
 	}

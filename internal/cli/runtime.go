@@ -18,10 +18,10 @@ import (
 
 func newRuntime() *cobra.Command {
 	var (
-		id, tunnelAddr, bundle, dir, node string
-		maxDuration                       time.Duration
-		memory                            int
-		noHelpers                         bool
+		id, tunnelAddr, bundle, workDir, dir, node string
+		maxDuration                                time.Duration
+		memory                                     int
+		noHelpers                                  bool
 	)
 	cmd := &cobra.Command{
 		Use:   "runtime",
@@ -42,7 +42,7 @@ until the tunnel or node goes away. serve starts this; users do not.`,
 				}
 			}
 			sup, err := runtime.Start(ctx, runtime.Config{
-				Node: node, Bundle: bundle, Dir: dir, MaxDuration: maxDuration,
+				Node: node, Bundle: bundle, WorkDir: workDir, Dir: dir, MaxDuration: maxDuration,
 				MemoryMB: memory, NoHelpers: noHelpers, Env: env, Logs: cmd.OutOrStdout(),
 			})
 			if err != nil {
@@ -74,6 +74,7 @@ until the tunnel or node goes away. serve starts this; users do not.`,
 	f.StringVar(&id, "id", "", "instance id")
 	f.StringVar(&tunnelAddr, "tunnel", "", "invoker tunnel address")
 	f.StringVar(&bundle, "bundle", "", "bundled entry to run")
+	f.StringVar(&workDir, "workdir", "", "node's working directory (default: the bundle's folder)")
 	f.StringVar(&dir, "dir", "", "scratch folder")
 	f.StringVar(&node, "node", "", "node binary (default: node from PATH)")
 	f.DurationVar(&maxDuration, "max-duration", 60*time.Second, "bound of each invocation")

@@ -286,6 +286,9 @@ func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 	case errors.Is(err, invoker.ErrNotFound):
 		err = &HTTPError{Status: http.StatusNotFound, Code: CodeDeploymentNotFound,
 			Msg: fmt.Sprintf("project %q has no deployment", inv.project), Err: err}
+	case errors.Is(err, invoker.ErrNoRoute):
+		err = &HTTPError{Status: http.StatusNotFound, Code: CodeNotFound,
+			Msg: fmt.Sprintf("no function of project %q answers %s", inv.project, r.URL.Path), Err: err}
 	case errors.Is(err, invoker.ErrThrottled):
 		err = &HTTPError{Status: http.StatusServiceUnavailable, Code: CodeThrottled,
 			Msg: "the function is at capacity; retry later", Err: err, RetryAfter: 1}

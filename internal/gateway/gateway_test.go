@@ -54,6 +54,7 @@ func TestGateway_Errors(t *testing.T) {
 		code   string
 	}{
 		{"not_found", invoker.ErrNotFound, "", 404, CodeDeploymentNotFound},
+		{"no_route", invoker.ErrNoRoute, "", 404, CodeNotFound},
 		{"throttled", invoker.ErrThrottled, "", 503, CodeThrottled},
 		{"start_failed", invoker.ErrStartFailed, "", 500, CodeInvocationFailed},
 		{"instance_died", errors.New("stream reset"), "", 500, CodeInvocationFailed},

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 
 	"github.com/shoal-dev/shoal/internal/metering"
 	"github.com/shoal-dev/shoal/internal/model"
+	"github.com/shoal-dev/shoal/internal/routes"
 	"github.com/shoal-dev/shoal/internal/tunnel"
 )
 
@@ -24,6 +26,9 @@ import (
 var (
 	// ErrNotFound: the project has no current deployment.
 	ErrNotFound = errors.New("invoker: no such project")
+	// ErrNoRoute: the project's functions are api/ files and none answers
+	// the request's path.
+	ErrNoRoute = errors.New("invoker: no function at this path")
 	// ErrThrottled: the queue is full or the wait for a slot passed its bound.
 	ErrThrottled = errors.New("invoker: no capacity")
 	// ErrStartFailed: no instance could be started to serve the invocation.
@@ -92,15 +97,24 @@ func (c Config) withDefaults() Config {
 // Deployment is what the invoker needs to run a deployment's instances.
 type Deployment struct {
 	ID, Project string
-	// Bundle is the path of the deployment's bundled entry.
-	Bundle string
-	Config model.FunctionConfig
+	// Dir is the deployment folder, which the functions' bundles are in.
+	Dir string
+	// Env is added to the functions' environment, as NAME=VALUE.
+	Env []string
+	// Functions are the deployment's functions; each has its own
+	// instances. At least one.
+	Functions []model.Function
+	// Routes matches a request path to the index of its function in
+	// Functions; nil sends every request to Functions[0].
+	Routes *routes.Table
 }
 
 // Launch is what a Starter needs to start one instance.
 type Launch struct {
 	Instance   string
 	Deployment Deployment
+	// Function is the one of Deployment.Functions the instance runs.
+	Function model.Function
 	// TunnelAddr and Token are how the instance dials back.
 	TunnelAddr, Token string
 }
@@ -146,11 +160,24 @@ type Invoker struct {
 	cancel  context.CancelFunc
 
 	mu      sync.Mutex
-	current map[string]*pool // guarded by mu; project -> current deployment's pool
-	pools   map[string]*pool // guarded by mu; deployment id -> pool, current or draining
-	closed  bool             // guarded by mu
+	current map[string]*served // guarded by mu; project -> its current deployment
+	pools   map[poolKey]*pool  // guarded by mu; every pool, current or draining
+	closed  bool               // guarded by mu
 
 	wg sync.WaitGroup // instance starts, watches and stops
+}
+
+// served is a deployment in service and the pools of its functions, in the
+// order of its Functions.
+type served struct {
+	dep   Deployment
+	pools []*pool
+}
+
+// poolKey names the pool of one function of one deployment.
+type poolKey struct {
+	deployment string
+	function   int
 }
 
 // New returns an invoker that starts instances with starter, expects them
@@ -174,8 +201,8 @@ func New(cfg Config, starter Starter, ln *tunnel.Listener, meter Meter, log *slo
 		log:     log,
 		ctx:     ctx,
 		cancel:  cancel,
-		current: make(map[string]*pool),
-		pools:   make(map[string]*pool),
+		current: make(map[string]*served),
+		pools:   make(map[poolKey]*pool),
 	}
 }
 
@@ -188,35 +215,90 @@ func (inv *Invoker) Deploy(d Deployment) {
 		return
 	}
 	old := inv.current[d.Project]
-	p := inv.pools[d.ID]
-	if p == nil {
-		// A new deployment starts at the limit the previous one learned:
-		// new code, but most likely the same kind of work.
-		p = &pool{inv: inv, dep: d, learned: d.Config.MaxConcurrency}
-		if old != nil {
-			old.mu.Lock()
-			if old.learned < old.dep.Config.MaxConcurrency {
-				p.learned = min(old.learned, d.Config.MaxConcurrency)
+	s := &served{dep: d, pools: make([]*pool, len(d.Functions))}
+	for i, fn := range d.Functions {
+		key := poolKey{d.ID, i}
+		p := inv.pools[key]
+		if p == nil {
+			p = &pool{inv: inv, dep: d, fn: fn, key: key, learned: fn.Config.MaxConcurrency}
+			// A new deployment starts at the limit the previous one
+			// learned for the same function: new code, but most likely
+			// the same kind of work.
+			if prev := old.pool(fn.File); prev != nil {
+				prev.mu.Lock()
+				if prev.learned < prev.fn.Config.MaxConcurrency {
+					p.learned = min(prev.learned, fn.Config.MaxConcurrency)
+				}
+				prev.mu.Unlock()
 			}
-			old.mu.Unlock()
+			inv.pools[key] = p
 		}
-		inv.pools[d.ID] = p
+		s.pools[i] = p
 	}
-	inv.current[d.Project] = p
-	p.setCurrent(true)
-	if old != nil && old != p {
-		old.setCurrent(false)
+	inv.current[d.Project] = s
+	for _, p := range s.pools {
+		p.setCurrent(true)
 	}
+	if old != nil {
+		for _, p := range old.pools {
+			if !slices.Contains(s.pools, p) {
+				p.setCurrent(false)
+			}
+		}
+	}
+}
+
+// pool returns the pool of s's function built from file; nil when there is
+// none, or s is nil.
+func (s *served) pool(file string) *pool {
+	if s == nil {
+		return nil
+	}
+	for _, p := range s.pools {
+		if p.fn.File == file {
+			return p
+		}
+	}
+	return nil
 }
 
 // Remove takes the project out of service; its instances stop once idle.
 func (inv *Invoker) Remove(project string) {
 	inv.mu.Lock()
 	defer inv.mu.Unlock()
-	if p := inv.current[project]; p != nil {
+	if s := inv.current[project]; s != nil {
 		delete(inv.current, project)
-		p.setCurrent(false)
+		for _, p := range s.pools {
+			p.setCurrent(false)
+		}
 	}
+}
+
+// route returns the pool of the project's current deployment that serves
+// req, and sets the route's parameters in req's query, where they override
+// the client's own.
+func (inv *Invoker) route(project string, req *http.Request) (*pool, error) {
+	inv.mu.Lock()
+	s := inv.current[project]
+	inv.mu.Unlock()
+	if s == nil {
+		return nil, ErrNotFound
+	}
+	if s.dep.Routes == nil {
+		return s.pools[0], nil
+	}
+	i, params, ok := s.dep.Routes.Match(req.URL.Path)
+	if !ok {
+		return nil, ErrNoRoute
+	}
+	if len(params) > 0 {
+		q := req.URL.Query()
+		for k, v := range params {
+			q[k] = v
+		}
+		req.URL.RawQuery = q.Encode()
+	}
+	return s.pools[i], nil
 }
 
 // Invoke sends req to an instance of the project's current deployment. The
@@ -225,11 +307,9 @@ func (inv *Invoker) Remove(project string) {
 // answers the client with another status (a platform error in place of the
 // function's response) sets StatusCode to it before closing.
 func (inv *Invoker) Invoke(project string, req *http.Request) (*http.Response, error) {
-	inv.mu.Lock()
-	p := inv.current[project]
-	inv.mu.Unlock()
-	if p == nil {
-		return nil, ErrNotFound
+	p, err := inv.route(project, req)
+	if err != nil {
+		return nil, err
 	}
 	// An instance found gone before the invocation was sent is not an
 	// attempt: the invocation is placed again, once.
@@ -327,7 +407,7 @@ func (inv *Invoker) reap(now time.Time) {
 		if p.reap(now) {
 			inv.mu.Lock()
 			if p.emptyAndRetired() {
-				delete(inv.pools, p.dep.ID)
+				delete(inv.pools, p.key)
 			}
 			inv.mu.Unlock()
 		}
@@ -344,7 +424,7 @@ func (inv *Invoker) Close() error {
 	}
 	inv.closed = true
 	pools := inv.pools
-	inv.current = map[string]*pool{}
+	inv.current = map[string]*served{}
 	inv.mu.Unlock()
 	inv.cancel()
 	for _, p := range pools {
@@ -354,21 +434,25 @@ func (inv *Invoker) Close() error {
 	return nil
 }
 
-// Stats is a snapshot of one deployment for observers and tests.
+// Stats is a snapshot of one function of a deployment for observers and
+// tests.
 type Stats struct {
 	Deployment, Project string
-	Current             bool
-	Ready               int
-	Starting            int
-	Waiting             int
-	InFlight            int
+	// Function is the function's source file.
+	Function string
+	Current  bool
+	Ready    int
+	Starting int
+	Waiting  int
+	InFlight int
 	// Limits are the ready instances' concurrency limits; Learned is the
 	// one a new instance starts at.
 	Limits  []int
 	Learned int
 }
 
-// Stats returns a snapshot of every deployment with instances or waiters.
+// Stats returns a snapshot of every function of every deployment in
+// service or draining.
 func (inv *Invoker) Stats() []Stats {
 	inv.mu.Lock()
 	pools := make([]*pool, 0, len(inv.pools))

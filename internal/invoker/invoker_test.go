@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/shoal-dev/shoal/internal/metering"
 	"github.com/shoal-dev/shoal/internal/model"
+	"github.com/shoal-dev/shoal/internal/routes"
 	"github.com/shoal-dev/shoal/internal/tunnel"
 )
 
@@ -71,6 +73,7 @@ func (s *goStarter) Start(ctx context.Context, l Launch) (Process, error) {
 		defer close(p.done)
 		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("x-instance", l.Instance)
+			w.Header().Set("x-function", l.Function.File)
 			s.handler.ServeHTTP(w, r)
 		})
 		var cpu, busy atomic.Int64
@@ -139,7 +142,7 @@ func newInvoker(t *testing.T, cfg Config, h http.Handler) (*Invoker, *goStarter)
 func deployment(id string, maxConc int) Deployment {
 	cfg := model.DefaultFunctionConfig()
 	cfg.MaxConcurrency = maxConc
-	return Deployment{ID: id, Project: "app", Config: cfg}
+	return Deployment{ID: id, Project: "app", Functions: []model.Function{{File: "index.js", Config: cfg}}}
 }
 
 // gate holds invocations until released.
@@ -380,7 +383,7 @@ func TestInvoker_ReapKeepsMinAndStopsIdle(t *testing.T) {
 	g := newGate()
 	inv, st := newInvoker(t, Config{KeepAlive: time.Minute}, g)
 	d := deployment("d1", 1)
-	d.Config.MinInstances = 1
+	d.Functions[0].Config.MinInstances = 1
 	inv.Deploy(d)
 	waitFor(t, "minInstances started", func() bool { s := inv.Stats(); return len(s) == 1 && s[0].Ready == 1 })
 	// A burst of two at max 1 adds a second instance.
@@ -508,5 +511,61 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("%s: not true after 10 s", what)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestInvoker_RoutesToEachFunctionsOwnInstances(t *testing.T) {
+	echo := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.URL.RawQuery) })
+	inv, st := newInvoker(t, Config{}, echo)
+	files := []string{"api/hello.ts", "api/users/[id].js"}
+	tab, err := routes.New(files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := model.DefaultFunctionConfig()
+	d := Deployment{ID: "d1", Project: "app", Routes: tab,
+		Functions: []model.Function{{File: files[0], Config: cfg}, {File: files[1], Config: cfg}}}
+	inv.Deploy(d)
+	tests := []struct{ path, function, query string }{
+		{"/api/hello", "api/hello.ts", ""},
+		{"/api/hello.ts?a=1", "api/hello.ts", "a=1"},
+		{"/api/users/42?x=y&id=client", "api/users/[id].js", "id=42&x=y"}, // the route's id wins
+		{"/api/users/7", "api/users/[id].js", "id=7"},
+	}
+	instances := map[string]string{} // function -> instance
+	for _, tt := range tests {
+		req, _ := http.NewRequest("GET", "http://app"+tt.path, nil)
+		resp, err := inv.Invoke("app", req)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.path, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if got := resp.Header.Get("x-function"); got != tt.function {
+			t.Errorf("%s served by %q, want %q", tt.path, got, tt.function)
+		}
+		if string(body) != tt.query {
+			t.Errorf("%s: the function saw the query %q, want %q", tt.path, body, tt.query)
+		}
+		if in, ok := instances[tt.function]; ok && in != resp.Header.Get("x-instance") {
+			t.Errorf("%s: instance %s, want the function's first, %s", tt.path, resp.Header.Get("x-instance"), in)
+		}
+		instances[tt.function] = resp.Header.Get("x-instance")
+	}
+	if instances[files[0]] == instances[files[1]] || st.count() != 2 {
+		t.Errorf("two functions ran on %v (%d started), want one instance each", instances, st.count())
+	}
+	for _, path := range []string{"/", "/api/nope", "/api/users"} {
+		if _, err := call(inv, path); !errors.Is(err, ErrNoRoute) {
+			t.Errorf("%s: err = %v, want ErrNoRoute", path, err)
+		}
+	}
+	var fns []string
+	for _, s := range inv.Stats() {
+		fns = append(fns, s.Function)
+	}
+	slices.Sort(fns)
+	if !slices.Equal(fns, files) {
+		t.Errorf("Stats functions = %q, want %q", fns, files)
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/shoal-dev/shoal/internal/limiter"
 	"github.com/shoal-dev/shoal/internal/metering"
+	"github.com/shoal-dev/shoal/internal/model"
 	"github.com/shoal-dev/shoal/internal/scaler"
 	"github.com/shoal-dev/shoal/internal/tunnel"
 )
@@ -19,6 +20,8 @@ type pool struct {
 	// immutable
 	inv *Invoker
 	dep Deployment
+	fn  model.Function // the function of dep whose instances these are
+	key poolKey        // in Invoker.pools
 
 	mu        sync.Mutex
 	current   bool        // guarded by mu
@@ -131,7 +134,7 @@ func (p *pool) scaleLocked() {
 	}
 	minInstances := 0
 	if p.current {
-		minInstances = p.dep.Config.MinInstances
+		minInstances = p.fn.Config.MinInstances
 	}
 	n := scaler.ToStart(scaler.Pool{
 		Waiting:          len(p.waiters),
@@ -162,7 +165,7 @@ func (p *pool) start() {
 	p.starting--
 	if err != nil {
 		p.lastErr = err
-		p.inv.log.Warn("instance start failed", "deployment", p.dep.ID, "instance", id, "err", err)
+		p.inv.log.Warn("instance start failed", "deployment", p.dep.ID, "function", p.fn.File, "instance", id, "err", err)
 		if p.starting == 0 && len(p.instances) == 0 {
 			for _, w := range p.waiters {
 				w.ch <- waitResult{err: fmt.Errorf("%w: %v", ErrStartFailed, err)}
@@ -171,10 +174,10 @@ func (p *pool) start() {
 		}
 		return
 	}
-	in.limiter = limiter.New(p.dep.Config.MaxConcurrency, int64(p.dep.Config.MemoryMB)<<20, p.learned)
+	in.limiter = limiter.New(p.fn.Config.MaxConcurrency, int64(p.fn.Config.MemoryMB)<<20, p.learned)
 	in.limit = in.limiter.Limit()
 	in.idleSince = time.Now()
-	p.inv.meter.InstanceStarted(metering.Instance{Project: p.dep.Project, Deployment: p.dep.ID, Instance: id, MemoryMB: p.dep.Config.MemoryMB, Start: began})
+	p.inv.meter.InstanceStarted(metering.Instance{Project: p.dep.Project, Deployment: p.dep.ID, Instance: id, MemoryMB: p.fn.Config.MemoryMB, Start: began})
 	p.instances = append(p.instances, in)
 	p.dispatchLocked(in)
 	if len(p.waiters) > 0 {
@@ -203,6 +206,7 @@ func (p *pool) launch(id string) (*instance, error) {
 	proc, err := p.inv.starter.Start(ctx, Launch{
 		Instance:   id,
 		Deployment: p.dep,
+		Function:   p.fn,
 		TunnelAddr: p.inv.tunnel.Addr().String(),
 		Token:      pend.Token(),
 	})
@@ -411,7 +415,7 @@ func (p *pool) reap(now time.Time) bool {
 	}
 	minInstances, keepAlive := 0, time.Duration(0)
 	if p.current {
-		minInstances, keepAlive = p.dep.Config.MinInstances, p.inv.cfg.KeepAlive
+		minInstances, keepAlive = p.fn.Config.MinInstances, p.inv.cfg.KeepAlive
 	}
 	stop := scaler.ToStop(snap, minInstances, keepAlive, now)
 	victims := make([]*instance, len(stop))
@@ -451,7 +455,7 @@ func (p *pool) closeAll() {
 func (p *pool) stats() Stats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	s := Stats{Deployment: p.dep.ID, Project: p.dep.Project, Current: p.current, Ready: len(p.instances), Starting: p.starting,
+	s := Stats{Deployment: p.dep.ID, Project: p.dep.Project, Function: p.fn.File, Current: p.current, Ready: len(p.instances), Starting: p.starting,
 		Waiting: len(p.waiters), Learned: p.learned}
 	for _, in := range p.instances {
 		s.InFlight += in.inflight

@@ -45,6 +45,8 @@ type Config struct {
 	Node string
 	// Bundle is the deployment's bundled entry (index.mjs). Required.
 	Bundle string
+	// WorkDir is node's working directory; "" means the bundle's folder.
+	WorkDir string
 	// Dir is a scratch folder for the socket and the bootstrap. Required;
 	// a short path, since a unix socket path is limited to 107 bytes.
 	Dir string
@@ -124,7 +126,10 @@ func Start(ctx context.Context, cfg Config) (*Supervisor, error) {
 	}{!cfg.NoHelpers, cfg.MaxDuration.Milliseconds()})
 	args = append(args, string(opts))
 	cmd := exec.Command(cfg.Node, args...)
-	cmd.Dir = filepath.Dir(cfg.Bundle)
+	cmd.Dir = cfg.WorkDir
+	if cmd.Dir == "" {
+		cmd.Dir = filepath.Dir(cfg.Bundle)
+	}
 	cmd.Env = cfg.Env
 	if cmd.Env == nil {
 		cmd.Env = []string{}

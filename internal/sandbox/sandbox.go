@@ -32,10 +32,12 @@ type Config struct {
 
 // Spec is one instance to start.
 type Spec struct {
-	ID          string
-	Project     string
-	Deployment  string
-	Bundle      string
+	ID         string
+	Project    string
+	Deployment string
+	Bundle     string
+	// WorkDir is node's working directory: the deployment folder.
+	WorkDir     string
 	MaxDuration time.Duration
 	MemoryMB    int
 	// NoHelpers turns the Node style request and response helpers off.
@@ -65,6 +67,7 @@ func Argv(exe, node, dir string, s Spec) []string {
 		"--id", s.ID,
 		"--tunnel", s.TunnelAddr,
 		"--bundle", s.Bundle,
+		"--workdir", s.WorkDir,
 		"--dir", dir,
 		"--max-duration", s.MaxDuration.String(),
 		"--memory", strconv.Itoa(s.MemoryMB),

@@ -19,7 +19,7 @@ import (
 )
 
 func TestArgv(t *testing.T) {
-	spec := Spec{ID: "i1", Project: "app", Deployment: "d1", Bundle: "/data/deployments/d1/bundle.js",
+	spec := Spec{ID: "i1", Project: "app", Deployment: "d1", Bundle: "/data/deployments/d1/bundle.js", WorkDir: "/data/deployments/d1",
 		MaxDuration: 90 * time.Second, MemoryMB: 256, TunnelAddr: "127.0.0.1:4567", Token: "tok"}
 	tests := []struct {
 		name      string
@@ -29,12 +29,12 @@ func TestArgv(t *testing.T) {
 	}{
 		{"default_node", "/usr/bin/shoal", "", spec, []string{"/usr/bin/shoal", "runtime",
 			"--id", "i1", "--tunnel", "127.0.0.1:4567", "--bundle", "/data/deployments/d1/bundle.js",
-			"--dir", "/tmp/s", "--max-duration", "1m30s", "--memory", "256"}},
+			"--workdir", "/data/deployments/d1", "--dir", "/tmp/s", "--max-duration", "1m30s", "--memory", "256"}},
 		{"node", "/usr/bin/shoal", "/opt/node/bin/node", spec, []string{"/usr/bin/shoal", "runtime",
 			"--id", "i1", "--tunnel", "127.0.0.1:4567", "--bundle", "/data/deployments/d1/bundle.js",
-			"--dir", "/tmp/s", "--max-duration", "1m30s", "--memory", "256", "--node", "/opt/node/bin/node"}},
+			"--workdir", "/data/deployments/d1", "--dir", "/tmp/s", "--max-duration", "1m30s", "--memory", "256", "--node", "/opt/node/bin/node"}},
 		{"zero_spec", "shoal", "", Spec{}, []string{"shoal", "runtime",
-			"--id", "", "--tunnel", "", "--bundle", "", "--dir", "/tmp/s", "--max-duration", "0s", "--memory", "0"}},
+			"--id", "", "--tunnel", "", "--bundle", "", "--workdir", "", "--dir", "/tmp/s", "--max-duration", "0s", "--memory", "0"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -2,8 +2,10 @@ package server
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +13,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/shoal-dev/shoal/internal/adminapi"
@@ -21,6 +25,7 @@ import (
 	"github.com/shoal-dev/shoal/internal/metering"
 	"github.com/shoal-dev/shoal/internal/model"
 	"github.com/shoal-dev/shoal/internal/observe"
+	"github.com/shoal-dev/shoal/internal/routes"
 	"github.com/shoal-dev/shoal/internal/runtime/bootstrap"
 	"github.com/shoal-dev/shoal/internal/sandbox"
 	"github.com/shoal-dev/shoal/internal/store"
@@ -39,13 +44,14 @@ type control struct {
 	dataDir string
 	baseURL string
 	node    string // the node binary; "" means "node" from PATH
+	idKey   []byte // keys the hash that names a deployment
 	log     *slog.Logger
 }
 
 func (c *control) projectURL(name string) string { return c.baseURL + "/" + name + "/" }
 
-func (c *control) bundlePath(id string) string {
-	return filepath.Join(c.dataDir, "deployments", id, build.BundleFile)
+func (c *control) deploymentDir(id string) string {
+	return filepath.Join(c.dataDir, "deployments", id)
 }
 
 // restore puts every project's current deployment back in service.
@@ -59,26 +65,47 @@ func (c *control) restore(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("restore project %s: %w", p.Name, err)
 		}
-		c.inv.Deploy(c.invokerDeployment(d))
+		id, err := c.invokerDeployment(d)
+		if err != nil {
+			return fmt.Errorf("restore project %s: %w", p.Name, err)
+		}
+		c.inv.Deploy(id)
 	}
 	return nil
 }
 
-func (c *control) invokerDeployment(d store.Deployment) invoker.Deployment {
-	return invoker.Deployment{ID: d.ID, Project: d.Project, Bundle: c.bundlePath(d.ID), Config: d.Config}
+func (c *control) invokerDeployment(d store.Deployment) (invoker.Deployment, error) {
+	id := invoker.Deployment{ID: d.ID, Project: d.Project, Dir: c.deploymentDir(d.ID), Env: d.Env, Functions: d.Functions}
+	if d.Routed {
+		files := make([]string, len(d.Functions))
+		for i, fn := range d.Functions {
+			files[i] = fn.File
+		}
+		t, err := routes.New(files)
+		if err != nil {
+			return invoker.Deployment{}, fmt.Errorf("deployment %s: %w", d.ID, err)
+		}
+		id.Routes = t
+	}
+	return id, nil
 }
 
-// Deploy unpacks, builds and puts in service one project upload.
+// Deploy unpacks, builds and puts in service one project upload, with the
+// project's environment variables as they are now.
 func (c *control) Deploy(ctx context.Context, project string, upload io.Reader) (api.Deployment, error) {
 	if err := model.ValidateProjectName(project); err != nil {
 		return api.Deployment{}, fmt.Errorf("%w: %v", adminapi.ErrBadRequest, err)
+	}
+	env, err := c.deployEnv(ctx, project)
+	if err != nil {
+		return api.Deployment{}, err
 	}
 	work, err := os.MkdirTemp(filepath.Join(c.dataDir, "tmp"), "deploy-")
 	if err != nil {
 		return api.Deployment{}, err
 	}
 	defer os.RemoveAll(work)
-	src, out := filepath.Join(work, "src"), filepath.Join(work, "out")
+	src := filepath.Join(work, "src")
 	if err := os.Mkdir(src, 0o755); err != nil {
 		return api.Deployment{}, err
 	}
@@ -89,52 +116,68 @@ func (c *control) Deploy(ctx context.Context, project string, upload io.Reader) 
 		}
 		return api.Deployment{}, fmt.Errorf("%w: %v", adminapi.ErrBadRequest, err)
 	}
-	res, err := build.Build(ctx, src, out)
+	inspect := func(ctx context.Context, bundle string) (json.RawMessage, error) {
+		return c.check(ctx, work, src, bundle, env)
+	}
+	res, err := build.Build(ctx, src, build.Options{Inspect: inspect})
+	if be, ok := errors.AsType[*build.Error](err); ok {
+		return api.Deployment{}, &adminapi.BuildError{Msg: "build failed: " + be.Error()}
+	}
+	if _, ok := errors.AsType[*bootstrap.CheckError](err); ok {
+		return api.Deployment{}, &adminapi.BuildError{Msg: "deploy failed: " + err.Error()}
+	}
 	if err != nil {
-		var be *build.Error
-		if errors.As(err, &be) {
-			return api.Deployment{}, &adminapi.BuildError{Msg: "build failed: " + err.Error()}
-		}
 		return api.Deployment{}, fmt.Errorf("build %s: %w", project, err)
 	}
-	if err := c.check(ctx, work, filepath.Join(out, build.BundleFile)); err != nil {
-		return api.Deployment{}, err
-	}
-	sum := sha256.Sum256([]byte(project + "\x00" + res.Digest))
-	id := "d-" + hex.EncodeToString(sum[:6])
-	final := filepath.Join(c.dataDir, "deployments", id)
+	// The same project, code and variables give the same id. The hash is
+	// keyed, so that an id, which users see, tells nothing of the
+	// variables' values.
+	mac := hmac.New(sha256.New, c.idKey)
+	mac.Write([]byte(project + "\x00" + res.Digest + "\x00" + strings.Join(env, "\x00")))
+	id := "d-" + hex.EncodeToString(mac.Sum(nil)[:6])
+	final := c.deploymentDir(id)
 	if _, err := os.Stat(final); errors.Is(err, os.ErrNotExist) {
-		if err := os.Rename(out, final); err != nil {
-			return api.Deployment{}, fmt.Errorf("store bundle: %w", err)
+		if err := os.Rename(src, final); err != nil {
+			return api.Deployment{}, fmt.Errorf("store deployment: %w", err)
 		}
 	}
-	d := store.Deployment{ID: id, Project: project, Config: res.Config}
+	d := store.Deployment{ID: id, Project: project, Routed: res.Routed, Functions: res.Functions, Env: env}
+	served, err := c.invokerDeployment(d)
+	if err != nil {
+		return api.Deployment{}, err
+	}
 	if err := c.store.Deploy(ctx, d); err != nil {
 		return api.Deployment{}, err
 	}
-	c.inv.Deploy(c.invokerDeployment(d))
-	c.log.Info("deployed", "project", project, "deployment", id, "entry", res.Entry)
-	return api.Deployment{ID: id, Project: project, URL: c.projectURL(project), Entry: res.Entry}, nil
+	c.inv.Deploy(served)
+	c.log.Info("deployed", "project", project, "deployment", id, "entry", res.Entry, "functions", len(res.Functions))
+	out := api.Deployment{ID: id, Project: project, URL: c.projectURL(project), Entry: res.Entry}
+	if res.Routed {
+		for _, fn := range res.Functions {
+			p, _ := routes.Pattern(fn.File) // the build checked it
+			out.Routes = append(out.Routes, api.Route{Path: p, File: fn.File})
+		}
+	}
+	return out, nil
 }
 
 // checkTimeout bounds how long a bundle's top-level code may take to load at
 // deploy.
 const checkTimeout = 30 * time.Second
 
-// check loads the bundle in node, as an instance would, and refuses the
-// deployment when it fails to load or exports nothing that serves.
-func (c *control) check(ctx context.Context, work, bundle string) error {
+// check loads a bundle in node, as an instance would, with the deployment's
+// environment and src as its working directory. It returns the bundle's
+// `config` export, and a *bootstrap.CheckError when the bundle fails to
+// load or exports nothing that serves.
+func (c *control) check(ctx context.Context, work, src, bundle string, env []string) (json.RawMessage, error) {
 	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
 	defer cancel()
-	scratch := filepath.Join(work, "check")
-	if err := os.Mkdir(scratch, 0o755); err != nil {
-		return err
+	scratch, err := os.MkdirTemp(work, "check-")
+	if err != nil {
+		return nil, err
 	}
-	err := bootstrap.Check(ctx, c.node, bundle, scratch, sandbox.FunctionEnv(scratch, nil))
-	if ce, ok := errors.AsType[*bootstrap.CheckError](err); ok {
-		return &adminapi.BuildError{Msg: "deploy failed: " + ce.Msg}
-	}
-	return err
+	defer os.RemoveAll(scratch)
+	return bootstrap.Check(ctx, c.node, bundle, src, scratch, sandbox.FunctionEnv(scratch, env))
 }
 
 // DeployDir deploys a folder on this machine, named after the folder.
@@ -209,9 +252,11 @@ func (c *control) Usage(ctx context.Context, project string, since, until time.T
 	}
 	u := c.meter.Usage(ids, since, until)
 	limits, learned := []int{}, 0
-	for _, st := range c.inv.Stats() {
+	stats := c.inv.Stats()
+	slices.SortFunc(stats, func(a, b invoker.Stats) int { return strings.Compare(a.Function, b.Function) })
+	for _, st := range stats {
 		if st.Project == project && st.Current {
-			limits, learned = st.Limits, st.Learned
+			limits, learned = append(limits, st.Limits...), max(learned, st.Learned)
 		}
 	}
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

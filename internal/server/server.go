@@ -145,7 +145,7 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, log *slog.Logger) (e
 		return limits
 	})
 
-	ctl := &control{store: st, inv: inv, logs: logs, meter: meter, dataDir: dataDir, baseURL: baseURL, node: cfg.Node, log: log}
+	ctl := &control{store: st, inv: inv, logs: logs, meter: meter, dataDir: dataDir, baseURL: baseURL, node: cfg.Node, idKey: []byte(token), log: log}
 	if err := ctl.restore(ctx); err != nil {
 		inv.Close()
 		return err
@@ -304,10 +304,12 @@ func (s starter) Start(ctx context.Context, l invoker.Launch) (invoker.Process, 
 		ID:          l.Instance,
 		Project:     l.Deployment.Project,
 		Deployment:  l.Deployment.ID,
-		Bundle:      l.Deployment.Bundle,
-		MaxDuration: l.Deployment.Config.MaxDuration,
-		MemoryMB:    l.Deployment.Config.MemoryMB,
-		NoHelpers:   l.Deployment.Config.NoHelpers,
+		Bundle:      filepath.Join(l.Deployment.Dir, filepath.FromSlash(l.Function.Bundle)),
+		WorkDir:     l.Deployment.Dir,
+		Env:         l.Deployment.Env,
+		MaxDuration: l.Function.Config.MaxDuration,
+		MemoryMB:    l.Function.Config.MemoryMB,
+		NoHelpers:   l.Function.Config.NoHelpers,
 		TunnelAddr:  l.TunnelAddr,
 		Token:       l.Token,
 	})

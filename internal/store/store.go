@@ -54,7 +54,23 @@ var migrations = []string{
 		message    TEXT NOT NULL
 	) STRICT;
 	CREATE INDEX logs_project ON logs(project, id);`,
+	// env has no foreign key to projects: a project's variables may be set
+	// before its first deploy.
+	`CREATE TABLE env (
+		project    TEXT NOT NULL,
+		name       TEXT NOT NULL,
+		value      TEXT NOT NULL,
+		updated_at INTEGER NOT NULL,
+		PRIMARY KEY (project, name)
+	) STRICT;`,
+	// spec holds what a deployment runs beyond config, as JSON (see
+	// deploymentSpec); '' for deployments from before it.
+	`ALTER TABLE deployments ADD COLUMN spec TEXT NOT NULL DEFAULT '';`,
 }
+
+// legacyBundle is where deployments from before the spec column have their
+// one bundle.
+const legacyBundle = "index.mjs"
 
 // Deployment is one immutable build of a project.
 type Deployment struct {
@@ -63,7 +79,21 @@ type Deployment struct {
 	// CreatedAt is when the deployment was built; zero means Deploy fills in
 	// the current time.
 	CreatedAt time.Time
-	Config    model.FunctionConfig
+	// Routed is true when the functions are a project's api/ files, each
+	// at its own route, and false for a project of one function.
+	Routed bool
+	// Functions are what the deployment runs; at least one.
+	Functions []model.Function
+	// Env is the project's environment variables as they were when it was
+	// deployed, as NAME=VALUE.
+	Env []string
+}
+
+// deploymentSpec is the JSON of the spec column.
+type deploymentSpec struct {
+	Routed    bool             `json:"routed,omitempty"`
+	Functions []model.Function `json:"functions"`
+	Env       []string         `json:"env,omitempty"`
 }
 
 // Project is a named function and the deployment that serves it.
@@ -166,9 +196,17 @@ func (s *Store) Deploy(ctx context.Context, d Deployment) error {
 	if d.CreatedAt.IsZero() {
 		d.CreatedAt = now
 	}
-	config, err := json.Marshal(d.Config)
+	if len(d.Functions) == 0 {
+		return fmt.Errorf("deploy %s: no functions", d.ID)
+	}
+	// config keeps the first function's, as before there was spec.
+	config, err := json.Marshal(d.Functions[0].Config)
 	if err != nil {
 		return fmt.Errorf("encode config of %s: %w", d.ID, err)
+	}
+	spec, err := json.Marshal(deploymentSpec{Routed: d.Routed, Functions: d.Functions, Env: d.Env})
+	if err != nil {
+		return fmt.Errorf("encode spec of %s: %w", d.ID, err)
 	}
 	return s.inTx(ctx, func(tx *sql.Tx) error {
 		// The project goes first: deployments.project references it.
@@ -179,9 +217,9 @@ func (s *Store) Deploy(ctx context.Context, d Deployment) error {
 			return fmt.Errorf("upsert project %s: %w", d.Project, err)
 		}
 		res, err := tx.ExecContext(ctx, `
-			INSERT INTO deployments (id, project, created_at, config) VALUES (?, ?, ?, ?)
+			INSERT INTO deployments (id, project, created_at, config, spec) VALUES (?, ?, ?, ?, ?)
 			ON CONFLICT (id) DO NOTHING`,
-			d.ID, d.Project, toNano(d.CreatedAt), string(config))
+			d.ID, d.Project, toNano(d.CreatedAt), string(config), string(spec))
 		if err != nil {
 			return fmt.Errorf("insert deployment %s: %w", d.ID, err)
 		}
@@ -227,7 +265,7 @@ func (s *Store) Projects(ctx context.Context) ([]Project, error) {
 
 // Deployment returns the deployment with the given id, or ErrNotFound.
 func (s *Store) Deployment(ctx context.Context, id string) (Deployment, error) {
-	row := s.db.QueryRowContext(ctx, `SELECT id, project, created_at, config FROM deployments WHERE id = ?`, id)
+	row := s.db.QueryRowContext(ctx, `SELECT id, project, created_at, config, spec FROM deployments WHERE id = ?`, id)
 	d, err := scanDeployment(row)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Deployment{}, fmt.Errorf("deployment %s: %w", id, ErrNotFound)
@@ -242,7 +280,7 @@ func (s *Store) Deployment(ctx context.Context, id string) (Deployment, error) {
 // that does not exist has none.
 func (s *Store) Deployments(ctx context.Context, project string) ([]Deployment, error) {
 	rows, err := s.db.QueryContext(ctx, `
-		SELECT id, project, created_at, config FROM deployments
+		SELECT id, project, created_at, config, spec FROM deployments
 		WHERE project = ? ORDER BY created_at DESC, rowid DESC`, project)
 	if err != nil {
 		return nil, fmt.Errorf("list deployments of %s: %w", project, err)
@@ -250,8 +288,8 @@ func (s *Store) Deployments(ctx context.Context, project string) ([]Deployment, 
 	return collect(rows, scanDeployment)
 }
 
-// DeleteProject deletes the project called name with its deployments and its
-// logs, or returns ErrNotFound.
+// DeleteProject deletes the project called name with its deployments, its
+// logs and its environment variables, or returns ErrNotFound.
 func (s *Store) DeleteProject(ctx context.Context, name string) error {
 	return s.inTx(ctx, func(tx *sql.Tx) error {
 		// Deleting the project cascades to its deployments.
@@ -266,6 +304,9 @@ func (s *Store) DeleteProject(ctx context.Context, name string) error {
 		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM logs WHERE project = ?`, name); err != nil {
 			return fmt.Errorf("delete logs of %s: %w", name, err)
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM env WHERE project = ?`, name); err != nil {
+			return fmt.Errorf("delete env of %s: %w", name, err)
 		}
 		return nil
 	})
@@ -373,14 +414,24 @@ func scanProject(r scanner) (Project, error) {
 func scanDeployment(r scanner) (Deployment, error) {
 	var d Deployment
 	var created int64
-	var config string
-	if err := r.Scan(&d.ID, &d.Project, &created, &config); err != nil {
+	var config, spec string
+	if err := r.Scan(&d.ID, &d.Project, &created, &config, &spec); err != nil {
 		return Deployment{}, err
 	}
 	d.CreatedAt = fromNano(created)
-	if err := json.Unmarshal([]byte(config), &d.Config); err != nil {
-		return Deployment{}, fmt.Errorf("decode config of %s: %w", d.ID, err)
+	if spec == "" {
+		fn := model.Function{Bundle: legacyBundle}
+		if err := json.Unmarshal([]byte(config), &fn.Config); err != nil {
+			return Deployment{}, fmt.Errorf("decode config of %s: %w", d.ID, err)
+		}
+		d.Functions = []model.Function{fn}
+		return d, nil
 	}
+	var ds deploymentSpec
+	if err := json.Unmarshal([]byte(spec), &ds); err != nil {
+		return Deployment{}, fmt.Errorf("decode spec of %s: %w", d.ID, err)
+	}
+	d.Routed, d.Functions, d.Env = ds.Routed, ds.Functions, ds.Env
 	return d, nil
 }
 

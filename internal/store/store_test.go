@@ -45,7 +45,8 @@ func fakeClock() func() time.Time {
 func dep(project, id string, minute int) Deployment {
 	cfg := model.DefaultFunctionConfig()
 	cfg.MinInstances = minute // something that differs per deployment
-	return Deployment{ID: id, Project: project, CreatedAt: t0.Add(time.Duration(minute) * time.Minute), Config: cfg}
+	return Deployment{ID: id, Project: project, CreatedAt: t0.Add(time.Duration(minute) * time.Minute),
+		Functions: []model.Function{{File: "index.js", Bundle: ".shoal-index.js.mjs", Config: cfg}}}
 }
 
 func ids(ds []Deployment) []string {
@@ -503,5 +504,51 @@ func TestStore_AppendLogsConcurrent(t *testing.T) {
 		if got[i] <= got[i-1] {
 			t.Fatalf("Logs not in ID order at %d: %d after %d", i, got[i], got[i-1])
 		}
+	}
+}
+
+func TestStore_DeploymentSpec(t *testing.T) {
+	ctx := t.Context()
+	s, _ := openTest(t)
+	cfg := model.DefaultFunctionConfig()
+	d := Deployment{ID: "d1", Project: "p", CreatedAt: t0, Routed: true, Env: []string{"A=1", "B=x=y"},
+		Functions: []model.Function{
+			{File: "api/a.ts", Bundle: "api/.shoal-a.ts.mjs", Config: cfg},
+			{File: "api/[id].js", Bundle: "api/.shoal-[id].js.mjs", Config: cfg.With(model.ConfigPatch{MemoryMB: new(512)})},
+		}}
+	if err := s.Deploy(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Deployment(ctx, "d1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, d) {
+		t.Errorf("Deployment = %+v, want %+v", got, d)
+	}
+	if err := s.Deploy(ctx, Deployment{ID: "d2", Project: "p"}); err == nil {
+		t.Error("Deploy of a deployment without functions succeeded")
+	}
+}
+
+func TestStore_DeploymentFromBeforeSpec(t *testing.T) {
+	ctx := t.Context()
+	s, _ := openTest(t)
+	cfg := model.DefaultFunctionConfig()
+	cfg.MemoryMB = 256
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO projects (name, current, created_at, updated_at) VALUES ('p', 'd0', 0, 0)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO deployments (id, project, created_at, config) VALUES ('d0', 'p', 0, ?)`,
+		`{"maxConcurrency":100,"maxDuration":60000000000,"memoryMB":256,"minInstances":0}`); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Deployment(ctx, "d0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []model.Function{{Bundle: "index.mjs", Config: cfg}}
+	if got.Routed || !reflect.DeepEqual(got.Functions, want) {
+		t.Errorf("Deployment = %+v, want one function %+v", got, want)
 	}
 }

@@ -11,7 +11,7 @@
 //
 //	node --enable-source-maps BOOTSTRAP_PATH SOCKET_PATH BUNDLE_PATH [OPTIONS_JSON]
 //
-// with the bundle's folder as working directory and the write end of a pipe
+// with the deployment folder as working directory and the write end of a pipe
 // as fd 3. The full contract is the comment at the top of bootstrap.mjs.
 package bootstrap
 
@@ -56,6 +56,9 @@ const (
 	TypeReady = "ready" // the server listens on the socket
 	TypeError = "error" // the bundle could not be loaded or served; node exits 1
 	TypeLog   = "log"   // one line of output
+	// TypeConfig carries, with --check, the bundle's `config` export as
+	// JSON in Msg.
+	TypeConfig = "config"
 )
 
 // Log streams of a TypeLog message.
@@ -114,19 +117,20 @@ func (e *CheckError) Error() string { return e.Msg }
 
 // Check loads bundle in a node process the way an instance would, finds
 // its handler and exits, without serving: a *CheckError says why the bundle
-// could not serve. The bundle's top-level code runs, with env as its
-// environment and its folder as working directory; scratch is a folder for
-// the bootstrap file. node is the node binary ("node" when empty).
-func Check(ctx context.Context, node, bundle, scratch string, env []string) error {
+// could not serve. It returns the bundle's `config` export as JSON, nil when
+// it has none. The bundle's top-level code runs, with env as its
+// environment and dir as its working directory; scratch is a folder for the
+// bootstrap file. node is the node binary ("node" when empty).
+func Check(ctx context.Context, node, bundle, dir, scratch string, env []string) (json.RawMessage, error) {
 	if node == "" {
 		node = "node"
 	}
 	boot, err := Write(scratch)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	cmd := exec.CommandContext(ctx, node, "--enable-source-maps", boot, "--check", bundle)
-	cmd.Dir = filepath.Dir(bundle)
+	cmd.Dir = dir
 	cmd.Env = env
 	if cmd.Env == nil {
 		cmd.Env = []string{}
@@ -137,17 +141,24 @@ func Check(ctx context.Context, node, bundle, scratch string, env []string) erro
 	cmd.Stderr = &stderr
 	runErr := cmd.Run()
 	if ctx.Err() != nil {
-		return &CheckError{Msg: "loading the bundle did not finish in time"}
+		return nil, &CheckError{Msg: "loading the bundle did not finish in time"}
 	}
-	if runErr == nil {
-		return nil
-	}
-	// Without fd 3 the control messages come on stderr; the error is the last.
+	// Without fd 3 the control messages come on stderr, among what the
+	// bundle wrote there: the error or the config is the last.
 	for _, line := range slices.Backward(bytes.Split(stderr.Bytes(), []byte("\n"))) {
 		var m Message
-		if json.Unmarshal(line, &m) == nil && m.Type == TypeError {
-			return &CheckError{Msg: m.Msg}
+		if json.Unmarshal(line, &m) != nil {
+			continue
+		}
+		switch {
+		case m.Type == TypeError && runErr != nil:
+			return nil, &CheckError{Msg: m.Msg}
+		case m.Type == TypeConfig && runErr == nil:
+			return json.RawMessage(m.Msg), nil
 		}
 	}
-	return fmt.Errorf("check bundle %s: %v: %s", bundle, runErr, bytes.TrimSpace(stderr.Bytes()))
+	if runErr == nil {
+		return nil, nil
+	}
+	return nil, fmt.Errorf("check bundle %s: %v: %s", bundle, runErr, bytes.TrimSpace(stderr.Bytes()))
 }

@@ -10,8 +10,10 @@
 //           "maxDurationMs" (default 60000) bounds each invocation's
 //           waitUntil work, counted from its start.
 //           With --check in place of SOCKET_PATH the bootstrap loads the
-//           bundle, finds its handler and exits 0, or reports the error.
-//           cwd = the bundle's folder. fd 3 is a pipe to the runtime (the
+//           bundle, finds its handler, reports its `config` export as
+//           {"type":"config","msg":"<JSON>"} if it has one and exits 0, or
+//           reports the error.
+//           cwd = the deployment folder. fd 3 is a pipe to the runtime (the
 //           "control pipe"). stdout and stderr are pipes too; they carry only
 //           what bypasses the patched streams below (fs.writeSync(1, ...),
 //           loggers that write to fd 1 directly, native code, node's own fatal
@@ -958,8 +960,24 @@ try {
   fatal(err.message);
 }
 
-// --check: the bundle loads and exports a handler; nothing is served.
-if (socketPath === '--check') process.exit(0);
+// --check: the bundle loads and exports a handler; nothing is served. Its
+// `config` export (Vercel's `export const config`, or module.exports.config
+// for CommonJS) is reported for the deploy to read.
+if (socketPath === '--check') {
+  const d = mod.default;
+  const config = mod.config !== undefined ? mod.config :
+    (typeof d === 'function' || (d !== null && typeof d === 'object')) ? d.config : undefined;
+  if (config !== undefined) {
+    let json;
+    try {
+      json = JSON.stringify(config);
+    } catch (err) {
+      fatal('export const config: ' + err.message);
+    }
+    writeControl('{"type":"config","msg":' + JSON.stringify(json ?? 'null') + '}\n');
+  }
+  process.exit(0);
+}
 
 const { node: nodeHandler, web: webTarget } = picked;
 

@@ -1150,3 +1150,48 @@ func procCPU(pid int) time.Duration {
 	fmt.Sscan(fields[12], &stime)
 	return time.Duration(utime+stime) * (time.Second / 100) // USER_HZ is 100 on Linux
 }
+
+func TestCheck(t *testing.T) {
+	tests := []struct {
+		name, bundle string
+		config       string // the JSON Check returns; "" for none
+		err          string // what the *CheckError says; "" for none
+	}{
+		{name: "no_config", bundle: `export default (req, res) => res.end();`},
+		{name: "esm_config", bundle: `export default (req, res) => res.end(); export const config = { maxDuration: 5 };`, config: `{"maxDuration":5}`},
+		{name: "cjs_style_config", bundle: `const h = (req, res) => res.end(); h.config = { memory: 256 }; export default h;`, config: `{"memory":256}`},
+		{name: "logs_at_load", bundle: `console.error('{"type":"config","msg":"{}"}'); console.log("hi"); export default { fetch: () => new Response() }; export const config = { runtime: "nodejs" };`, config: `{"runtime":"nodejs"}`},
+		{name: "cwd_and_env", bundle: `import fs from "node:fs"; if (!fs.existsSync("marker") || process.env.X !== "1") throw new Error("wrong cwd or env"); export default () => {};`},
+		{name: "no_handler", bundle: `export const x = 1;`, err: "has no default export"},
+		{name: "throws", bundle: `throw new Error("boom at load");`, err: "boom at load"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			bundle := filepath.Join(dir, "sub", "b.mjs")
+			if err := os.MkdirAll(filepath.Dir(bundle), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			for name, body := range map[string]string{bundle: tt.bundle, filepath.Join(dir, "marker"): ""} {
+				if err := os.WriteFile(name, []byte(body), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			config, err := Check(t.Context(), "", bundle, dir, t.TempDir(), []string{"X=1"})
+			if tt.err != "" {
+				ce, ok := errors.AsType[*CheckError](err)
+				if !ok || !strings.Contains(ce.Msg, tt.err) {
+					t.Fatalf("Check error = %v, want a *CheckError saying %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Check: %v", err)
+			}
+			if string(config) != tt.config {
+				t.Errorf("config = %s, want %q", config, tt.config)
+			}
+		})
+	}
+}
