@@ -1,6 +1,7 @@
 package invoker
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -11,6 +12,7 @@ import (
 	"net/http"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -167,17 +169,25 @@ type Invoker struct {
 	wg sync.WaitGroup // instance starts, watches and stops
 }
 
-// served is a deployment in service and the pools of its functions, in the
-// order of its Functions.
+// served is a deployment in service and its functions, in the order of its
+// Functions.
 type served struct {
-	dep   Deployment
-	pools []*pool
+	dep Deployment
+	fns []*function
 }
 
-// poolKey names the pool of one function of one deployment.
+// function is one function in service: its lanes (see lanes.go), a pool
+// each, and what its paths cost.
+type function struct {
+	lanes [laneCount]*pool
+	costs *pathCosts
+}
+
+// poolKey names the pool of one lane of one function of one deployment.
 type poolKey struct {
 	deployment string
 	function   int
+	lane       int
 }
 
 // New returns an invoker that starts instances with starter, expects them
@@ -215,48 +225,73 @@ func (inv *Invoker) Deploy(d Deployment) {
 		return
 	}
 	old := inv.current[d.Project]
-	s := &served{dep: d, pools: make([]*pool, len(d.Functions))}
+	s := &served{dep: d, fns: make([]*function, len(d.Functions))}
 	for i, fn := range d.Functions {
-		key := poolKey{d.ID, i}
-		p := inv.pools[key]
-		if p == nil {
-			p = &pool{inv: inv, dep: d, fn: fn, key: key, learned: fn.Config.MaxConcurrency}
-			// A new deployment starts at the limit the previous one
-			// learned for the same function: new code, but most likely
-			// the same kind of work.
-			if prev := old.pool(fn.File); prev != nil {
-				prev.mu.Lock()
-				if prev.learned < prev.fn.Config.MaxConcurrency {
-					p.learned = min(prev.learned, fn.Config.MaxConcurrency)
-				}
-				prev.mu.Unlock()
-			}
-			inv.pools[key] = p
+		// A new deployment starts from what the previous one learned of
+		// the same function: new code, but most likely the same kind of
+		// work.
+		prev := old.function(fn.File)
+		f := &function{costs: newPathCosts()}
+		if prev != nil {
+			f.costs = prev.costs
 		}
-		s.pools[i] = p
+		for lane := range laneCount {
+			key := poolKey{d.ID, i, lane}
+			p := inv.pools[key]
+			if p == nil {
+				p = &pool{inv: inv, dep: d, fn: fn, key: key, learned: fn.Config.MaxConcurrency}
+				if prev != nil {
+					pp := prev.lanes[lane]
+					pp.mu.Lock()
+					if pp.learned < pp.fn.Config.MaxConcurrency {
+						p.learned = min(pp.learned, fn.Config.MaxConcurrency)
+					}
+					pp.mu.Unlock()
+				}
+				inv.pools[key] = p
+			}
+			f.lanes[lane] = p
+		}
+		s.fns[i] = f
 	}
 	inv.current[d.Project] = s
-	for _, p := range s.pools {
-		p.setCurrent(true)
-	}
+	s.setCurrent(true, nil)
 	if old != nil {
-		for _, p := range old.pools {
-			if !slices.Contains(s.pools, p) {
-				p.setCurrent(false)
+		old.setCurrent(false, s)
+	}
+}
+
+// setCurrent puts every pool of s in service or out of it, except those
+// that keep serves too.
+func (s *served) setCurrent(current bool, keep *served) {
+	for _, f := range s.fns {
+		for _, p := range f.lanes {
+			if keep == nil || !keep.has(p) {
+				p.setCurrent(current)
 			}
 		}
 	}
 }
 
-// pool returns the pool of s's function built from file; nil when there is
-// none, or s is nil.
-func (s *served) pool(file string) *pool {
+// has reports whether p is one of s's pools.
+func (s *served) has(p *pool) bool {
+	for _, f := range s.fns {
+		if slices.Contains(f.lanes[:], p) {
+			return true
+		}
+	}
+	return false
+}
+
+// function returns s's function built from file; nil when there is none,
+// or s is nil.
+func (s *served) function(file string) *function {
 	if s == nil {
 		return nil
 	}
-	for _, p := range s.pools {
-		if p.fn.File == file {
-			return p
+	for _, f := range s.fns {
+		if f.lanes[lightLane].fn.File == file {
+			return f
 		}
 	}
 	return nil
@@ -268,16 +303,14 @@ func (inv *Invoker) Remove(project string) {
 	defer inv.mu.Unlock()
 	if s := inv.current[project]; s != nil {
 		delete(inv.current, project)
-		for _, p := range s.pools {
-			p.setCurrent(false)
-		}
+		s.setCurrent(false, nil)
 	}
 }
 
-// route returns the pool of the project's current deployment that serves
-// req, and sets the route's parameters in req's query, where they override
-// the client's own.
-func (inv *Invoker) route(project string, req *http.Request) (*pool, error) {
+// route returns the function of the project's current deployment that
+// serves req, and sets the route's parameters in req's query, where they
+// override the client's own.
+func (inv *Invoker) route(project string, req *http.Request) (*function, error) {
 	inv.mu.Lock()
 	s := inv.current[project]
 	inv.mu.Unlock()
@@ -285,7 +318,7 @@ func (inv *Invoker) route(project string, req *http.Request) (*pool, error) {
 		return nil, ErrNotFound
 	}
 	if s.dep.Routes == nil {
-		return s.pools[0], nil
+		return s.fns[0], nil
 	}
 	i, params, ok := s.dep.Routes.Match(req.URL.Path)
 	if !ok {
@@ -298,7 +331,7 @@ func (inv *Invoker) route(project string, req *http.Request) (*pool, error) {
 		}
 		req.URL.RawQuery = q.Encode()
 	}
-	return s.pools[i], nil
+	return s.fns[i], nil
 }
 
 // Invoke sends req to an instance of the project's current deployment. The
@@ -307,10 +340,12 @@ func (inv *Invoker) route(project string, req *http.Request) (*pool, error) {
 // answers the client with another status (a platform error in place of the
 // function's response) sets StatusCode to it before closing.
 func (inv *Invoker) Invoke(project string, req *http.Request) (*http.Response, error) {
-	p, err := inv.route(project, req)
+	f, err := inv.route(project, req)
 	if err != nil {
 		return nil, err
 	}
+	path := req.URL.Path
+	p := f.lanes[f.costs.lane(path)]
 	// An instance found gone before the invocation was sent is not an
 	// attempt: the invocation is placed again, once.
 	for attempt := 0; ; attempt++ {
@@ -346,6 +381,9 @@ func (inv *Invoker) Invoke(project string, req *http.Request) (*http.Response, e
 				continue
 			}
 			return nil, fmt.Errorf("invoke %s on %s: %w", p.dep.ID, in.id, errInstanceGone)
+		}
+		if entry, ok := entryOf(resp.Header); ok {
+			f.costs.observe(path, entry)
 		}
 		record := metering.Invocation{Project: p.dep.Project, Deployment: p.dep.ID, Instance: in.id, ID: req.Header.Get(tunnel.IDHeader),
 			Start: start, FirstByte: time.Now()}
@@ -434,12 +472,14 @@ func (inv *Invoker) Close() error {
 	return nil
 }
 
-// Stats is a snapshot of one function of a deployment for observers and
-// tests.
+// Stats is a snapshot of one lane of one function of a deployment for
+// observers and tests.
 type Stats struct {
 	Deployment, Project string
 	// Function is the function's source file.
 	Function string
+	// Heavy is true for the function's heavy lane (see lanes.go).
+	Heavy    bool
 	Current  bool
 	Ready    int
 	Starting int
@@ -452,7 +492,8 @@ type Stats struct {
 }
 
 // Stats returns a snapshot of every function of every deployment in
-// service or draining.
+// service or draining, light lane and, when it is in use, heavy lane,
+// sorted by deployment, function and lane.
 func (inv *Invoker) Stats() []Stats {
 	inv.mu.Lock()
 	pools := make([]*pool, 0, len(inv.pools))
@@ -462,9 +503,24 @@ func (inv *Invoker) Stats() []Stats {
 	inv.mu.Unlock()
 	out := make([]Stats, 0, len(pools))
 	for _, p := range pools {
-		out = append(out, p.stats())
+		st := p.stats()
+		if st.Heavy && st.Ready+st.Starting+st.Waiting == 0 {
+			continue // a lane not in use
+		}
+		out = append(out, st)
 	}
+	slices.SortFunc(out, func(a, b Stats) int {
+		return cmp.Or(strings.Compare(a.Deployment, b.Deployment), strings.Compare(a.Function, b.Function),
+			cmp.Compare(btoi(a.Heavy), btoi(b.Heavy)))
+	})
 	return out
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 type noMeter struct{}

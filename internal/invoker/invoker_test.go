@@ -569,3 +569,113 @@ func TestInvoker_RoutesToEachFunctionsOwnInstances(t *testing.T) {
 		t.Errorf("Stats functions = %q, want %q", fns, files)
 	}
 }
+
+func TestPathCosts(t *testing.T) {
+	ms := func(n float64) time.Duration { return time.Duration(n * float64(time.Millisecond)) }
+	type step struct {
+		path  string
+		entry time.Duration
+		// the lanes of /cpu and /io after the step
+		cpu, io int
+	}
+	tests := []struct {
+		name  string
+		steps []step
+	}{
+		{"unknown_paths_are_light", []step{{"/other", ms(1), lightLane, lightLane}}},
+		{"heavy_alone_stays_light", []step{
+			{"/cpu", ms(50), lightLane, lightLane}, // no light path: one lane does
+			{"/cpu", ms(50), lightLane, lightLane},
+		}},
+		{"heavy_beside_light_splits", []step{
+			{"/io", ms(0.5), lightLane, lightLane},
+			{"/cpu", ms(50), heavyLane, lightLane},
+			{"/io", ms(1), heavyLane, lightLane},
+		}},
+		{"turns_light_again_slowly", []step{
+			{"/io", ms(0.5), lightLane, lightLane},
+			{"/cpu", ms(20), heavyLane, lightLane}, // avg 20
+			{"/cpu", ms(0), heavyLane, lightLane},  // 14
+			{"/cpu", ms(0), heavyLane, lightLane},  // 9.8: under heavyEntry, over lightEntry
+			{"/cpu", ms(0), heavyLane, lightLane},  // 6.9
+			{"/cpu", ms(0), lightLane, lightLane},  // 4.8
+		}},
+		{"light_turns_heavy_on_average", []step{
+			{"/io", ms(1), lightLane, lightLane},
+			{"/cpu", ms(1), lightLane, lightLane},
+			{"/cpu", ms(30), lightLane, lightLane}, // 9.7
+			{"/cpu", ms(30), heavyLane, lightLane}, // 15.8
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newPathCosts()
+			for i, st := range tt.steps {
+				c.observe(st.path, st.entry)
+				if cpu, io := c.lane("/cpu"), c.lane("/io"); cpu != st.cpu || io != st.io {
+					t.Fatalf("after step %d (%s %v): lanes /cpu %d, /io %d; want %d, %d", i, st.path, st.entry, cpu, io, st.cpu, st.io)
+				}
+			}
+		})
+	}
+}
+
+func TestPathKey(t *testing.T) {
+	for path, want := range map[string]string{
+		"/":                  "/",
+		"/api/users":         "/api/users",
+		"/api/users/42":      "/api/users/#",
+		"/v2/items/a1b/edit": "/#/items/#/edit",
+	} {
+		if got := pathKey(path); got != want {
+			t.Errorf("pathKey(%q) = %q, want %q", path, got, want)
+		}
+	}
+}
+
+// A function whose paths differ runs the path that holds the event loop on
+// instances of its own, once the instances have said so.
+func TestInvoker_HeavyPathsGetALaneOfTheirOwn(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		entry := "0.4"
+		if r.URL.Path == "/cpu" {
+			entry = "50.0"
+		}
+		w.Header().Set(EntryHeader, entry)
+		io.WriteString(w, r.URL.Path)
+	})
+	inv, _ := newInvoker(t, Config{}, h)
+	inv.Deploy(deployment("d1", 10))
+	served := func(path string) string {
+		t.Helper()
+		req, _ := http.NewRequest("GET", "http://app"+path, nil)
+		resp, err := inv.Invoke("app", req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		io.ReadAll(resp.Body)
+		if v := resp.Header.Get(EntryHeader); v != "" {
+			t.Errorf("%s: the response still carries %s: %s", path, EntryHeader, v)
+		}
+		return resp.Header.Get("x-instance")
+	}
+	first := served("/io")
+	if got := served("/cpu"); got != first {
+		t.Errorf("/cpu before its first report ran on %s, want the one instance %s", got, first)
+	}
+	heavy := served("/cpu")
+	if heavy == first {
+		t.Fatalf("/cpu, known heavy, ran on the light lane's instance %s", first)
+	}
+	if got := served("/io"); got != first {
+		t.Errorf("/io ran on %s, want the light lane's %s", got, first)
+	}
+	if got := served("/cpu"); got != heavy {
+		t.Errorf("/cpu ran on %s, want the heavy lane's %s", got, heavy)
+	}
+	st := inv.Stats()
+	if len(st) != 2 || st[0].Heavy || !st[1].Heavy || st[0].Ready != 1 || st[1].Ready != 1 {
+		t.Errorf("Stats = %+v, want the light lane then the heavy one, an instance each", st)
+	}
+}

@@ -127,6 +127,16 @@ func (p *pool) pickLocked() *instance {
 	return best
 }
 
+// minInstances is how many instances the pool keeps started while it is
+// current: the function's minInstances on its light lane, none on the heavy
+// one.
+func (p *pool) minInstances() int {
+	if p.key.lane == heavyLane {
+		return 0
+	}
+	return p.fn.Config.MinInstances
+}
+
 // scaleLocked starts the instances the scaler asks for.
 func (p *pool) scaleLocked() {
 	if p.inv.ctx.Err() != nil {
@@ -134,7 +144,7 @@ func (p *pool) scaleLocked() {
 	}
 	minInstances := 0
 	if p.current {
-		minInstances = p.fn.Config.MinInstances
+		minInstances = p.minInstances()
 	}
 	n := scaler.ToStart(scaler.Pool{
 		Waiting:          len(p.waiters),
@@ -415,7 +425,7 @@ func (p *pool) reap(now time.Time) bool {
 	}
 	minInstances, keepAlive := 0, time.Duration(0)
 	if p.current {
-		minInstances, keepAlive = p.fn.Config.MinInstances, p.inv.cfg.KeepAlive
+		minInstances, keepAlive = p.minInstances(), p.inv.cfg.KeepAlive
 	}
 	stop := scaler.ToStop(snap, minInstances, keepAlive, now)
 	victims := make([]*instance, len(stop))
@@ -455,7 +465,7 @@ func (p *pool) closeAll() {
 func (p *pool) stats() Stats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	s := Stats{Deployment: p.dep.ID, Project: p.dep.Project, Function: p.fn.File, Current: p.current, Ready: len(p.instances), Starting: p.starting,
+	s := Stats{Deployment: p.dep.ID, Project: p.dep.Project, Function: p.fn.File, Heavy: p.key.lane == heavyLane, Current: p.current, Ready: len(p.instances), Starting: p.starting,
 		Waiting: len(p.waiters), Learned: p.learned}
 	for _, in := range p.instances {
 		s.InFlight += in.inflight

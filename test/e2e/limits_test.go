@@ -153,6 +153,56 @@ func TestLimits_Response(t *testing.T) {
 	})
 }
 
+// A Web style Response made from a string or bytes is a buffered response:
+// it carries its Content-Length, and over the limit it is the platform's
+// 500, while one built from a stream is not bounded.
+func TestLimits_WebResponse(t *testing.T) {
+	s := testutil.StartServe(t, testutil.ServeOptions{})
+	url := s.Deploy(testutil.WriteProject(t, "web-responses", map[string]string{"index.mjs": `
+export default {
+  fetch(request) {
+    const q = new URL(request.url).searchParams;
+    const n = Number(q.get('n'));
+    switch (q.get('as')) {
+      case 'string': return new Response('w'.repeat(n));
+      case 'bytes': return new Response(new Uint8Array(n).fill(119));
+      case 'json': return Response.json({ text: 'é'.repeat(n) });
+      case 'stream': return new Response(new Blob(['w'.repeat(n)]).stream());
+    }
+    return new Response(null, { status: 204 });
+  },
+};
+`}))
+	tests := []struct {
+		query  string
+		status int
+		length string // the Content-Length; "" for none
+	}{
+		{"?as=string&n=1000", 200, "1000"},
+		{"?as=bytes&n=4000000", 200, "4000000"},
+		{"?as=json&n=3", 200, "17"}, // {"text":"ééé"}, é in two bytes
+		{"?as=stream&n=1000", 200, ""},
+		{"?as=string&n=5000000", 500, ""},
+		{"?as=stream&n=5000000", 200, ""},
+		{"", 204, ""},
+	}
+	for _, tt := range tests {
+		r := mustSend(t, 60*time.Second, "GET", url+tt.query, "application/json", nil)
+		if tt.status == 500 {
+			if err := checkPlatformError(r, 500, "FUNCTION_RESPONSE_PAYLOAD_TOO_LARGE"); err != nil {
+				t.Errorf("%s: %v", tt.query, err)
+			}
+			continue
+		}
+		if r.status != tt.status || r.header.Get("content-length") != tt.length {
+			t.Errorf("%s: %d with content-length %q, want %d with %q", tt.query, r.status, r.header.Get("content-length"), tt.status, tt.length)
+		}
+		if tt.length != "" && strconv.Itoa(len(r.body)) != tt.length {
+			t.Errorf("%s: %d bytes of body, want %s", tt.query, len(r.body), tt.length)
+		}
+	}
+}
+
 func TestLimits_Flags(t *testing.T) {
 	s := testutil.StartServe(t, testutil.ServeOptions{Args: []string{
 		"--max-url-bytes", "1000",

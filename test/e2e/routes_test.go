@@ -47,9 +47,12 @@ export default (req, res) => res.send([
 		{"/data", "from a file,from a file,from a file", 200},
 	}
 	for _, tt := range tests {
-		code, body, _ := testutil.Get(t, api+tt.path)
+		code, body, resp := testutil.Get(t, api+tt.path)
 		if code != tt.status || body != tt.want {
 			t.Errorf("GET /api%s: %d %q, want %d %q", tt.path, code, body, tt.status, tt.want)
+		}
+		if v := resp.Header.Get("x-shoal-entry-ms"); v != "" {
+			t.Errorf("GET /api%s: the client sees the platform's x-shoal-entry-ms: %s", tt.path, v)
 		}
 	}
 	var user, index struct {

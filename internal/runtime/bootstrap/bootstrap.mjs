@@ -20,8 +20,10 @@
 //           errors), with no invocation id.
 //
 //   Load:   import(BUNDLE_PATH), with http.Server.prototype.listen replaced
-//           so that a module calling listen() binds nothing. The handler is
-//           found by pickHandler(), in this order:
+//           so that a module calling listen() binds nothing, and
+//           globalThis.Response with a subclass that notes the length of a
+//           body made from a string or bytes, sent as Content-Length. The
+//           handler is found by pickHandler(), in this order:
 //             default export, unwrapped while it is an object without a
 //             `fetch` method that has a `default` property (CommonJS interop):
 //               function               -> Node style: handler(req, res)
@@ -43,6 +45,11 @@
 //           top level) -> control {"type":"error","msg":"load <path>: <stack>"},
 //           exit 1. For a syntax error the message is node's own report with
 //           file:line and a caret (from `node --check`, run only then).
+//
+//   Entry:  every response carries x-shoal-entry-ms: how long the call of the
+//           handler (or fetch) took before it returned, in ms, one decimal:
+//           its synchronous work before its first await (so far, when it
+//           writes the headers during the call). The invoker removes it.
 //
 //   Serve:  an http.Server on the unix socket SOCKET_PATH (a stale socket file
 //           there is removed first). requestTimeout and headersTimeout are off
@@ -212,8 +219,41 @@ class Invocation {
     this.expiry = undefined; // timer that gives up on waitUntil at maxDuration
     this.expired = false; // waitUntil work outlived maxDuration
     this.context = undefined; // what @vercel/request-context's get() returns
+    this.entryFrom = 0; // performance.now() when the handler was called
+    this.entryMs = -1; // how long the handler's call took; -1 while it runs
+    this.entrySent = false; // ENTRY_HEADER is among the headers already
   }
 }
+
+// The handler's entry: the time its call took, until it returned or its
+// promise was made, which is the synchronous work it did before its first
+// await. It goes out on the response in ENTRY_HEADER (measured so far when
+// the headers are written during the call), and the invoker, which removes
+// the header, uses it to keep invocations that hold the event loop apart
+// from those that wait on I/O.
+const ENTRY_HEADER = 'x-shoal-entry-ms';
+
+function callHandler(inv, fn, thisArg, a, b) {
+  inv.entryFrom = performance.now();
+  try {
+    return fn.call(thisArg, a, b);
+  } finally {
+    inv.entryMs = performance.now() - inv.entryFrom;
+  }
+}
+
+function entryMs(inv) {
+  return (inv.entryMs >= 0 ? inv.entryMs : performance.now() - inv.entryFrom).toFixed(1);
+}
+
+const nativeWriteHead = http.ServerResponse.prototype.writeHead;
+http.ServerResponse.prototype.writeHead = function writeHead(...args) {
+  const inv = als.getStore();
+  if (inv !== undefined && inv.res === this && inv.entryFrom > 0 && !inv.entrySent && !this.headersSent) {
+    this.setHeader(ENTRY_HEADER, entryMs(inv));
+  }
+  return nativeWriteHead.apply(this, args);
+};
 
 const NO_ID = '""';
 
@@ -609,7 +649,7 @@ function checkResponded(inv) {
 
 function serveNode(handler, inv, req, res) {
   try {
-    const ret = handler(req, res);
+    const ret = callHandler(inv, handler, undefined, req, res);
     if (ret !== null && (typeof ret === 'object' || typeof ret === 'function') &&
         typeof ret.then === 'function') {
       ret.then(() => afterNodeHandler(inv), (err) => fail(inv, err));
@@ -722,13 +762,45 @@ function toRequest(req, signal) {
 }
 
 function isResponse(r) {
-  if (r instanceof Response) return true;
+  if (r instanceof NativeResponse) return true;
   // A Response from a bundled fetch polyfill is accepted by its shape.
   return r !== null && typeof r === 'object' && typeof r.status === 'number' &&
     r.headers !== null && typeof r.headers === 'object' && typeof r.headers.forEach === 'function';
 }
 
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'set-cookie']);
+
+// A Response made from a string or bytes is whole from the start: it goes
+// out with a Content-Length, as Vercel sends it, so the platform's limit on
+// buffered responses applies to it while a streamed body stays unbounded.
+// globalThis.Response is replaced, before the bundle loads, by a subclass
+// that notes the body's length (Response.json too); everything else about
+// it is node's own.
+const NativeResponse = globalThis.Response;
+const BODY_LENGTH = Symbol('shoal.bodyLength');
+
+function bodyLength(body) {
+  if (typeof body === 'string') return Buffer.byteLength(body);
+  if (body instanceof ArrayBuffer || ArrayBuffer.isView(body)) return body.byteLength;
+  if (body instanceof Blob) return body.size;
+  return undefined;
+}
+
+class Response extends NativeResponse {
+  constructor(body, init) {
+    super(body, init);
+    const n = bodyLength(body);
+    if (n !== undefined) Object.defineProperty(this, BODY_LENGTH, { value: n });
+  }
+
+  static json(data, init) {
+    const r = new Response(JSON.stringify(data), init);
+    if (!r.headers.has('content-type')) r.headers.set('content-type', 'application/json');
+    return r;
+  }
+}
+globalThis.Response = Response;
+
 
 function drained(res) {
   return new Promise((resolve) => {
@@ -785,8 +857,11 @@ function sendResponse(inv, r) {
   }
   try {
     const list = [];
+    let hasLength = false;
     r.headers.forEach((v, k) => {
-      if (!HOP_BY_HOP.has(k)) list.push(k, v);
+      if (HOP_BY_HOP.has(k)) return;
+      list.push(k, v);
+      if (k === 'content-length') hasLength = true;
     });
     if (typeof r.headers.getSetCookie === 'function') {
       for (const c of r.headers.getSetCookie()) list.push('set-cookie', c);
@@ -794,6 +869,12 @@ function sendResponse(inv, r) {
       const c = r.headers.get('set-cookie');
       if (c) list.push('set-cookie', c);
     }
+    const n = r[BODY_LENGTH];
+    if (n !== undefined && !hasLength && !r.bodyUsed && r.status !== 204 && r.status !== 304) {
+      list.push('content-length', String(n));
+    }
+    list.push(ENTRY_HEADER, entryMs(inv));
+    inv.entrySent = true;
     res.writeHead(r.status, r.statusText || undefined, list);
   } catch (err) {
     if (r.body) r.body.cancel().catch(() => {});
@@ -822,7 +903,7 @@ function serveWeb(target, inv, req, res) {
     res.once('close', () => onWebClose(inv));
     const request = toRequest(req, ac.signal);
     const ctx = { waitUntil: (p) => waitUntil(inv, p) };
-    const ret = target.fetch(request, ctx);
+    const ret = callHandler(inv, target.fetch, target, request, ctx);
     if (ret !== null && typeof ret === 'object' && typeof ret.then === 'function') {
       ret.then((r) => sendResponse(inv, r), (err) => fail(inv, err));
     } else {

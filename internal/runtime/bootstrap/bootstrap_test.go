@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -1191,6 +1192,35 @@ func TestCheck(t *testing.T) {
 			}
 			if string(config) != tt.config {
 				t.Errorf("config = %s, want %q", config, tt.config)
+			}
+		})
+	}
+}
+
+// The response says how long the handler's call took: the synchronous work
+// before its first await.
+func TestBootstrap_EntryHeader(t *testing.T) {
+	spin := `const spin = (ms) => { const end = performance.now() + ms; while (performance.now() < end); };
+const pause = (ms) => new Promise((r) => setTimeout(r, ms));
+`
+	tests := []struct {
+		name, bundle string
+		min, max     float64 // ms
+	}{
+		{"node_sync", spin + `export default (req, res) => { spin(30); res.end('x'); };`, 30, 1000},
+		{"node_async_after_work", spin + `export default async (req, res) => { spin(30); await pause(5); res.end('x'); };`, 30, 1000},
+		{"node_waits", spin + `export default async (req, res) => { await pause(30); spin(1); res.end('x'); };`, 0, 25},
+		{"web_sync", spin + `export default { fetch() { spin(30); return new Response('x'); } };`, 30, 1000},
+		{"web_waits", spin + `export default { async fetch() { await pause(30); return new Response('x'); } };`, 0, 25},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			inst := startReady(t, tt.bundle)
+			r := inst.mustDo(t, request{path: "/", id: "e1"})
+			v, err := strconv.ParseFloat(r.header.Get("x-shoal-entry-ms"), 64)
+			if r.status != 200 || err != nil || v < tt.min || v > tt.max {
+				t.Errorf("%d, x-shoal-entry-ms %q; want 200 and %g to %g ms", r.status, r.header.Get("x-shoal-entry-ms"), tt.min, tt.max)
 			}
 		})
 	}
