@@ -345,7 +345,12 @@ func (inv *Invoker) Invoke(project string, req *http.Request) (*http.Response, e
 		return nil, err
 	}
 	path := req.URL.Path
-	p := f.lanes[f.costs.lane(path)]
+	p := f.lanes[lightLane]
+	if p.fn.Config.MaxConcurrency > 1 {
+		// With one invocation per instance, no invocation waits on
+		// another's loop: lanes would only start more instances.
+		p = f.lanes[f.costs.lane(path)]
+	}
 	// An instance found gone before the invocation was sent is not an
 	// attempt: the invocation is placed again, once.
 	for attempt := 0; ; attempt++ {

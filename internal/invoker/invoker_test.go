@@ -679,3 +679,27 @@ func TestInvoker_HeavyPathsGetALaneOfTheirOwn(t *testing.T) {
 		t.Errorf("Stats = %+v, want the light lane then the heavy one, an instance each", st)
 	}
 }
+
+// With one invocation per instance there is nothing to keep apart: every
+// path runs on the light lane.
+func TestInvoker_NoLanesWithoutConcurrency(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		entry := "0.4"
+		if r.URL.Path == "/cpu" {
+			entry = "50.0"
+		}
+		w.Header().Set(EntryHeader, entry)
+	})
+	inv, _ := newInvoker(t, Config{}, h)
+	inv.Deploy(deployment("d1", 1))
+	for _, path := range []string{"/io", "/cpu", "/io", "/cpu", "/cpu"} {
+		if _, err := call(inv, path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, st := range inv.Stats() {
+		if st.Heavy {
+			t.Errorf("Stats has a heavy lane in use: %+v", st)
+		}
+	}
+}

@@ -17,7 +17,8 @@ import (
 // instances, its lanes: the paths whose handlers compute run on the heavy
 // lane, the others on the light one, and each lane's limiter learns its own
 // level. A function whose paths are all of one kind uses only the light
-// lane, as if there were no lanes.
+// lane, as if there were no lanes, and so does one that serves one
+// invocation per instance (concurrency false).
 //
 // What a path does is read from the runtime's EntryHeader: how long the
 // handler's call took before it returned, which is its synchronous work

@@ -801,7 +801,6 @@ class Response extends NativeResponse {
 }
 globalThis.Response = Response;
 
-
 function drained(res) {
   return new Promise((resolve) => {
     const done = () => {
