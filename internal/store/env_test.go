@@ -199,20 +199,23 @@ func TestStore_DeleteProjectDeletesEnv(t *testing.T) {
 	})
 }
 
-// TestStore_DeleteMissingProjectKeepsEnv checks that DeleteProject of a
-// project that was never deployed is ErrNotFound and rolls back, leaving
-// the variables set ahead of its first deploy.
-func TestStore_DeleteMissingProjectKeepsEnv(t *testing.T) {
+// TestStore_DeleteProjectWithOnlyEnv checks that DeleteProject of a
+// project that was never deployed deletes the variables set ahead of its
+// first deploy, and that a name with neither is ErrNotFound.
+func TestStore_DeleteProjectWithOnlyEnv(t *testing.T) {
 	s, _ := openTest(t)
 	ctx := t.Context()
 	if err := s.SetEnv(ctx, "api", "A", "1"); err != nil {
 		t.Fatalf("SetEnv: %v", err)
 	}
-	if err := s.DeleteProject(ctx, "api"); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("DeleteProject: got %v, want %v", err, ErrNotFound)
+	if err := s.DeleteProject(ctx, "api"); err != nil {
+		t.Fatalf("DeleteProject: %v", err)
 	}
-	if vs, err := s.Env(ctx, "api"); err != nil || len(vs) != 1 {
-		t.Errorf("Env: got %+v, %v, want A", vs, err)
+	if vs, err := s.Env(ctx, "api"); err != nil || len(vs) != 0 {
+		t.Errorf("Env: got %+v, %v, want none", vs, err)
+	}
+	if err := s.DeleteProject(ctx, "api"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("DeleteProject again: got %v, want %v", err, ErrNotFound)
 	}
 }
 

@@ -289,24 +289,29 @@ func (s *Store) Deployments(ctx context.Context, project string) ([]Deployment, 
 }
 
 // DeleteProject deletes the project called name with its deployments, its
-// logs and its environment variables, or returns ErrNotFound.
+// logs and its environment variables; a name that has only variables, set
+// ahead of a first deploy, is deleted too. It returns ErrNotFound when the
+// name has neither.
 func (s *Store) DeleteProject(ctx context.Context, name string) error {
 	return s.inTx(ctx, func(tx *sql.Tx) error {
 		// Deleting the project cascades to its deployments.
-		res, err := tx.ExecContext(ctx, `DELETE FROM projects WHERE name = ?`, name)
-		if err != nil {
-			return fmt.Errorf("delete project %s: %w", name, err)
+		deleted := int64(0)
+		for _, q := range []string{`DELETE FROM projects WHERE name = ?`, `DELETE FROM env WHERE project = ?`} {
+			res, err := tx.ExecContext(ctx, q, name)
+			if err != nil {
+				return fmt.Errorf("delete project %s: %w", name, err)
+			}
+			n, err := res.RowsAffected()
+			if err != nil {
+				return fmt.Errorf("delete project %s: %w", name, err)
+			}
+			deleted += n
 		}
-		if n, err := res.RowsAffected(); err != nil {
-			return fmt.Errorf("delete project %s: %w", name, err)
-		} else if n == 0 {
+		if deleted == 0 {
 			return fmt.Errorf("project %s: %w", name, ErrNotFound)
 		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM logs WHERE project = ?`, name); err != nil {
 			return fmt.Errorf("delete logs of %s: %w", name, err)
-		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM env WHERE project = ?`, name); err != nil {
-			return fmt.Errorf("delete env of %s: %w", name, err)
 		}
 		return nil
 	})
