@@ -1,6 +1,7 @@
 package routes
 
 import (
+	"fmt"
 	"net/url"
 	"strings"
 	"testing"
@@ -150,5 +151,31 @@ func TestNew_RefusesRoutesThatCollide(t *testing.T) {
 func TestTable_ZeroMatchesNothing(t *testing.T) {
 	if _, _, ok := new(Table).Match("/api"); ok {
 		t.Error("the zero Table matched /api")
+	}
+}
+
+// BenchmarkTable_Match matches paths against a table of 50 routes, as the
+// invoker does once per invocation of a project with api/.
+func BenchmarkTable_Match(b *testing.B) {
+	var files []string
+	for i := range 40 {
+		files = append(files, fmt.Sprintf("api/section%d/item.ts", i))
+	}
+	files = append(files, "api/users/[id].ts", "api/users/[id]/posts/[post].ts", "api/files/[...path].js",
+		"api/index.ts", "api/hello.js", "api/a/b/c/d.js", "api/[org]/settings.js", "api/docs/[[...slug]].mjs",
+		"api/x.js", "api/y.js")
+	tab, err := New(files)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, path := range []string{"/api/hello", "/api/users/42/posts/7", "/api/files/a/b/c.txt"} {
+		b.Run(path, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, _, ok := tab.Match(path); !ok {
+					b.Fatal("no match")
+				}
+			}
+		})
 	}
 }
