@@ -65,17 +65,18 @@ func (c *control) restore(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("restore project %s: %w", p.Name, err)
 		}
-		id, err := c.invokerDeployment(d)
+		served, err := c.invokerDeployment(d)
 		if err != nil {
 			return fmt.Errorf("restore project %s: %w", p.Name, err)
 		}
-		c.inv.Deploy(id)
+		c.inv.Deploy(served)
 	}
 	return nil
 }
 
+// invokerDeployment is what the invoker needs of d, its routes built.
 func (c *control) invokerDeployment(d store.Deployment) (invoker.Deployment, error) {
-	id := invoker.Deployment{ID: d.ID, Project: d.Project, Dir: c.deploymentDir(d.ID), Env: d.Env, Functions: d.Functions}
+	served := invoker.Deployment{ID: d.ID, Project: d.Project, Dir: c.deploymentDir(d.ID), Env: d.Env, Functions: d.Functions}
 	if d.Routed {
 		files := make([]string, len(d.Functions))
 		for i, fn := range d.Functions {
@@ -85,9 +86,9 @@ func (c *control) invokerDeployment(d store.Deployment) (invoker.Deployment, err
 		if err != nil {
 			return invoker.Deployment{}, fmt.Errorf("deployment %s: %w", d.ID, err)
 		}
-		id.Routes = t
+		served.Routes = t
 	}
-	return id, nil
+	return served, nil
 }
 
 // Deploy unpacks, builds and puts in service one project upload, with the
