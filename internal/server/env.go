@@ -22,19 +22,12 @@ func (c *control) SetEnv(ctx context.Context, project, name, value string) error
 	if err := model.ValidateEnvValue(value); err != nil {
 		return fmt.Errorf("%w: %s: %v", adminapi.ErrBadRequest, name, err)
 	}
-	vs, err := c.store.Env(ctx, project)
-	if err != nil {
-		return err
-	}
-	all := make(map[string]string, len(vs)+1)
-	for _, v := range vs {
-		all[v.Name] = v.Value
-	}
-	all[name] = value
-	if err := model.ValidateEnvTotal(all); err != nil {
-		return fmt.Errorf("%w: set %s on %s: %v", adminapi.ErrBadRequest, name, project, err)
-	}
-	return c.store.SetEnv(ctx, project, name, value)
+	return c.store.SetEnv(ctx, project, name, value, func(all map[string]string) error {
+		if err := model.ValidateEnvTotal(all); err != nil {
+			return fmt.Errorf("%w: set %s on %s: %v", adminapi.ErrBadRequest, name, project, err)
+		}
+		return nil
+	})
 }
 
 // Env lists the environment variables of project, without their values.

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"time"
 )
@@ -17,16 +18,43 @@ type EnvVar struct {
 }
 
 // SetEnv sets the environment variable name of project to value, adding it
-// or replacing its value. It does not check that the project exists, nor
-// that name and value are valid (see model.ValidateEnvName).
-func (s *Store) SetEnv(ctx context.Context, project, name, value string) error {
-	if _, err := s.db.ExecContext(ctx, `
-		INSERT INTO env (project, name, value, updated_at) VALUES (?, ?, ?, ?)
-		ON CONFLICT (project, name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at`,
-		project, name, value, toNano(s.now())); err != nil {
-		return fmt.Errorf("set env %s of %s: %w", name, project, err)
-	}
-	return nil
+// or replacing its value. check, unless nil, sees all of the project's
+// variables with the new value in place, in the same transaction, and an
+// error from it leaves them as they were: two concurrent calls cannot both
+// pass a limit on the total. SetEnv does not check that the project exists,
+// nor that name and value are valid (see model.ValidateEnvName).
+func (s *Store) SetEnv(ctx context.Context, project, name, value string, check func(vars map[string]string) error) error {
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		if check != nil {
+			rows, err := tx.QueryContext(ctx, `SELECT name, value FROM env WHERE project = ?`, project)
+			if err != nil {
+				return fmt.Errorf("read env of %s: %w", project, err)
+			}
+			vars, err := collect(rows, func(r scanner) ([2]string, error) {
+				var kv [2]string
+				err := r.Scan(&kv[0], &kv[1])
+				return kv, err
+			})
+			if err != nil {
+				return fmt.Errorf("read env of %s: %w", project, err)
+			}
+			all := make(map[string]string, len(vars)+1)
+			for _, kv := range vars {
+				all[kv[0]] = kv[1]
+			}
+			all[name] = value
+			if err := check(all); err != nil {
+				return err
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `
+			INSERT INTO env (project, name, value, updated_at) VALUES (?, ?, ?, ?)
+			ON CONFLICT (project, name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at`,
+			project, name, value, toNano(s.now())); err != nil {
+			return fmt.Errorf("set env %s of %s: %w", name, project, err)
+		}
+		return nil
+	})
 }
 
 // Env returns the environment variables of project, ordered by name. A

@@ -3,8 +3,11 @@ package store
 import (
 	"database/sql"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"reflect"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -112,7 +115,7 @@ func TestStore_Env(t *testing.T) {
 				if op.del {
 					err = s.DeleteEnv(ctx, op.project, op.name)
 				} else {
-					err = s.SetEnv(ctx, op.project, op.name, op.value)
+					err = s.SetEnv(ctx, op.project, op.name, op.value, nil)
 				}
 			}
 			if !errors.Is(err, tt.wantErr) {
@@ -134,7 +137,7 @@ func TestStore_Env(t *testing.T) {
 func TestStore_EnvBeforeDeploy(t *testing.T) {
 	s, _ := openTest(t)
 	ctx := t.Context()
-	if err := s.SetEnv(ctx, "api", "A", "1"); err != nil {
+	if err := s.SetEnv(ctx, "api", "A", "1", nil); err != nil {
 		t.Fatalf("SetEnv before the project exists: %v", err)
 	}
 	if err := s.Deploy(ctx, dep("api", "d1", 1)); err != nil {
@@ -158,7 +161,7 @@ func TestStore_DeleteProjectDeletesEnv(t *testing.T) {
 		}
 	}
 	for _, op := range []envOp{setOp("api", "A", "1"), setOp("api", "B", "2"), setOp("web", "A", "w")} {
-		if err := s.SetEnv(ctx, op.project, op.name, op.value); err != nil {
+		if err := s.SetEnv(ctx, op.project, op.name, op.value, nil); err != nil {
 			t.Fatalf("SetEnv %+v: %v", op, err)
 		}
 	}
@@ -205,7 +208,7 @@ func TestStore_DeleteProjectDeletesEnv(t *testing.T) {
 func TestStore_DeleteProjectWithOnlyEnv(t *testing.T) {
 	s, _ := openTest(t)
 	ctx := t.Context()
-	if err := s.SetEnv(ctx, "api", "A", "1"); err != nil {
+	if err := s.SetEnv(ctx, "api", "A", "1", nil); err != nil {
 		t.Fatalf("SetEnv: %v", err)
 	}
 	if err := s.DeleteProject(ctx, "api"); err != nil {
@@ -223,7 +226,7 @@ func TestStore_EnvSurvivesReopen(t *testing.T) {
 	s, path := openTest(t)
 	ctx := t.Context()
 	for _, op := range []envOp{setOp("api", "B", "2"), setOp("api", "A", "1")} {
-		if err := s.SetEnv(ctx, op.project, op.name, op.value); err != nil {
+		if err := s.SetEnv(ctx, op.project, op.name, op.value, nil); err != nil {
 			t.Fatalf("SetEnv %+v: %v", op, err)
 		}
 	}
@@ -276,7 +279,60 @@ func TestOpen_MigratesVersion1(t *testing.T) {
 	if p, err := s.Project(ctx, "api"); err != nil || p.Current != "d1" {
 		t.Errorf("Project after migrating: got %+v, %v, want current d1", p, err)
 	}
-	if err := s.SetEnv(ctx, "api", "A", "1"); err != nil {
+	if err := s.SetEnv(ctx, "api", "A", "1", nil); err != nil {
 		t.Errorf("SetEnv after migrating: %v", err)
+	}
+}
+
+// TestStore_SetEnvCheck checks that SetEnv's check sees every variable with
+// the new one in place, that its error leaves them as they were, and that
+// concurrent sets cannot together pass a limit on the total.
+func TestStore_SetEnvCheck(t *testing.T) {
+	s, _ := openTest(t)
+	ctx := t.Context()
+	if err := s.SetEnv(ctx, "api", "A", "1", nil); err != nil {
+		t.Fatal(err)
+	}
+	var seen map[string]string
+	refuse := errors.New("refused")
+	err := s.SetEnv(ctx, "api", "B", "2", func(all map[string]string) error { seen = all; return refuse })
+	if !errors.Is(err, refuse) {
+		t.Fatalf("SetEnv: got %v, want the check's error", err)
+	}
+	if !reflect.DeepEqual(seen, map[string]string{"A": "1", "B": "2"}) {
+		t.Errorf("check saw %v, want A=1 and B=2", seen)
+	}
+	if vs, err := s.Env(ctx, "api"); err != nil || len(vs) != 1 {
+		t.Errorf("Env after a refused set: %+v, %v; want A alone", vs, err)
+	}
+
+	// Ten concurrent sets of 10 bytes each against a limit of 50 in all:
+	// A=1 takes 2, so four pass.
+	limit := func(all map[string]string) error {
+		n := 0
+		for k, v := range all {
+			n += len(k) + len(v)
+		}
+		if n > 50 {
+			return refuse
+		}
+		return nil
+	}
+	var wg sync.WaitGroup
+	var passed atomic.Int32
+	for i := range 10 {
+		wg.Go(func() {
+			if s.SetEnv(ctx, "api", fmt.Sprintf("V%d", i), "12345678", limit) == nil {
+				passed.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	vs, err := s.Env(ctx, "api")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if passed.Load() != 4 || len(vs) != 5 {
+		t.Errorf("%d concurrent sets passed, %d variables stored; want 4 and 5", passed.Load(), len(vs))
 	}
 }

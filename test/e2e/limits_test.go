@@ -226,3 +226,18 @@ func TestLimits_Flags(t *testing.T) {
 	}
 	checkLimits(t, url, tests)
 }
+
+// Header limits raised with serve's flags reach the function: node's own
+// bound does not cut them short.
+func TestLimits_RaisedHeaderLimits(t *testing.T) {
+	s := testutil.StartServe(t, testutil.ServeOptions{Args: []string{
+		"--max-header-bytes", "200000",
+		"--max-headers-bytes", "400000",
+	}})
+	url := s.Deploy(testutil.WriteProject(t, "big-headers", map[string]string{"index.mjs": `
+export default (req, res) => res.end(String(req.headers['x-h0'].length));`}))
+	r := mustSendWith(t, "GET", url, headersOf(1, 150000), "")
+	if r.status != 200 || string(r.body) != "150000" {
+		t.Errorf("a 150 KB header under a 200 KB limit: %d %q, want 200 and its length", r.status, r.body)
+	}
+}

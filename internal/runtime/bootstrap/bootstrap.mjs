@@ -54,7 +54,8 @@
 //   Serve:  an http.Server on the unix socket SOCKET_PATH (a stale socket file
 //           there is removed first). requestTimeout and headersTimeout are off
 //           (the runtime enforces deadlines), keepAliveTimeout is 10 minutes,
-//           maxHeaderSize 64 KiB, no Host header needed. When it listens:
+//           maxHeaderSize 8 MiB (the gateway enforces the limits, set by
+//           serve's flags), no Host header needed. When it listens:
 //           control {"type":"ready"}. A listen error -> control error, exit 1.
 //
 //   Control pipe (fd 3): newline-delimited JSON, written with fs.writeSync, so
@@ -1094,7 +1095,9 @@ const server = http.createServer({
   requestTimeout: 0,
   headersTimeout: 0,
   keepAlive: true,
-  maxHeaderSize: 65536,
+  // The gateway bounds request headers with serve's flags; node's own
+  // bound must only stay above any of them.
+  maxHeaderSize: 8 << 20,
   requireHostHeader: false,
   ...(helpers && webTarget === null ? { IncomingMessage: ShoalRequest, ServerResponse: ShoalResponse } : {}),
 }, webTarget !== null
