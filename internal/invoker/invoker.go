@@ -177,10 +177,29 @@ type served struct {
 }
 
 // function is one function in service: its lanes (see lanes.go), a pool
-// each, and what its paths cost.
+// each, and what its paths cost; costs is nil when the function serves one
+// invocation per instance, where no invocation waits on another's loop and
+// lanes would only start more instances.
 type function struct {
 	lanes [laneCount]*pool
 	costs *pathCosts
+}
+
+// pool returns the pool of the lane for an invocation of the path with key
+// (see pathKey).
+func (f *function) pool(key string) *pool {
+	if f.costs == nil {
+		return f.lanes[lightLane]
+	}
+	return f.lanes[f.costs.lane(key)]
+}
+
+// observe takes the entry time off an instance's response to an invocation
+// of the path with key, and records it.
+func (f *function) observe(key string, h http.Header) {
+	if entry, ok := entryOf(h); ok && f.costs != nil {
+		f.costs.observe(key, entry)
+	}
 }
 
 // poolKey names the pool of one lane of one function of one deployment.
@@ -231,9 +250,12 @@ func (inv *Invoker) Deploy(d Deployment) {
 		// the same function: new code, but most likely the same kind of
 		// work.
 		prev := old.function(fn.File)
-		f := &function{costs: newPathCosts()}
-		if prev != nil {
-			f.costs = prev.costs
+		f := &function{}
+		if fn.Config.MaxConcurrency > 1 {
+			f.costs = newPathCosts()
+			if prev != nil && prev.costs != nil {
+				f.costs = prev.costs
+			}
 		}
 		for lane := range laneCount {
 			key := poolKey{d.ID, i, lane}
@@ -344,13 +366,8 @@ func (inv *Invoker) Invoke(project string, req *http.Request) (*http.Response, e
 	if err != nil {
 		return nil, err
 	}
-	path := req.URL.Path
-	p := f.lanes[lightLane]
-	if p.fn.Config.MaxConcurrency > 1 {
-		// With one invocation per instance, no invocation waits on
-		// another's loop: lanes would only start more instances.
-		p = f.lanes[f.costs.lane(path)]
-	}
+	key := pathKey(req.URL.Path)
+	p := f.pool(key)
 	// An instance found gone before the invocation was sent is not an
 	// attempt: the invocation is placed again, once.
 	for attempt := 0; ; attempt++ {
@@ -387,9 +404,7 @@ func (inv *Invoker) Invoke(project string, req *http.Request) (*http.Response, e
 			}
 			return nil, fmt.Errorf("invoke %s on %s: %w", p.dep.ID, in.id, errInstanceGone)
 		}
-		if entry, ok := entryOf(resp.Header); ok {
-			f.costs.observe(path, entry)
-		}
+		f.observe(key, resp.Header)
 		record := metering.Invocation{Project: p.dep.Project, Deployment: p.dep.ID, Instance: in.id, ID: req.Header.Get(tunnel.IDHeader),
 			Start: start, FirstByte: time.Now()}
 		resp.Body = &slotBody{ReadCloser: resp.Body, release: func() {

@@ -170,6 +170,9 @@ func call(inv *Invoker, path string) (string, error) {
 	}
 	defer resp.Body.Close()
 	io.ReadAll(resp.Body)
+	if v := resp.Header.Get(EntryHeader); v != "" {
+		return "", fmt.Errorf("%s: the response still carries %s: %s", path, EntryHeader, v)
+	}
 	return resp.Header.Get("x-instance"), nil
 }
 
@@ -633,32 +636,28 @@ func TestPathKey(t *testing.T) {
 	}
 }
 
+// entryByPath answers as an instance does whose /cpu handler computes for
+// 50 ms before its first await, and whose other handlers wait at once.
+var entryByPath = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	entry := "0.4"
+	if r.URL.Path == "/cpu" {
+		entry = "50.0"
+	}
+	w.Header().Set(EntryHeader, entry)
+})
+
 // A function whose paths differ runs the path that holds the event loop on
 // instances of its own, once the instances have said so.
 func TestInvoker_HeavyPathsGetALaneOfTheirOwn(t *testing.T) {
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		entry := "0.4"
-		if r.URL.Path == "/cpu" {
-			entry = "50.0"
-		}
-		w.Header().Set(EntryHeader, entry)
-		io.WriteString(w, r.URL.Path)
-	})
-	inv, _ := newInvoker(t, Config{}, h)
+	inv, _ := newInvoker(t, Config{}, entryByPath)
 	inv.Deploy(deployment("d1", 10))
 	served := func(path string) string {
 		t.Helper()
-		req, _ := http.NewRequest("GET", "http://app"+path, nil)
-		resp, err := inv.Invoke("app", req)
+		in, err := call(inv, path)
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer resp.Body.Close()
-		io.ReadAll(resp.Body)
-		if v := resp.Header.Get(EntryHeader); v != "" {
-			t.Errorf("%s: the response still carries %s: %s", path, EntryHeader, v)
-		}
-		return resp.Header.Get("x-instance")
+		return in
 	}
 	first := served("/io")
 	if got := served("/cpu"); got != first {
@@ -683,14 +682,7 @@ func TestInvoker_HeavyPathsGetALaneOfTheirOwn(t *testing.T) {
 // With one invocation per instance there is nothing to keep apart: every
 // path runs on the light lane.
 func TestInvoker_NoLanesWithoutConcurrency(t *testing.T) {
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		entry := "0.4"
-		if r.URL.Path == "/cpu" {
-			entry = "50.0"
-		}
-		w.Header().Set(EntryHeader, entry)
-	})
-	inv, _ := newInvoker(t, Config{}, h)
+	inv, _ := newInvoker(t, Config{}, entryByPath)
 	inv.Deploy(deployment("d1", 1))
 	for _, path := range []string{"/io", "/cpu", "/io", "/cpu", "/cpu"} {
 		if _, err := call(inv, path); err != nil {

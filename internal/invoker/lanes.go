@@ -63,10 +63,9 @@ type pathCost struct {
 
 func newPathCosts() *pathCosts { return &pathCosts{paths: make(map[string]*pathCost)} }
 
-// lane returns the lane for an invocation of path: heavy when the path is,
-// and the function has light paths too.
-func (c *pathCosts) lane(path string) int {
-	key := pathKey(path)
+// lane returns the lane for an invocation of the path with key: heavy when
+// the path is, and the function has light paths too.
+func (c *pathCosts) lane(key string) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if pc := c.paths[key]; pc != nil && pc.heavy && c.light > 0 {
@@ -75,9 +74,9 @@ func (c *pathCosts) lane(path string) int {
 	return lightLane
 }
 
-// observe records the entry time an invocation of path reported.
-func (c *pathCosts) observe(path string, entry time.Duration) {
-	key := pathKey(path)
+// observe records the entry time an invocation of the path with key
+// reported.
+func (c *pathCosts) observe(key string, entry time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	pc := c.paths[key]
@@ -104,7 +103,8 @@ func (c *pathCosts) observe(path string, entry time.Duration) {
 }
 
 // pathKey is the path with every segment that holds a digit made one, so
-// that /users/42 and /users/43 share an average.
+// that /users/42 and /users/43 share an average. It allocates only for a
+// path with digits.
 func pathKey(path string) string {
 	if !strings.ContainsAny(path, "0123456789") {
 		return path
