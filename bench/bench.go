@@ -453,7 +453,7 @@ func (m *modeSum) add(s slice, u api.Usage) {
 	for url, ls := range s.routes {
 		m.routes[url] = append(m.routes[url], ls...)
 	}
-	m.usage.LearnedLimit = u.LearnedLimit
+	m.usage.LearnedLimit, m.usage.LearnedLoops = u.LearnedLimit, u.LearnedLoops
 	m.usage.Invocations += u.Invocations
 	m.usage.InstanceGBSeconds += u.InstanceGBSeconds
 	m.usage.ProvisionedGBSeconds += u.ProvisionedGBSeconds
@@ -486,6 +486,7 @@ func (m *modeSum) row(p project, rate float64, d time.Duration) Row {
 		ClassicGBSeconds:     m.usage.ClassicGBSeconds,
 		ActiveCPUSeconds:     m.usage.ActiveCPUSeconds,
 		LearnedLimit:         m.usage.LearnedLimit,
+		LearnedLoops:         m.usage.LearnedLoops,
 	}
 	base := strings.TrimSuffix(p.url, "/")
 	for _, rt := range workload(p.workload).Routes {

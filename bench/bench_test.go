@@ -146,8 +146,9 @@ func TestRun_ExistingServe(t *testing.T) {
 			t.Errorf("mixed %s routes %+v of %d sent, want /io and /cpu (50 ms of CPU) adding up", row.Mode, row.Routes, row.Sent)
 		}
 	}
-	if rep.Rows[0].LearnedLimit < 1 || rep.Rows[1].LearnedLimit != 1 {
-		t.Errorf("learned limits %d (concurrent), %d (classic); want some, and 1", rep.Rows[0].LearnedLimit, rep.Rows[1].LearnedLimit)
+	if rep.Rows[0].LearnedLimit < 1 || rep.Rows[1].LearnedLimit != 1 || rep.Rows[0].LearnedLoops < 1 || rep.Rows[1].LearnedLoops != 1 {
+		t.Errorf("learned limits %d (concurrent), %d (classic), loops %d and %d; want some, and 1", rep.Rows[0].LearnedLimit, rep.Rows[1].LearnedLimit,
+			rep.Rows[0].LearnedLoops, rep.Rows[1].LearnedLoops)
 	}
 	for _, row := range rep.Rows {
 		// Constant arrivals at 10/s: 10 in each 1 s round.

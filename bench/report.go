@@ -77,9 +77,11 @@ type Row struct {
 	// Savings is 1 − InstanceGBSeconds/ClassicGBSeconds of this row; 0
 	// when ClassicGBSeconds is.
 	Savings float64 `json:"savings"`
-	// LearnedLimit is the concurrency limit the instances had learned at
-	// the end: what a new one starts at (always 1 in classic mode).
+	// LearnedLimit is the concurrency limit per event loop the instances
+	// had learned at the end, and LearnedLoops their event loops: what a
+	// new one starts at (always 1 and 1 in classic mode).
 	LearnedLimit int `json:"learned_limit"`
+	LearnedLoops int `json:"learned_loops"`
 	// Routes has the latency of each route of a workload that has more
 	// than one, as the load generator saw it.
 	Routes []RouteRow `json:"routes,omitempty"`
@@ -121,7 +123,7 @@ func (r Report) WriteTable(w io.Writer) error {
 	}
 	fmt.Fprintf(w, "%s arrivals (seed %d), %s per mode in %s\n", r.Arrivals, r.Seed, seconds(r.DurationSeconds), rounds)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "workload\tmode\trate\tachieved\terrors\tp50 ms\tp95 ms\tp99 ms\tttfb p50\tttfb p99\tpeak inst\tlimit\tinst GB-s\tprov GB-s\tclassic GB-s\tcpu-s\tsavings\tvs classic\tp99 ratio")
+	fmt.Fprintln(tw, "workload\tmode\trate\tachieved\terrors\tp50 ms\tp95 ms\tp99 ms\tttfb p50\tttfb p99\tpeak inst\tlimit\tloops\tinst GB-s\tprov GB-s\tclassic GB-s\tcpu-s\tsavings\tvs classic\tp99 ratio")
 	for _, row := range r.Rows {
 		vs, ratio := "-", "-"
 		if row.VsClassic != nil {
@@ -130,10 +132,10 @@ func (r Report) WriteTable(w io.Writer) error {
 		if row.P99Ratio != nil {
 			ratio = fmt.Sprintf("%.2fx", *row.P99Ratio)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%g\t%.1f\t%d\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%d\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t%s\t%s\t%s\n",
+		fmt.Fprintf(tw, "%s\t%s\t%g\t%.1f\t%d\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%d\t%d\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t%s\t%s\t%s\n",
 			row.Workload, row.Mode, row.Rate, row.Achieved, row.Errors,
 			row.LatencyP50Ms, row.LatencyP95Ms, row.LatencyP99Ms, row.TTFBP50Ms, row.TTFBP99Ms,
-			row.PeakInstances, row.LearnedLimit, row.InstanceGBSeconds, row.ProvisionedGBSeconds, row.ClassicGBSeconds,
+			row.PeakInstances, row.LearnedLimit, row.LearnedLoops, row.InstanceGBSeconds, row.ProvisionedGBSeconds, row.ClassicGBSeconds,
 			row.ActiveCPUSeconds, percent(row.Savings), vs, ratio)
 	}
 	if err := tw.Flush(); err != nil {

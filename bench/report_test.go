@@ -15,7 +15,7 @@ func sampleReport() Report {
 		Invocations: 120, LatencyP50Ms: 101.25, LatencyP95Ms: 110, LatencyP99Ms: 120,
 		TTFBP50Ms: 100.5, TTFBP95Ms: 109, TTFBP99Ms: 119, PeakInstances: 1,
 		InstanceGBSeconds: 5, ProvisionedGBSeconds: 6, ClassicGBSeconds: 12, ActiveCPUSeconds: 0.5,
-		Savings: 1 - 5.0/12, LearnedLimit: 37,
+		Savings: 1 - 5.0/12, LearnedLimit: 37, LearnedLoops: 3,
 		Routes: []RouteRow{
 			{Path: "/io", Share: 0.8, Count: 96, LatencyP50Ms: 101, LatencyP95Ms: 105, LatencyP99Ms: 110},
 			{Path: "/cpu", Share: 0.2, Count: 24, LatencyP50Ms: 51, LatencyP95Ms: 60, LatencyP99Ms: 70.25},
@@ -26,7 +26,7 @@ func sampleReport() Report {
 		Invocations: 120, LatencyP50Ms: 130, LatencyP95Ms: 900, LatencyP99Ms: 1200,
 		TTFBP50Ms: 129, TTFBP95Ms: 899, TTFBP99Ms: 1199, PeakInstances: 9,
 		InstanceGBSeconds: 20, ProvisionedGBSeconds: 80, ClassicGBSeconds: 20, ActiveCPUSeconds: 4,
-		LearnedLimit: 1,
+		LearnedLimit: 1, LearnedLoops: 1,
 	}
 	compare(&conc, classic)
 	return Report{
@@ -65,7 +65,7 @@ func TestReport_WriteTable(t *testing.T) {
 		t.Errorf("settings line %q, want %q", lines[0], want)
 	}
 	header := strings.Join(strings.Fields(lines[1]), " ")
-	if want := "workload mode rate achieved errors p50 ms p95 ms p99 ms ttfb p50 ttfb p99 peak inst limit inst GB-s prov GB-s classic GB-s cpu-s savings vs classic p99 ratio"; header != want {
+	if want := "workload mode rate achieved errors p50 ms p95 ms p99 ms ttfb p50 ttfb p99 peak inst limit loops inst GB-s prov GB-s classic GB-s cpu-s savings vs classic p99 ratio"; header != want {
 		t.Errorf("header %q, want %q", header, want)
 	}
 	tests := []struct {
@@ -73,11 +73,11 @@ func TestReport_WriteTable(t *testing.T) {
 		line string
 		want []string
 	}{
-		{"concurrent", lines[2], []string{"io", "concurrent", "20", "19.8", "0", "101.2", "110.0", "120.0", "100.5", "119.0", "1", "37", "5.00", "6.00", "12.00", "0.50", "58.3%", "75.0%", "0.10x"}},
+		{"concurrent", lines[2], []string{"io", "concurrent", "20", "19.8", "0", "101.2", "110.0", "120.0", "100.5", "119.0", "1", "37", "3", "5.00", "6.00", "12.00", "0.50", "58.3%", "75.0%", "0.10x"}},
 		{"routes_header", lines[4], []string{"workload", "mode", "rate", "route", "share", "ok", "p50", "ms", "p95", "ms", "p99", "ms"}},
 		{"route_io", lines[5], []string{"io", "concurrent", "20", "/io", "80.0%", "96", "101.0", "105.0", "110.0"}},
 		{"route_cpu", lines[6], []string{"io", "concurrent", "20", "/cpu", "20.0%", "24", "51.0", "60.0", "70.2"}},
-		{"classic", lines[3], []string{"io", "classic", "20", "19.5", "2", "130.0", "900.0", "1200.0", "129.0", "1199.0", "9", "1", "20.00", "80.00", "20.00", "4.00", "0.0%", "-", "-"}},
+		{"classic", lines[3], []string{"io", "classic", "20", "19.5", "2", "130.0", "900.0", "1200.0", "129.0", "1199.0", "9", "1", "1", "20.00", "80.00", "20.00", "4.00", "0.0%", "-", "-"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -119,7 +119,7 @@ func TestReport_WriteJSON(t *testing.T) {
 	keys := []string{"workload", "mode", "rate", "achieved", "sent", "errors", "invocations",
 		"latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "ttfb_p50_ms", "ttfb_p95_ms", "ttfb_p99_ms",
 		"peak_instances", "instance_gb_seconds", "provisioned_gb_seconds", "classic_gb_seconds",
-		"active_cpu_seconds", "savings", "learned_limit"}
+		"active_cpu_seconds", "savings", "learned_limit", "learned_loops"}
 	conc, classic := rows[0].(map[string]any), rows[1].(map[string]any)
 	for _, k := range keys {
 		if _, ok := conc[k]; !ok {

@@ -82,11 +82,15 @@ type Usage struct {
 	TTFBP50Ms    float64 `json:"ttfb_p50_ms"`
 	TTFBP99Ms    float64 `json:"ttfb_p99_ms"`
 	// ConcurrencyLimits are the running instances' current limits, as
-	// each learned it; LearnedLimit is the one a new instance starts at
-	// (the highest of the functions' when the project has several). Both
-	// are now, not over the window.
+	// each learned it; LearnedLimit is the limit per event loop a new
+	// instance starts at (the highest of the functions' when the project
+	// has several). EventLoops are the running instances' event loops, in
+	// the order of ConcurrencyLimits; LearnedLoops is how many a new
+	// instance starts with. All are now, not over the window.
 	ConcurrencyLimits []int `json:"concurrency_limits"`
 	LearnedLimit      int   `json:"learned_limit"`
+	EventLoops        []int `json:"event_loops"`
+	LearnedLoops      int   `json:"learned_loops"`
 	// Instances are the instances alive in the window, oldest first.
 	Instances []InstanceUsage `json:"instances"`
 }

@@ -117,6 +117,10 @@ func (p *configParser) parse(cfg *model.ConfigPatch) error {
 			var n int
 			n, err = p.integer(key, 0, model.MaxMinInstances)
 			cfg.MinInstances = &n
+		case "loops":
+			var n int
+			n, err = p.integer(key, 1, model.MaxLoops)
+			cfg.Loops = &n
 		case "helpers":
 			var on bool
 			on, err = p.boolean(key)

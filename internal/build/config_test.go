@@ -27,6 +27,7 @@ var parseConfigTests = []struct {
 	{name: "max_duration_max", in: `{"maxDuration": 900}`, want: withConfig(func(c *model.FunctionConfig) { c.MaxDuration = 900 * time.Second })},
 	{name: "memory", in: `{"memory": 512}`, want: withConfig(func(c *model.FunctionConfig) { c.MemoryMB = 512 })},
 	{name: "min_instances", in: `{"minInstances": 2}`, want: withConfig(func(c *model.FunctionConfig) { c.MinInstances = 2 })},
+	{name: "loops", in: `{"loops": 1}`, want: withConfig(func(c *model.FunctionConfig) { c.Loops = 1 })},
 	{name: "helpers_false", in: `{"helpers": false}`, want: withConfig(func(c *model.FunctionConfig) { c.NoHelpers = true })},
 	{name: "helpers_true", in: `{"helpers": true}`, want: model.DefaultFunctionConfig()},
 	{name: "helpers_not_bool", in: "{\n  \"helpers\": \"no\"\n}", wantLine: 2, wantMsg: `helpers: must be true or false, got "no"`},
@@ -67,6 +68,8 @@ var parseConfigTests = []struct {
 	{name: "min_instances_negative", in: `{"minInstances": -1}`, wantLine: 1, wantMsg: "minInstances: must be an integer from 0 to 100, got -1"},
 	{name: "min_instances_too_big", in: `{"minInstances": 101}`, wantLine: 1, wantMsg: "got 101"},
 	{name: "min_instances_bool", in: `{"minInstances": true}`, wantLine: 1, wantMsg: "got true"},
+	{name: "loops_zero", in: `{"loops": 0}`, wantLine: 1, wantMsg: "loops: must be an integer from 1 to 16, got 0"},
+	{name: "loops_too_many", in: `{"loops": 17}`, wantLine: 1, wantMsg: "got 17"},
 }
 
 // withConfig returns the default config changed by f.

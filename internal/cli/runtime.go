@@ -66,7 +66,8 @@ until the tunnel or node goes away. serve starts this; users do not.`,
 				case <-tctx.Done():
 				}
 			}()
-			tunnel.Serve(tctx, conn, tunnel.WithReports(tctx, sup, func() tunnel.Report { return report(sup.Stats()) }))
+			h := tunnel.WithReports(tctx, sup, func() tunnel.Report { return report(sup.Stats()) })
+			tunnel.Serve(tctx, conn, tunnel.WithLoops(h, sup.SetLoops))
 			return nil
 		},
 	}
@@ -90,6 +91,7 @@ until the tunnel or node goes away. serve starts this; users do not.`,
 func report(st runtime.Stats) tunnel.Report {
 	r := tunnel.Report{
 		TS: time.Now().UnixMilli(), CPUMs: st.CPU.Milliseconds(), NodeCPUMs: st.NodeCPU.Milliseconds(), RSS: st.RSS, InFlight: st.InFlight,
+		Loops:       st.Loops,
 		LoopKnown:   st.LoopKnown,
 		ELU:         st.Loop.Utilization,
 		DelayMeanMs: float64(st.Loop.DelayMean) / float64(time.Millisecond),

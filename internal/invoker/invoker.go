@@ -261,13 +261,14 @@ func (inv *Invoker) Deploy(d Deployment) {
 			key := poolKey{d.ID, i, lane}
 			p := inv.pools[key]
 			if p == nil {
-				p = &pool{inv: inv, dep: d, fn: fn, key: key, learned: fn.Config.MaxConcurrency}
+				p = &pool{inv: inv, dep: d, fn: fn, key: key, learned: fn.Config.MaxConcurrency, loops: 1}
 				if prev != nil {
 					pp := prev.lanes[lane]
 					pp.mu.Lock()
 					if pp.learned < pp.fn.Config.MaxConcurrency {
 						p.learned = min(pp.learned, fn.Config.MaxConcurrency)
 					}
+					p.loops = min(pp.loops, fn.Config.MaxLoops())
 					pp.mu.Unlock()
 				}
 				inv.pools[key] = p
@@ -506,9 +507,13 @@ type Stats struct {
 	Waiting  int
 	InFlight int
 	// Limits are the ready instances' concurrency limits; Learned is the
-	// one a new instance starts at.
+	// limit per event loop a new instance starts at.
 	Limits  []int
 	Learned int
+	// Loops are the event loops each ready instance serves on (in the
+	// order of Limits); LearnedLoops is how many a new instance starts.
+	Loops        []int
+	LearnedLoops int
 }
 
 // Stats returns a snapshot of every function of every deployment in

@@ -76,11 +76,13 @@ func (s *goStarter) Start(ctx context.Context, l Launch) (Process, error) {
 			w.Header().Set("x-function", l.Function.File)
 			s.handler.ServeHTTP(w, r)
 		})
-		var cpu, busy atomic.Int64
+		var cpu, busy, loops atomic.Int64
+		loops.Store(1)
 		began := time.Now()
-		tunnel.Serve(pctx, c, tunnel.WithReports(pctx, h, func() tunnel.Report {
+		reports := tunnel.WithReports(pctx, h, func() tunnel.Report {
 			// 10 ms of CPU per report, like a lightly loaded instance.
-			r := tunnel.Report{TS: time.Now().UnixMilli(), CPUMs: cpu.Add(10), RSS: 50 << 20, LoopKnown: true, ELU: 0.1, DelayMaxMs: 1}
+			r := tunnel.Report{TS: time.Now().UnixMilli(), CPUMs: cpu.Add(10), RSS: 50 << 20, LoopKnown: true, ELU: 0.1, DelayMaxMs: 1,
+				Loops: int(loops.Load())}
 			if s.blocked.Load() {
 				// node computes all the time, and callbacks wait.
 				busy.Store(time.Since(began).Milliseconds())
@@ -96,7 +98,9 @@ func (s *goStarter) Start(ctx context.Context, l Launch) (Process, error) {
 				}
 				return r
 			}
-		}))
+		})
+		// The loops asked for serve at once.
+		tunnel.Serve(pctx, c, tunnel.WithLoops(reports, func(n int) error { loops.Store(int64(n)); return nil }))
 	}()
 	s.mu.Lock()
 	s.started = append(s.started, p)
@@ -692,6 +696,57 @@ func TestInvoker_NoLanesWithoutConcurrency(t *testing.T) {
 	for _, st := range inv.Stats() {
 		if st.Heavy {
 			t.Errorf("Stats has a heavy lane in use: %+v", st)
+		}
+	}
+}
+
+func TestInvoker_LoopsForWhatHoldsTheLoop(t *testing.T) {
+	hold := make(chan struct{})
+	entered := make(chan string, 100)
+	inv, st := newInvoker(t, Config{}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		entered <- r.URL.Path
+		select {
+		case <-hold:
+		case <-r.Context().Done():
+		}
+	}))
+	d := deployment("d1", 10) // 1024 MB: up to 4 loops
+	inv.Deploy(d)
+	errCh := make(chan error, 8)
+	for i := range 4 {
+		go func() { _, err := call(inv, fmt.Sprint("/", i)); errCh <- err }()
+	}
+	for range 4 {
+		<-entered
+	}
+	// The four wait for each other on the loop: the limit per loop drops
+	// to 2. The next invocations fill what the instances have: more loops
+	// take them, not more on a loop.
+	st.blocked.Store(true)
+	waitFor(t, "limit cut to 2", func() bool { s := inv.Stats(); return len(s) == 1 && s[0].Learned == 2 })
+	st.blocked.Store(false)
+	for i := range 4 {
+		go func() { _, err := call(inv, fmt.Sprint("/more", i)); errCh <- err }()
+	}
+	waitFor(t, "an instance on 2 loops, 2 invocations on each", func() bool {
+		for _, s := range inv.Stats() {
+			for i, n := range s.Loops {
+				if n >= 2 && s.Limits[i] == 2*n {
+					return true
+				}
+			}
+		}
+		return false
+	})
+	close(hold)
+	for range 8 {
+		if err := <-errCh; err != nil {
+			t.Error(err)
+		}
+	}
+	for len(entered) > 0 {
+		if p := <-entered; p == "/" {
+			t.Errorf("the handler served %q: a request for loops reached user code", p)
 		}
 	}
 }

@@ -29,7 +29,8 @@ type pool struct {
 	starting  int         // guarded by mu
 	waiters   []*waiter   // guarded by mu; FIFO
 	lastErr   error       // guarded by mu; the last start failure
-	learned   int         // guarded by mu; the limit a new instance starts at
+	learned   int         // guarded by mu; the limit per loop a new instance starts at
+	loops     int         // guarded by mu; the event loops a new instance starts with
 }
 
 // instance is one started instance of the deployment.
@@ -45,6 +46,8 @@ type instance struct {
 	inflight  int
 	limit     int              // the limiter's, applied
 	limiter   *limiter.Limiter // learns limit from the instance's reports
+	loops     int              // event loops asked of the instance
+	serving   int              // event loops serving, as it last reported
 	peak      int              // the most in flight since the last report
 	full      bool             // an invocation took the last slot since the last report
 	lastTS    int64            // the last report's time, unix ms
@@ -150,7 +153,7 @@ func (p *pool) scaleLocked() {
 		Waiting:          len(p.waiters),
 		Starting:         p.starting,
 		Ready:            len(p.instances),
-		SlotsPerInstance: p.learned,
+		SlotsPerInstance: min(p.learned*p.loops, p.fn.Config.MaxConcurrency),
 		MaxInstances:     p.inv.cfg.MaxInstances,
 		MaxStarting:      p.inv.cfg.MaxStarting,
 		MinInstances:     minInstances,
@@ -184,8 +187,10 @@ func (p *pool) start() {
 		}
 		return
 	}
-	in.limiter = limiter.New(p.fn.Config.MaxConcurrency, int64(p.fn.Config.MemoryMB)<<20, p.learned)
-	in.limit = in.limiter.Limit()
+	in.limiter = limiter.New(p.fn.Config.MaxConcurrency, int64(p.fn.Config.MemoryMB)<<20, p.learned).
+		WithLoops(p.fn.Config.MaxLoops(), p.loops)
+	in.limit, in.loops, in.serving = in.limiter.Limit(), 1, 1
+	p.askLoopsLocked(in)
 	in.idleSince = time.Now()
 	p.inv.meter.InstanceStarted(metering.Instance{Project: p.dep.Project, Deployment: p.dep.ID, Instance: id, MemoryMB: p.fn.Config.MemoryMB, Start: began})
 	p.instances = append(p.instances, in)
@@ -281,12 +286,14 @@ func (p *pool) adapt(in *instance, r tunnel.Report) {
 	if first || !r.LoopKnown {
 		return // nothing to judge by yet
 	}
-	old, peak := in.limit, max(in.peak, in.inflight)
+	old, oldLoops, peak := in.limit, in.limiter.Loops(), max(in.peak, in.inflight)
+	in.serving = max(r.Loops, 1)
 	in.limit = in.limiter.Observe(limiter.Signal{
 		At:           time.Now(),
 		PeakInFlight: peak,
 		Full:         in.full,
 		CPU:          cpu,
+		Loops:        in.serving,
 		Utilization:  r.ELU,
 		DelayMean:    time.Duration(r.DelayMeanMs * float64(time.Millisecond)),
 		RSS:          r.RSS,
@@ -294,20 +301,45 @@ func (p *pool) adapt(in *instance, r tunnel.Report) {
 	// The next interval starts with what is in flight now; it is full
 	// only if an invocation arrives to find no slot.
 	in.peak, in.full = in.inflight, false
-	if in.limit == old {
+	if in.limit == old && in.limiter.Loops() == oldLoops {
 		return
 	}
 	p.inv.log.Debug("concurrency limit", "deployment", p.dep.ID, "instance", in.id, "from", old, "to", in.limit,
-		"peak", peak, "cpu", cpu, "elu", r.ELU, "delay_max_ms", r.DelayMaxMs, "delay_mean_ms", r.DelayMeanMs, "rss", r.RSS)
-	limits := make([]int, len(p.instances))
-	for i, sib := range p.instances {
-		limits[i] = sib.limit
-	}
-	slices.Sort(limits)
-	p.learned = limits[len(limits)/2]
+		"loops", in.limiter.Loops(), "serving", in.serving, "peak", peak, "cpu", cpu, "elu", r.ELU,
+		"delay_max_ms", r.DelayMaxMs, "delay_mean_ms", r.DelayMeanMs, "rss", r.RSS)
+	p.learned = median(p.instances, func(sib *instance) int { return sib.limiter.PerLoop() })
+	p.loops = median(p.instances, func(sib *instance) int { return sib.limiter.Loops() })
+	p.askLoopsLocked(in)
 	if in.limit > old {
 		p.dispatchLocked(in)
 	}
+}
+
+// median returns the median of f over the instances.
+func median(instances []*instance, f func(*instance) int) int {
+	v := make([]int, len(instances))
+	for i, in := range instances {
+		v[i] = f(in)
+	}
+	slices.Sort(v)
+	return v[len(v)/2]
+}
+
+// askLoopsLocked asks in for the event loops its limiter wants, in the
+// background; its reports say when they serve.
+func (p *pool) askLoopsLocked(in *instance) {
+	n := in.limiter.Loops()
+	if n <= in.loops || in.gone {
+		return
+	}
+	in.loops = n
+	p.inv.wg.Add(1)
+	go func() {
+		defer p.inv.wg.Done()
+		if err := in.conn.SetLoops(in.reports, n); err != nil && in.reports.Err() == nil {
+			p.inv.log.Warn("event loops", "deployment", p.dep.ID, "instance", in.id, "loops", n, "err", err)
+		}
+	}()
 }
 
 // dispatchLocked hands in's free slots to waiting invocations in order.
@@ -466,10 +498,11 @@ func (p *pool) stats() Stats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	s := Stats{Deployment: p.dep.ID, Project: p.dep.Project, Function: p.fn.File, Heavy: p.key.lane == heavyLane, Current: p.current, Ready: len(p.instances), Starting: p.starting,
-		Waiting: len(p.waiters), Learned: p.learned}
+		Waiting: len(p.waiters), Learned: p.learned, LearnedLoops: p.loops}
 	for _, in := range p.instances {
 		s.InFlight += in.inflight
 		s.Limits = append(s.Limits, in.limit)
+		s.Loops = append(s.Loops, in.serving)
 	}
 	return s
 }

@@ -35,6 +35,22 @@
 // theirs), or at the max when there is nothing learned yet: a burst on a
 // new function then starts one instance, and the first congestion cuts it.
 //
+// Loops. An instance may run several event loops (worker threads, up to
+// the function's MaxLoops), and the limit above is per loop: the
+// instance's is the limit times the loops serving. The signals are read
+// per loop (the busiest loop's delay and utilisation; CPU and invocations
+// in flight spread over the loops). When the instance is full and its
+// limit was cut by a congestion (or started below the max, learned so),
+// the limiter asks for one more loop instead of growing the limit: more
+// invocations on a loop would queue behind what holds it, while a new loop
+// computes on another core. It waits for the loop to serve before asking
+// for the next, holds for Hold after each, and stops growing loops near the
+// memory size (MemoryGrow); loops are not taken back, an idle loop costs
+// only memory. A function whose loops never queue keeps one. This is
+// TCP's idea applied to a second resource: the limit per loop finds what
+// one loop takes, the loops how many the work needs; each new loop is a
+// second instance's capacity without a second instance's busy time.
+//
 // Why not a latency gradient (Vegas, Gradient2) on invocation latency:
 // invocations of one function differ (routes, inputs, backends), so their
 // latency moves for reasons concurrency has nothing to do with, while the

@@ -245,3 +245,74 @@ func TestNew_Bounds(t *testing.T) {
 		}
 	}
 }
+
+// cpuBoundLoops is cpuBound over the loops the limiter asks for, each
+// serving as soon as it is asked: the instance's invocations spread evenly
+// over them and only those sharing a loop wait for each other.
+func cpuBoundLoops(l *Limiter, demand int) Signal {
+	loops := l.Loops()
+	n := min(l.Limit(), demand)
+	perLoop := (n + loops - 1) / loops
+	s := Signal{PeakInFlight: n, Full: demand >= l.Limit(), Loops: loops, CPU: 0.6 * float64(loops), Utilization: 0.6, DelayMean: 7 * time.Millisecond}
+	if perLoop >= 2 {
+		s.Utilization, s.DelayMean = 1, 40*time.Millisecond
+		s.CPU = float64(loops)
+	}
+	return s
+}
+
+func TestLimiter_LoopsForWhatHoldsTheLoop(t *testing.T) {
+	l := New(100, 0, 100).WithLoops(4, 1)
+	var limits, loops []int
+	for at := 100 * time.Millisecond; at <= 3*time.Second; at += 100 * time.Millisecond {
+		s := cpuBoundLoops(l, 10)
+		s.At = t0.Add(at)
+		limits = append(limits, l.Observe(s))
+		loops = append(loops, l.Loops())
+	}
+	if got := at(loops, 1500*time.Millisecond); got != 4 {
+		t.Errorf("loops after 1.5 s = %d (%v), want the most, 4", got, loops)
+	}
+	if got := limits[len(limits)-1]; got != 4 {
+		t.Errorf("instance limit %d (%v), want one per loop", got, limits)
+	}
+	if got := l.PerLoop(); got != 1 {
+		t.Errorf("limit per loop %d, want 1", got)
+	}
+}
+
+func TestLimiter_NoLoopsForIO(t *testing.T) {
+	l := New(100, 0, 100).WithLoops(4, 1)
+	for at := 100 * time.Millisecond; at <= 3*time.Second; at += 100 * time.Millisecond {
+		s := ioBound(300)(l.Limit(), at)
+		s.At = t0.Add(at)
+		l.Observe(s)
+	}
+	if l.Loops() != 1 || l.Limit() != 100 {
+		t.Errorf("loops %d, limit %d; an I/O-bound function wants one loop at the max, 100", l.Loops(), l.Limit())
+	}
+}
+
+func TestLimiter_LoopsWaitForTheLastOnes(t *testing.T) {
+	l := New(100, 0, 1).WithLoops(4, 1)
+	full := Signal{Full: true, PeakInFlight: 1, Loops: 1, CPU: 0.6, Utilization: 0.6}
+	for i := range 5 {
+		full.At = t0.Add(time.Duration(i) * Hold)
+		l.Observe(full)
+	}
+	if got := l.Loops(); got != 2 {
+		t.Errorf("loops %d while node serves on one, want 2: one more only once the last asked for serves", got)
+	}
+	if got := l.Limit(); got != 1 {
+		t.Errorf("limit %d while a loop starts, want 1: no more on the loop that queues", got)
+	}
+}
+
+func TestLimiter_NoLoopsNearTheMemorySize(t *testing.T) {
+	l := New(100, 1000, 1).WithLoops(4, 1)
+	full := Signal{At: t0, Full: true, PeakInFlight: 1, Loops: 1, CPU: 0.6, Utilization: 0.6, RSS: 850}
+	l.Observe(full)
+	if got := l.Loops(); got != 1 {
+		t.Errorf("loops %d with 85%% of the memory resident, want 1", got)
+	}
+}

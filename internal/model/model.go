@@ -19,6 +19,11 @@ const (
 	MinMemoryMB           = 128
 	MaxMemoryMB           = 10240
 	MaxMinInstances       = 100
+	// MaxLoops bounds FunctionConfig.Loops; memoryPerLoopMB and
+	// defaultMaxLoops make its default.
+	MaxLoops        = 16
+	memoryPerLoopMB = 256
+	defaultMaxLoops = 8
 )
 
 // FunctionConfig is what a project's shoal.json says about how its function
@@ -38,6 +43,23 @@ type FunctionConfig struct {
 	// response helpers (req.query, req.body, res.json()...): bodies stream
 	// to the handler unbuffered. shoal.json says `"helpers": false`.
 	NoHelpers bool `json:"noHelpers,omitempty"`
+	// Loops is the most event loops one instance runs (worker threads
+	// started when invocations queue for one loop); 0 means the default,
+	// see MaxLoops.
+	Loops int `json:"loops,omitempty"`
+}
+
+// MaxLoops is the most event loops one instance of the function runs: Loops
+// if set, else one per 256 MB of memory, 1 to 8; always 1 for a function
+// that serves one invocation at a time.
+func (c FunctionConfig) MaxLoops() int {
+	switch {
+	case c.MaxConcurrency <= 1:
+		return 1
+	case c.Loops > 0:
+		return c.Loops
+	}
+	return min(max(c.MemoryMB/memoryPerLoopMB, 1), defaultMaxLoops)
 }
 
 // DefaultFunctionConfig returns the configuration of a project without a
@@ -59,6 +81,7 @@ type ConfigPatch struct {
 	MemoryMB       *int
 	MinInstances   *int
 	NoHelpers      *bool
+	Loops          *int
 }
 
 // With returns c with what p sets applied.
@@ -71,6 +94,7 @@ func (c FunctionConfig) With(p ConfigPatch) FunctionConfig {
 	set(&c.MaxConcurrency, p.MaxConcurrency)
 	set(&c.MemoryMB, p.MemoryMB)
 	set(&c.MinInstances, p.MinInstances)
+	set(&c.Loops, p.Loops)
 	if p.MaxDuration != nil {
 		c.MaxDuration = *p.MaxDuration
 	}
@@ -104,6 +128,8 @@ func (c FunctionConfig) Validate() error {
 		return fmt.Errorf("memory %d MB: must be between %d and %d", c.MemoryMB, MinMemoryMB, MaxMemoryMB)
 	case c.MinInstances < 0 || c.MinInstances > MaxMinInstances:
 		return fmt.Errorf("minInstances %d: must be between 0 and %d", c.MinInstances, MaxMinInstances)
+	case c.Loops < 0 || c.Loops > MaxLoops:
+		return fmt.Errorf("loops %d: must be between 1 and %d", c.Loops, MaxLoops)
 	}
 	return nil
 }

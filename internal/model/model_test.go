@@ -22,6 +22,9 @@ func TestFunctionConfig_Validate(t *testing.T) {
 		{"small_memory", func(c *FunctionConfig) { c.MemoryMB = MinMemoryMB - 1 }, false},
 		{"negative_min", func(c *FunctionConfig) { c.MinInstances = -1 }, false},
 		{"too_many_min", func(c *FunctionConfig) { c.MinInstances = MaxMinInstances + 1 }, false},
+		{"most_loops", func(c *FunctionConfig) { c.Loops = MaxLoops }, true},
+		{"too_many_loops", func(c *FunctionConfig) { c.Loops = MaxLoops + 1 }, false},
+		{"negative_loops", func(c *FunctionConfig) { c.Loops = -1 }, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -31,6 +34,26 @@ func TestFunctionConfig_Validate(t *testing.T) {
 				t.Errorf("Validate(%+v) = %v, want ok=%v", c, err, tt.ok)
 			}
 		})
+	}
+}
+
+func TestFunctionConfig_MaxLoops(t *testing.T) {
+	tests := []struct {
+		memoryMB, maxConcurrency, loops, want int
+	}{
+		{128, 100, 0, 1},
+		{512, 100, 0, 2},
+		{1024, 100, 0, 4},
+		{10240, 100, 0, 8},
+		{1024, 100, 1, 1},
+		{128, 100, 12, 12},
+		{1024, 1, 6, 1}, // one invocation per instance needs one loop
+	}
+	for _, tt := range tests {
+		c := FunctionConfig{MemoryMB: tt.memoryMB, MaxConcurrency: tt.maxConcurrency, Loops: tt.loops}
+		if got := c.MaxLoops(); got != tt.want {
+			t.Errorf("%+v: MaxLoops() = %d, want %d", c, got, tt.want)
+		}
 	}
 }
 

@@ -150,7 +150,7 @@ func (m *Metrics) Invoked(inv metering.Invocation) {
 // project's new instances start at, as fn returns them (project -> limit).
 func (m *Metrics) WatchLimits(fn func() map[string]int) {
 	m.reg.MustRegister(limitCollector{fn: fn, desc: prometheus.NewDesc("shoal_concurrency_limit",
-		"The concurrency limit the project's instances learned: what a new instance starts at.", []string{"project"}, nil)})
+		"The concurrency limit per event loop the project's instances learned: what a new instance starts at.", []string{"project"}, nil)})
 }
 
 type limitCollector struct {

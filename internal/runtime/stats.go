@@ -17,8 +17,10 @@ type Stats struct {
 	RSS int64
 	// InFlight is how many invocations are being served.
 	InFlight int
-	// Loop is how loaded node's event loop is; LoopKnown says node has
-	// reported it yet.
+	// Loops is how many event loops node serves on.
+	Loops int
+	// Loop is how loaded node's busiest event loop is (the highest of each
+	// figure among the loops); LoopKnown says node has reported it yet.
 	Loop      Loop
 	LoopKnown bool
 	// Waited are the invocations whose waitUntil work ended since the
@@ -39,12 +41,6 @@ type Loop struct {
 // counts as blocked: node reports every 100 ms unless user code holds the
 // loop.
 const loopStale = 250 * time.Millisecond
-
-func (s *Supervisor) setLoop(l Loop) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.loop, s.loopAt = l, time.Now()
-}
 
 func ms(f float64) time.Duration { return time.Duration(f * float64(time.Millisecond)) }
 
@@ -83,13 +79,27 @@ func (s *Supervisor) Stats() Stats {
 			st.CPU += st.NodeCPU
 		}
 	}
+	now := time.Now()
 	s.mu.Lock()
 	st.Waited, s.waited = s.waited, nil
-	st.Loop, st.LoopKnown = s.loop, !s.loopAt.IsZero()
-	if age := time.Since(s.loopAt); !s.loopAt.IsZero() && age > loopStale && st.InFlight > 0 {
-		// User code holds the loop: it is as busy as it gets, and what
-		// waits for it has waited this long already.
-		st.Loop = Loop{Utilization: 1, DelayMean: age, DelayMax: age}
+	for _, l := range s.loops {
+		if l == nil {
+			continue
+		}
+		st.Loops++
+		if l.loadAt.IsZero() {
+			continue
+		}
+		st.LoopKnown = true
+		load := l.load
+		if age := now.Sub(l.loadAt); age > loopStale && l.inflight > 0 {
+			// User code holds the loop: it is as busy as it gets, and
+			// what waits for it has waited this long already.
+			load = Loop{Utilization: 1, DelayMean: age, DelayMax: age}
+		}
+		st.Loop.Utilization = max(st.Loop.Utilization, load.Utilization)
+		st.Loop.DelayMean = max(st.Loop.DelayMean, load.DelayMean)
+		st.Loop.DelayMax = max(st.Loop.DelayMax, load.DelayMax)
 	}
 	s.mu.Unlock()
 	return st

@@ -77,10 +77,10 @@ type Record struct {
 // Supervisor runs one node process and proxies invocations to it.
 type Supervisor struct {
 	// immutable
-	cfg   Config
-	cmd   *exec.Cmd
-	proxy *httputil.ReverseProxy
-	logs  *lockedWriter
+	cfg  Config
+	cmd  *exec.Cmd
+	sock string // loop 0's socket; loop n's is sock.n
+	logs *lockedWriter
 
 	exited  chan struct{} // closed by the wait goroutine when node exited
 	exitErr error         // set before exited is closed
@@ -88,10 +88,22 @@ type Supervisor struct {
 	readers  sync.WaitGroup // log pipe readers
 	inflight atomic.Int64   // invocations being served
 
+	commands   *os.File   // node's command pipe, write end
+	commandsMu sync.Mutex // one command at a time
+
 	mu     sync.Mutex
-	waited []Waited  // guarded by mu; taken by Stats
-	loop   Loop      // guarded by mu; node's last load report
-	loopAt time.Time // guarded by mu; when it came
+	waited []Waited // guarded by mu; taken by Stats
+	loops  []*loop  // guarded by mu; by number, nil while starting
+	asked  int      // guarded by mu; the loops asked of node
+}
+
+// loop is one of node's event loops and the invocations it serves.
+type loop struct {
+	proxy *httputil.ReverseProxy
+	// guarded by Supervisor.mu
+	inflight int
+	load     Loop      // its last load report
+	loadAt   time.Time // when it came; zero: none yet
 }
 
 var errTimeout = errors.New("invocation timed out")
@@ -123,7 +135,8 @@ func Start(ctx context.Context, cfg Config) (*Supervisor, error) {
 	opts, _ := json.Marshal(struct {
 		Helpers       bool  `json:"helpers"`
 		MaxDurationMs int64 `json:"maxDurationMs"`
-	}{!cfg.NoHelpers, cfg.MaxDuration.Milliseconds()})
+		CommandFd     int   `json:"commandFd"`
+	}{!cfg.NoHelpers, cfg.MaxDuration.Milliseconds(), 4})
 	args = append(args, string(opts))
 	cmd := exec.Command(cfg.Node, args...)
 	cmd.Dir = cfg.WorkDir
@@ -137,44 +150,40 @@ func Start(ctx context.Context, cfg Config) (*Supervisor, error) {
 	// node dies with its supervisor, whatever kills the supervisor.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 
-	ctrlR, ctrlW, err := os.Pipe()
-	if err != nil {
-		return nil, fmt.Errorf("control pipe: %w", err)
-	}
-	outR, outW, err := os.Pipe()
-	if err != nil {
-		ctrlR.Close()
-		ctrlW.Close()
-		return nil, fmt.Errorf("stdout pipe: %w", err)
-	}
-	errR, errW, err := os.Pipe()
-	if err != nil {
-		ctrlR.Close()
-		ctrlW.Close()
-		outR.Close()
-		outW.Close()
-		return nil, fmt.Errorf("stderr pipe: %w", err)
-	}
-	cmd.ExtraFiles = []*os.File{ctrlW}
-	cmd.Stdout = outW
-	cmd.Stderr = errW
-	if err := cmd.Start(); err != nil {
-		for _, f := range []*os.File{ctrlR, ctrlW, outR, outW, errR, errW} {
-			f.Close()
+	// fd 3 is the control pipe (node -> runtime), fd 4 the command pipe
+	// (runtime -> node); stdout and stderr are pipes too.
+	var pipes [4][2]*os.File
+	for i := range pipes {
+		r, w, err := os.Pipe()
+		if err != nil {
+			closeAll(pipes[:i])
+			return nil, fmt.Errorf("pipe: %w", err)
 		}
+		pipes[i] = [2]*os.File{r, w}
+	}
+	ctrl, commands, out, stderr := pipes[0], pipes[1], pipes[2], pipes[3]
+	cmd.ExtraFiles = []*os.File{ctrl[1], commands[0]}
+	cmd.Stdout = out[1]
+	cmd.Stderr = stderr[1]
+	if err := cmd.Start(); err != nil {
+		closeAll(pipes[:])
 		return nil, fmt.Errorf("start node: %w", err)
 	}
-	ctrlW.Close()
-	outW.Close()
-	errW.Close()
+	for _, f := range []*os.File{ctrl[1], commands[0], out[1], stderr[1]} {
+		f.Close()
+	}
 
 	s := &Supervisor{
-		cfg:    cfg,
-		cmd:    cmd,
-		logs:   &lockedWriter{w: cfg.Logs},
-		exited: make(chan struct{}),
+		cfg:      cfg,
+		cmd:      cmd,
+		sock:     sock,
+		logs:     &lockedWriter{w: cfg.Logs},
+		exited:   make(chan struct{}),
+		commands: commands[1],
+		asked:    1,
 	}
-	s.proxy = newProxy(sock, s.proxyError)
+	s.loops = []*loop{{proxy: newProxy(sock, s.proxyError)}}
+	ctrlR, outR, errR := ctrl[0], out[0], stderr[0]
 
 	ready := make(chan error, 1)
 	s.readers.Add(3)
@@ -184,6 +193,9 @@ func Start(ctx context.Context, cfg Config) (*Supervisor, error) {
 	go func() {
 		err := cmd.Wait()
 		s.readers.Wait()
+		s.commandsMu.Lock()
+		s.commands.Close()
+		s.commandsMu.Unlock()
 		s.exitErr = err
 		close(s.exited)
 	}()
@@ -233,12 +245,18 @@ func (s *Supervisor) readControl(r io.ReadCloser, ready chan<- error) {
 				s.logs.writeLine(line)
 			case bytes.HasPrefix(line, []byte(`{"type":"load"`)):
 				var l struct {
+					Loop    int     `json:"loop"`
 					ELU     float64 `json:"elu"`
 					ELDMean float64 `json:"eld_mean"`
 					ELDMax  float64 `json:"eld_max"`
 				}
 				if json.Unmarshal(line, &l) == nil {
-					s.setLoop(Loop{Utilization: l.ELU, DelayMean: ms(l.ELDMean), DelayMax: ms(l.ELDMax)})
+					s.setLoad(l.Loop, Loop{Utilization: l.ELU, DelayMean: ms(l.ELDMean), DelayMax: ms(l.ELDMax)})
+				}
+			case bytes.HasPrefix(line, []byte(`{"type":"loop"`)):
+				var l struct{ Loop int }
+				if json.Unmarshal(line, &l) == nil {
+					s.addLoop(l.Loop)
 				}
 			case bytes.HasPrefix(line, []byte(`{"type":"waited"`)):
 				var m struct {
@@ -329,6 +347,8 @@ func (s *Supervisor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.inflight.Add(1)
 	defer s.inflight.Add(-1)
+	l := s.pick()
+	defer s.done(l)
 	ctx, cancel := context.WithTimeoutCause(r.Context(), s.cfg.MaxDuration, errTimeout)
 	defer cancel()
 	defer func() {
@@ -336,7 +356,7 @@ func (s *Supervisor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			s.System(r.Header.Get(IDHeader), fmt.Sprintf("invocation timed out after %s (maxDuration)", s.cfg.MaxDuration))
 		}
 	}()
-	s.proxy.ServeHTTP(w, r.WithContext(ctx))
+	l.proxy.ServeHTTP(w, r.WithContext(ctx))
 }
 
 func (s *Supervisor) proxyError(w http.ResponseWriter, r *http.Request, err error) {
@@ -381,6 +401,13 @@ func (s *Supervisor) Close() error {
 	s.cmd.Process.Kill()
 	<-s.exited
 	return nil
+}
+
+func closeAll(pipes [][2]*os.File) {
+	for _, p := range pipes {
+		p[0].Close()
+		p[1].Close()
+	}
 }
 
 func newProxy(sock string, onError func(http.ResponseWriter, *http.Request, error)) *httputil.ReverseProxy {

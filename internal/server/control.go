@@ -252,12 +252,13 @@ func (c *control) Usage(ctx context.Context, project string, since, until time.T
 		ids[i] = d.ID
 	}
 	u := c.meter.Usage(ids, since, until)
-	limits, learned := []int{}, 0
+	limits, learned, loops, learnedLoops := []int{}, 0, []int{}, 0
 	stats := c.inv.Stats()
 	slices.SortFunc(stats, func(a, b invoker.Stats) int { return strings.Compare(a.Function, b.Function) })
 	for _, st := range stats {
 		if st.Project == project && st.Current {
 			limits, learned = append(limits, st.Limits...), max(learned, st.Learned)
+			loops, learnedLoops = append(loops, st.Loops...), max(learnedLoops, st.LearnedLoops)
 		}
 	}
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -275,7 +276,7 @@ func (c *control) Usage(ctx context.Context, project string, since, until time.T
 		InstanceGBSeconds: u.InstanceGBSeconds, ProvisionedGBSeconds: u.ProvisionedGBSeconds,
 		ClassicGBSeconds: u.ClassicGBSeconds, ActiveCPUSeconds: u.ActiveCPU.Seconds(), Savings: u.Savings(),
 		PeakInstances: u.PeakInstances, PeakRSSMB: float64(u.PeakRSS) / (1 << 20),
-		ConcurrencyLimits: limits, LearnedLimit: learned, Instances: instances,
+		ConcurrencyLimits: limits, LearnedLimit: learned, EventLoops: loops, LearnedLoops: learnedLoops, Instances: instances,
 		LatencyP50Ms: ms(u.LatencyP50), LatencyP99Ms: ms(u.LatencyP99), TTFBP50Ms: ms(u.TTFBP50), TTFBP99Ms: ms(u.TTFBP99),
 	}, nil
 }

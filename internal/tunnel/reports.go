@@ -30,10 +30,13 @@ type Report struct {
 	RSS int64 `json:"rss"`
 	// InFlight is how many invocations the instance is serving.
 	InFlight int `json:"inflight"`
-	// LoopKnown says node has reported its event loop's load, which the
-	// next three fields are: the share of the last ~100 ms the loop was
-	// busy, and how long callbacks ready to run waited for it, in
-	// milliseconds.
+	// Loops is how many event loops node serves on; 0 from an instance
+	// that does not say, which is one.
+	Loops int `json:"loops,omitempty"`
+	// LoopKnown says node has reported its event loops' load, which the
+	// next three fields are, for the busiest loop: the share of the last
+	// ~100 ms it was busy, and how long callbacks ready to run waited for
+	// it, in milliseconds.
 	LoopKnown   bool    `json:"loop_known"`
 	ELU         float64 `json:"elu"`
 	DelayMeanMs float64 `json:"eld_mean_ms"`

@@ -396,3 +396,33 @@ func TestTunnel_IdleReportsSlowDown(t *testing.T) {
 		t.Errorf("%d reports in 1.5 s busy, want about 15", busyReports)
 	}
 }
+
+func TestTunnel_SetLoops(t *testing.T) {
+	l := startListener(t)
+	p := l.Expect("inst-loops")
+	var asked atomic.Int64
+	invoked := make(chan string, 10)
+	serveInstance(t, l, "inst-loops", p.Token(), WithLoops(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		invoked <- r.URL.Path
+	}), func(n int) error {
+		if n == 13 {
+			return errors.New("no room for 13")
+		}
+		asked.Store(int64(n))
+		return nil
+	}))
+	conn := waitConn(t, p)
+	ctx := context.Background()
+	if err := conn.SetLoops(ctx, 3); err != nil || asked.Load() != 3 {
+		t.Errorf("SetLoops(3) = %v, the instance got %d; want nil and 3", err, asked.Load())
+	}
+	if err := conn.SetLoops(ctx, 13); err == nil || !strings.Contains(err.Error(), "500") {
+		t.Errorf("SetLoops(13) = %v, want the instance's refusal (500)", err)
+	}
+	if err := conn.SetLoops(ctx, 0); err == nil || !strings.Contains(err.Error(), "400") || asked.Load() != 3 {
+		t.Errorf("SetLoops(0) = %v, the instance got %d; want a 400 and nothing asked", err, asked.Load())
+	}
+	if len(invoked) != 0 {
+		t.Errorf("%d requests for loops reached the handler, want none", len(invoked))
+	}
+}

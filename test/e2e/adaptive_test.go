@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -9,8 +11,9 @@ import (
 )
 
 // burnHandler spends ms of CPU time (not wall time) per invocation, or
-// waits ms when ?io is set.
+// waits ms when ?io is set, and answers with its process id and thread id.
 const burnHandler = `
+import { threadId } from 'node:worker_threads';
 export default async function (req, res) {
   const q = new URL(req.url, 'http://x').searchParams;
   const ms = Number(q.get('ms') ?? 0);
@@ -23,15 +26,16 @@ export default async function (req, res) {
       if ((u.user + u.system) / 1000 >= ms) break;
     }
   }
-  res.end(String(process.pid));
+  res.end(process.pid + ' ' + threadId);
 }
 `
 
 // A CPU-bound function's instances learn a limit of about one, so bursts
-// spread over instances; an I/O-bound one keeps its max.
+// spread over instances (with one event loop each); an I/O-bound one keeps
+// its max.
 func TestAdaptive_CPUBoundBacksOffIOBoundDoesNot(t *testing.T) {
 	s := testutil.StartServe(t, testutil.ServeOptions{Args: []string{"--verbose"}})
-	cpu := s.Deploy(testutil.WriteProject(t, "burner", map[string]string{"index.mjs": burnHandler, "shoal.json": `{"concurrency": {"max": 8}}`}))
+	cpu := s.Deploy(testutil.WriteProject(t, "burner", map[string]string{"index.mjs": burnHandler, "shoal.json": `{"concurrency": {"max": 8}, "loops": 1}`}))
 	wait := s.Deploy(testutil.WriteProject(t, "waiter", map[string]string{"index.mjs": burnHandler, "shoal.json": `{"concurrency": {"max": 8}}`}))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -50,14 +54,56 @@ func TestAdaptive_CPUBoundBacksOffIOBoundDoesNot(t *testing.T) {
 	})
 	pids := map[string]bool{}
 	for _, p := range getAll(t, 6, cpu+"?ms=100") {
-		pids[p] = true
+		pid, _, _ := strings.Cut(p, " ")
+		pids[pid] = true
 	}
 	// At max 8 the six would share one instance; instances that learned
 	// about one each spread them (siblings may still differ a little).
 	if len(pids) < 2 {
 		t.Errorf("a burst of 6 CPU-bound invocations ran on %d instance, want them spread at the learned limit", len(pids))
 	}
-	if u := usage(ctx, t, s, "waiter"); u.LearnedLimit != 8 || len(u.ConcurrencyLimits) != 1 || u.ConcurrencyLimits[0] != 8 {
-		t.Errorf("I/O-bound function: learned %d, running %v; want max 8 kept on its one instance", u.LearnedLimit, u.ConcurrencyLimits)
+	if u := usage(ctx, t, s, "waiter"); u.LearnedLimit != 8 || len(u.ConcurrencyLimits) != 1 || u.ConcurrencyLimits[0] != 8 ||
+		len(u.EventLoops) != 1 || u.EventLoops[0] != 1 {
+		t.Errorf("I/O-bound function: learned %d, running %v on %v loops; want max 8 kept on its one instance and loop",
+			u.LearnedLimit, u.ConcurrencyLimits, u.EventLoops)
+	}
+	if u := usage(ctx, t, s, "burner"); slices.Max(u.EventLoops) != 1 {
+		t.Errorf(`a function with "loops": 1 runs %v event loops, want 1`, u.EventLoops)
+	}
+}
+
+// A function that holds its event loop gets more loops in its instances
+// (up to one per 256 MB, here 4): invocations that would queue on one loop
+// compute on several, in one process.
+func TestAdaptive_LoopsForWhatHoldsTheLoop(t *testing.T) {
+	s := testutil.StartServe(t, testutil.ServeOptions{Args: []string{"--verbose"}})
+	fn := s.Deploy(testutil.WriteProject(t, "looper", map[string]string{"index.mjs": burnHandler, "shoal.json": `{"concurrency": {"max": 8}}`}))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	testutil.Get(t, fn)
+	for range 5 {
+		getAll(t, 6, fn+"?ms=100")
+	}
+	testutil.Eventually(t, 10*time.Second, "an instance runs several event loops", func() bool {
+		u := usage(ctx, t, s, "looper")
+		return len(u.EventLoops) > 0 && slices.Max(u.EventLoops) >= 2 && u.LearnedLoops >= 2
+	})
+	threads := map[string]map[string]bool{} // pid -> threads
+	for range 3 {
+		for _, p := range getAll(t, 6, fn+"?ms=100") {
+			pid, thread, _ := strings.Cut(p, " ")
+			if threads[pid] == nil {
+				threads[pid] = map[string]bool{}
+			}
+			threads[pid][thread] = true
+		}
+	}
+	most := 0
+	for _, th := range threads {
+		most = max(most, len(th))
+	}
+	if most < 2 {
+		t.Errorf("bursts of 6 CPU-bound invocations ran on threads %v, want several threads in one process", threads)
 	}
 }

@@ -11,8 +11,11 @@
 //
 //	node --enable-source-maps BOOTSTRAP_PATH SOCKET_PATH BUNDLE_PATH [OPTIONS_JSON]
 //
-// with the deployment folder as working directory and the write end of a pipe
-// as fd 3. The full contract is the comment at the top of bootstrap.mjs.
+// with the deployment folder as working directory, the write end of a pipe
+// as fd 3 and, when OPTIONS_JSON names it, the read end of a command pipe on
+// which the runtime asks for more event loops (worker threads, each serving
+// on a socket of its own). The full contract is the comment at the top of
+// bootstrap.mjs.
 package bootstrap
 
 import (

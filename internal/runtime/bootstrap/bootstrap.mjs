@@ -8,7 +8,8 @@
 //   Start:  node --enable-source-maps BOOTSTRAP_PATH SOCKET_PATH BUNDLE_PATH [OPTIONS_JSON]
 //           OPTIONS_JSON: {"helpers":false} turns the Node style helpers off;
 //           "maxDurationMs" (default 60000) bounds each invocation's
-//           waitUntil work, counted from its start.
+//           waitUntil work, counted from its start; "commandFd" is the
+//           read end of the command pipe (see Loops), none without it.
 //           With --check in place of SOCKET_PATH the bootstrap loads the
 //           bundle, finds its handler, reports its `config` export as
 //           {"type":"config","msg":"<JSON>"} if it has one and exits 0, or
@@ -65,16 +66,30 @@
 //     {"type":"error","msg":"..."}
 //     {"type":"log","id":"<invocation id or empty>","stream":"stdout"|"stderr",
 //      "msg":"<one line, no trailing newline>","ts":<epoch ms>}
-//     {"type":"load","elu":<0..1>,"eld_mean":<ms>,"eld_max":<ms>}
-//       every 100 ms once serving: the event loop's utilisation over the
-//       last interval and how late a 10 ms timer ran (mean and max). A loop
-//       blocked by user code sends nothing until it unblocks.
+//     {"type":"load","loop":<n>,"elu":<0..1>,"eld_mean":<ms>,"eld_max":<ms>}
+//       every 100 ms from each event loop once it serves: the loop's
+//       utilisation over the last interval and how late a 10 ms timer ran
+//       (mean and max). A loop blocked by user code sends nothing until it
+//       unblocks.
+//     {"type":"loop","loop":<n>}
+//       event loop n (1, 2...) serves on SOCKET_PATH.n (see Loops).
 //     {"type":"waited","id":"<invocation id>","from":<epoch ms>,"to":<epoch ms>}
 //       an invocation's waitUntil work outlived its response: from is when
 //       the response closed, to when the last of its waitUntil promises
 //       settled. Not sent when they all settled before the response closed.
 //   If fd 3 is not open or nobody reads it any more (EBADF/EPIPE), the same
 //   lines go to stderr instead, so the bootstrap also runs by hand.
+//
+//   Loops: the main thread's event loop is loop 0 and serves on SOCKET_PATH.
+//   The command pipe (newline-delimited JSON, runtime -> node) may ask for
+//   more: {"type":"loops","n":N} starts worker threads until there are N
+//   loops (at most 16). Loop n runs this same bootstrap with its own copy of
+//   the bundle (module state is per loop), serves on SOCKET_PATH.n and says
+//   {"type":"loop","loop":n} when it does. Each loop sends its own load
+//   and waited messages and log lines. A loop that fails to start sends an
+//   error message naming it, node keeps serving on the others and starts no
+//   more; a loop that exits once serving (process.exit in user code, a
+//   crash) ends the process with its exit code.
 //
 //   Invocations: each request carries the header x-shoal-id, the invocation
 //   id. It stays visible to user code (harmless; removing it would cost a
@@ -153,6 +168,7 @@
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
+import net from 'node:net';
 import path from 'node:path';
 import { AsyncLocalStorage, AsyncResource } from 'node:async_hooks';
 import { createHash } from 'node:crypto';
@@ -161,9 +177,14 @@ import { Readable } from 'node:stream';
 import { parse as parseQueryString } from 'node:querystring';
 import { pathToFileURL } from 'node:url';
 import { format, inspect } from 'node:util';
+import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 
 const CONTROL_FD = 3;
 const [socketPath, bundlePath, optionsJSON] = process.argv.slice(2);
+
+// This event loop's number: 0 for the main thread, 1... for the loops it
+// starts as worker threads when the runtime asks (see Loops).
+const loopIndex = isMainThread ? 0 : workerData.loop;
 
 // ---------------------------------------------------------------------------
 // Control pipe.
@@ -171,31 +192,43 @@ const [socketPath, bundlePath, optionsJSON] = process.argv.slice(2);
 // With --check there is no control pipe (and fd 3 may be one of node's own).
 let controlFd = socketPath === '--check' ? 2 : CONTROL_FD;
 const sleepCell = new Int32Array(new SharedArrayBuffer(4));
+// The event loops of the process share the pipe: a write of more than the
+// pipe's atomic size could interleave with another loop's, so each write
+// holds this lock (0 free, 1 held), which the main thread hands its loops.
+const controlLock = isMainThread ? new Int32Array(new SharedArrayBuffer(4)) : workerData.lock;
 
 // writeControl writes text (whole lines) synchronously. A non-blocking pipe
 // that is full (EAGAIN) is retried after a millisecond; a pipe nobody reads
 // any more makes the bootstrap fall back to its own stderr.
 function writeControl(text) {
   const buf = Buffer.from(text, 'utf8');
-  let off = 0;
-  while (off < buf.length) {
-    try {
-      off += fs.writeSync(controlFd, buf, off, buf.length - off);
-    } catch (err) {
-      if (err.code === 'EAGAIN') {
-        Atomics.wait(sleepCell, 0, 0, 1);
-      } else if (controlFd !== 2 && (err.code === 'EBADF' || err.code === 'EPIPE')) {
-        controlFd = 2;
-        off = 0;
-      } else {
-        return; // nowhere left to report to
+  while (Atomics.compareExchange(controlLock, 0, 0, 1) !== 0) Atomics.wait(controlLock, 0, 1, 1);
+  try {
+    let off = 0;
+    while (off < buf.length) {
+      try {
+        off += fs.writeSync(controlFd, buf, off, buf.length - off);
+      } catch (err) {
+        if (err.code === 'EAGAIN') {
+          Atomics.wait(sleepCell, 0, 0, 1);
+        } else if (controlFd !== 2 && (err.code === 'EBADF' || err.code === 'EPIPE')) {
+          controlFd = 2;
+          off = 0;
+        } else {
+          return; // nowhere left to report to
+        }
       }
     }
+  } finally {
+    Atomics.store(controlLock, 0, 0);
+    Atomics.notify(controlLock, 0, 1);
   }
 }
 
+// fatal reports msg and exits; in a loop of its own it ends only that loop,
+// which the main thread reports (see startLoop).
 function fatal(msg) {
-  writeControl('{"type":"error","msg":' + JSON.stringify(msg) + '}\n');
+  writeControl('{"type":"error","msg":' + JSON.stringify(isMainThread ? msg : 'loop ' + loopIndex + ': ' + msg) + '}\n');
   process.exit(1);
 }
 
@@ -1120,10 +1153,14 @@ const server = http.createServer({
 server.keepAliveTimeout = 10 * 60 * 1000;
 server.timeout = 0;
 
-server.on('error', (err) => fatal('listen ' + socketPath + ': ' + describe(err)));
+// Each event loop listens on a socket of its own: SOCKET_PATH for the main
+// thread's, SOCKET_PATH.N for loop N's.
+const listenPath = isMainThread ? socketPath : socketPath + '.' + loopIndex;
+
+server.on('error', (err) => fatal('listen ' + listenPath + ': ' + describe(err)));
 
 try {
-  if (fs.lstatSync(socketPath).isSocket()) fs.unlinkSync(socketPath);
+  if (fs.lstatSync(listenPath).isSocket()) fs.unlinkSync(listenPath);
 } catch {
   // nothing there
 }
@@ -1149,12 +1186,82 @@ function reportLoad() {
     const mean = n > 0 ? Math.max(0, delay.mean / 1e6 - 10) : 0;
     const max = Math.max(n > 0 ? delay.max / 1e6 - 10 : 0, own);
     delay.reset();
-    writeControl('{"type":"load","elu":' + elu.toFixed(3) + ',"eld_mean":' + mean.toFixed(2) +
-      ',"eld_max":' + max.toFixed(2) + '}\n');
+    writeControl('{"type":"load","loop":' + loopIndex + ',"elu":' + elu.toFixed(3) + ',"eld_mean":' +
+      mean.toFixed(2) + ',"eld_max":' + max.toFixed(2) + '}\n');
   }, 100).unref();
 }
 
-serverListen.call(server, socketPath, () => {
-  writeControl('{"type":"ready"}\n');
+// ---------------------------------------------------------------------------
+// Loops: more event loops in this process, as worker threads, each running
+// this module with its own copy of the bundle and its own socket. The
+// runtime asks for them on the command pipe when invocations that hold the
+// loop queue behind each other: a second loop computes on another core
+// while the first one does, in the same instance. Module state is per loop.
+
+// MAX_LOOPS bounds the loops of one process, whatever is asked.
+const MAX_LOOPS = 16;
+let loops = 1; // started or starting, the main thread's included
+let loopsFailed = false; // a loop could not start: start no more
+
+// startLoop starts loop n. Once it serves, its exit is the process's: the
+// user's code ended it (process.exit) or it crashed, as the main thread's
+// would end the instance. A loop that fails before it serves reported why
+// itself (fatal) or is reported here, and no other loop is started.
+function startLoop(n) {
+  let serving = false;
+  const w = new Worker(new URL(import.meta.url), {
+    argv: process.argv.slice(2),
+    workerData: { loop: n, lock: controlLock },
+  });
+  w.on('message', (m) => {
+    if (m === 'serving') serving = true;
+  });
+  w.on('error', (err) => {
+    writeControl('{"type":"error","msg":' + JSON.stringify('loop ' + n + ': ' + describe(err)) + '}\n');
+  });
+  w.on('exit', (code) => {
+    if (serving) process.exit(code);
+    loopsFailed = true;
+  });
+}
+
+// setLoops starts loops until there are n.
+function setLoops(n) {
+  n = Math.min(Math.max(1, Math.trunc(Number(n)) || 1), MAX_LOOPS);
+  while (!loopsFailed && loops < n) startLoop(loops++);
+}
+
+// readCommands reads the command pipe: newline-delimited JSON from the
+// runtime. {"type":"loops","n":N} asks for N event loops in all.
+function readCommands(fd) {
+  const pipe = new net.Socket({ fd, readable: true, writable: false });
+  pipe.unref();
+  pipe.setEncoding('utf8');
+  let pending = '';
+  pipe.on('data', (chunk) => {
+    pending += chunk;
+    for (let nl = pending.indexOf('\n'); nl >= 0; nl = pending.indexOf('\n')) {
+      const line = pending.slice(0, nl);
+      pending = pending.slice(nl + 1);
+      let m;
+      try {
+        m = JSON.parse(line);
+      } catch {
+        continue;
+      }
+      if (m !== null && m.type === 'loops') setLoops(m.n);
+    }
+  });
+  pipe.on('error', () => {});
+}
+
+serverListen.call(server, listenPath, () => {
+  if (isMainThread) {
+    writeControl('{"type":"ready"}\n');
+    if (Number.isInteger(options.commandFd)) readCommands(options.commandFd);
+  } else {
+    writeControl('{"type":"loop","loop":' + loopIndex + '}\n');
+    parentPort.postMessage('serving');
+  }
   reportLoad();
 });

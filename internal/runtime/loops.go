@@ -1,0 +1,79 @@
+package runtime
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// MaxLoops bounds the event loops of one node process (the bootstrap's
+// bound too).
+const MaxLoops = 16
+
+// SetLoops asks node for n event loops in all, between 1 and MaxLoops:
+// more are started as worker threads, each serving on a socket of its own
+// once it is up (see the bootstrap's Loops). Loops are never stopped, so an
+// n below what was asked changes nothing. It returns once node has the
+// request, not once the loops serve: Stats counts those.
+func (s *Supervisor) SetLoops(n int) error {
+	n = min(max(n, 1), MaxLoops)
+	s.mu.Lock()
+	if n <= s.asked {
+		s.mu.Unlock()
+		return nil
+	}
+	s.asked = n
+	s.mu.Unlock()
+	s.commandsMu.Lock()
+	defer s.commandsMu.Unlock()
+	if _, err := fmt.Fprintf(s.commands, "{\"type\":\"loops\",\"n\":%d}\n", n); err != nil {
+		return fmt.Errorf("runtime: ask node for %d loops: %w", n, err)
+	}
+	return nil
+}
+
+// addLoop takes loop n, which node says serves, into service.
+func (s *Supervisor) addLoop(n int) {
+	if n < 1 || n >= MaxLoops {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for len(s.loops) <= n {
+		s.loops = append(s.loops, nil)
+	}
+	if s.loops[n] == nil {
+		s.loops[n] = &loop{proxy: newProxy(s.sock+"."+strconv.Itoa(n), s.proxyError)}
+	}
+}
+
+// pick returns the loop serving the fewest invocations (the lowest
+// numbered of those), with one more counted on it. With invocations spread
+// evenly, each loop holds the instance's limit divided by its loops.
+func (s *Supervisor) pick() *loop {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	best := s.loops[0]
+	for _, l := range s.loops[1:] {
+		if l != nil && l.inflight < best.inflight {
+			best = l
+		}
+	}
+	best.inflight++
+	return best
+}
+
+// done counts one invocation fewer on l.
+func (s *Supervisor) done(l *loop) {
+	s.mu.Lock()
+	l.inflight--
+	s.mu.Unlock()
+}
+
+func (s *Supervisor) setLoad(n int, load Loop) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if n >= 0 && n < len(s.loops) && s.loops[n] != nil {
+		s.loops[n].load, s.loops[n].loadAt = load, time.Now()
+	}
+}

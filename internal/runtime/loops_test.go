@@ -1,0 +1,133 @@
+package runtime
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+const loopsHandler = `
+import { threadId } from 'node:worker_threads';
+export default async function (req, res) {
+  if (req.url === '/hang') return new Promise(() => {});
+  if (req.url === '/exit') { setTimeout(() => process.exit(7), 10); return new Promise(() => {}); }
+  if (req.url === '/spin') { const end = Date.now() + 300; while (Date.now() < end); }
+  console.log('on ' + threadId);
+  res.end(String(threadId));
+}
+`
+
+// waitLoops waits until s serves on n loops.
+func waitLoops(t *testing.T, s *Supervisor, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(15 * time.Second); s.Stats().Loops != n; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d loops serving after 15 s, want %d", s.Stats().Loops, n)
+		}
+	}
+}
+
+func TestSupervisor_Loops(t *testing.T) {
+	s, logs, err := start(t, loopsHandler, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := s.Stats().Loops; n != 1 {
+		t.Fatalf("%d loops at start, want 1", n)
+	}
+	if err := s.SetLoops(3); err != nil {
+		t.Fatal(err)
+	}
+	waitLoops(t, s, 3)
+
+	// Three invocations that hold their loop, at once: one on each loop.
+	threads := make([]string, 3)
+	var wg sync.WaitGroup
+	for i := range threads {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp := invoke(s, "/spin", "spin-"+string(rune('a'+i)))
+			b, _ := io.ReadAll(resp.Body)
+			threads[i] = string(b)
+		}()
+		time.Sleep(20 * time.Millisecond) // in flight before the next
+	}
+	wg.Wait()
+	seen := map[string]bool{}
+	for _, th := range threads {
+		seen[th] = true
+	}
+	if len(seen) != 3 {
+		t.Errorf("threads %q served the three, want three different ones", threads)
+	}
+	// Log lines of the loops in worker threads carry their invocation.
+	for i, th := range threads {
+		id := "spin-" + string(rune('a'+i))
+		if want := `"id":"` + id + `","stream":"stdout","msg":"on ` + th + `"`; !strings.Contains(logs.String(), want) {
+			t.Errorf("no log record %s in\n%s", want, logs.String())
+		}
+	}
+	for deadline := time.Now().Add(5 * time.Second); !s.Stats().LoopKnown; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no load reported")
+		}
+	}
+	if err := s.SetLoops(2); err != nil || s.Stats().Loops != 3 {
+		t.Errorf("SetLoops(2) = %v with %d loops serving, want nil and the 3 kept", err, s.Stats().Loops)
+	}
+
+	// A loop that exits ends the instance, as the main thread's would.
+	go invoke(s, "/hang", "hangs") // holds loop 0: /exit goes to loop 1
+	for s.Stats().InFlight != 1 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if resp := invoke(s, "/exit", "exits"); resp.StatusCode != http.StatusInternalServerError {
+		t.Errorf("status %d for the invocation whose loop exited, want 500", resp.StatusCode)
+	}
+	select {
+	case <-s.Exited():
+	case <-time.After(5 * time.Second):
+		t.Fatal("node still runs after a loop exited")
+	}
+	if err := s.ExitErr(); err == nil || !strings.Contains(err.Error(), "exit status 7") {
+		t.Errorf("ExitErr() = %v, want exit status 7", err)
+	}
+}
+
+func TestSupervisor_LoopThatCannotStart(t *testing.T) {
+	s, logs, err := start(t, `
+import { isMainThread } from 'node:worker_threads';
+if (!isMainThread) throw new Error('main thread only');
+export default (req, res) => res.end('ok');
+`, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetLoops(2); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(15 * time.Second); !strings.Contains(logs.String(), "main thread only"); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the loop's failure was not logged:\n%s", logs.String())
+		}
+	}
+	if !strings.Contains(logs.String(), `"stream":"system","msg":"loop 1: load `) {
+		t.Errorf("the failure does not name loop 1:\n%s", logs.String())
+	}
+	s.SetLoops(3) // starts none: a loop failed
+	time.Sleep(300 * time.Millisecond)
+	if n := s.Stats().Loops; n != 1 {
+		t.Errorf("%d loops serving, want the main thread's alone", n)
+	}
+	resp := invoke(s, "/", "still")
+	if b, _ := io.ReadAll(resp.Body); resp.StatusCode != 200 || string(b) != "ok" {
+		t.Errorf("after a loop failed: %d %q, want 200 ok", resp.StatusCode, b)
+	}
+	if strings.Count(logs.String(), "main thread only") != 1 {
+		t.Errorf("want one failure logged, no second loop tried:\n%s", logs.String())
+	}
+}
