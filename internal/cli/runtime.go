@@ -91,7 +91,7 @@ until the tunnel or node goes away. serve starts this; users do not.`,
 func report(st runtime.Stats) tunnel.Report {
 	r := tunnel.Report{
 		TS: time.Now().UnixMilli(), CPUMs: st.CPU.Milliseconds(), NodeCPUMs: st.NodeCPU.Milliseconds(), RSS: st.RSS, InFlight: st.InFlight,
-		Loops:       st.Loops,
+		Loops: st.Loops, HostIdleCPUs: st.HostIdle,
 		LoopKnown:   st.LoopKnown,
 		ELU:         st.Loop.Utilization,
 		DelayMeanMs: float64(st.Loop.DelayMean) / float64(time.Millisecond),

@@ -82,7 +82,7 @@ func (s *goStarter) Start(ctx context.Context, l Launch) (Process, error) {
 		reports := tunnel.WithReports(pctx, h, func() tunnel.Report {
 			// 10 ms of CPU per report, like a lightly loaded instance.
 			r := tunnel.Report{TS: time.Now().UnixMilli(), CPUMs: cpu.Add(10), RSS: 50 << 20, LoopKnown: true, ELU: 0.1, DelayMaxMs: 1,
-				Loops: int(loops.Load())}
+				Loops: int(loops.Load()), HostIdleCPUs: 1}
 			if s.blocked.Load() {
 				// node computes all the time, and callbacks wait.
 				busy.Store(time.Since(began).Milliseconds())

@@ -294,6 +294,7 @@ func (p *pool) adapt(in *instance, r tunnel.Report) {
 		Full:         in.full,
 		CPU:          cpu,
 		Loops:        in.serving,
+		HostIdle:     r.HostIdleCPUs,
 		Utilization:  r.ELU,
 		DelayMean:    time.Duration(r.DelayMeanMs * float64(time.Millisecond)),
 		RSS:          r.RSS,
@@ -307,22 +308,21 @@ func (p *pool) adapt(in *instance, r tunnel.Report) {
 	p.inv.log.Debug("concurrency limit", "deployment", p.dep.ID, "instance", in.id, "from", old, "to", in.limit,
 		"loops", in.limiter.Loops(), "serving", in.serving, "peak", peak, "cpu", cpu, "elu", r.ELU,
 		"delay_max_ms", r.DelayMaxMs, "delay_mean_ms", r.DelayMeanMs, "rss", r.RSS)
-	p.learned = median(p.instances, func(sib *instance) int { return sib.limiter.PerLoop() })
-	p.loops = median(p.instances, func(sib *instance) int { return sib.limiter.Loops() })
+	// A new instance starts at the median limit per loop and with the
+	// most loops of its siblings: it is started when they are full, and
+	// an idle sibling never asks for loops.
+	p.loops = 1
+	limits := make([]int, len(p.instances))
+	for i, sib := range p.instances {
+		limits[i] = sib.limiter.PerLoop()
+		p.loops = max(p.loops, sib.limiter.Loops())
+	}
+	slices.Sort(limits)
+	p.learned = limits[len(limits)/2]
 	p.askLoopsLocked(in)
 	if in.limit > old {
 		p.dispatchLocked(in)
 	}
-}
-
-// median returns the median of f over the instances.
-func median(instances []*instance, f func(*instance) int) int {
-	v := make([]int, len(instances))
-	for i, in := range instances {
-		v[i] = f(in)
-	}
-	slices.Sort(v)
-	return v[len(v)/2]
 }
 
 // askLoopsLocked asks in for the event loops its limiter wants, in the

@@ -43,10 +43,13 @@
 // limit was cut by a congestion (or started below the max, learned so),
 // the limiter asks for one more loop instead of growing the limit: more
 // invocations on a loop would queue behind what holds it, while a new loop
-// computes on another core. It waits for the loop to serve before asking
-// for the next, holds for Hold after each, and stops growing loops near the
-// memory size (MemoryGrow); loops are not taken back, an idle loop costs
-// only memory. A function whose loops never queue keeps one. This is
+// computes on another core, so it asks only while the host has
+// LoopHostIdle of a CPU idle (on a busy host another loop only takes turns
+// with the others, and costs switches). It waits for the loop to serve
+// before asking for the next, holds for Hold after each, and stops growing
+// loops near the memory size (MemoryGrow); loops are not taken back, an
+// idle loop costs only memory. A new instance starts with as many loops as
+// its busiest sibling asked for. A function whose loops never queue keeps one. This is
 // TCP's idea applied to a second resource: the limit per loop finds what
 // one loop takes, the loops how many the work needs; each new loop is a
 // second instance's capacity without a second instance's busy time.

@@ -9,6 +9,7 @@ const (
 	GrowUtilization = 0.7
 	MemoryHigh      = 0.9
 	MemoryGrow      = 0.8
+	LoopHostIdle    = 0.5
 	Hold            = 200 * time.Millisecond
 	Relearn         = 10 * time.Second
 )
@@ -29,6 +30,9 @@ type Signal struct {
 	CPU float64
 	// Loops is how many event loops node serves on; 0 counts as 1.
 	Loops int
+	// HostIdle is how many of the host's CPUs were idle during the
+	// interval, on average.
+	HostIdle float64
 	// Utilization is the share of the interval node's busiest event loop
 	// was busy (which counts time node waited for a CPU mid-callback).
 	Utilization float64
@@ -108,8 +112,8 @@ func (l *Limiter) Observe(s Signal) int {
 	case s.Full && memory < MemoryGrow && l.cut && l.loops < l.maxLoops:
 		// More on a loop would queue behind what holds it: another loop
 		// takes more, computing on another core, once the last one asked
-		// for serves.
-		if l.serving >= l.loops {
+		// for serves, if the host has a core for it.
+		if l.serving >= l.loops && s.HostIdle >= LoopHostIdle {
 			l.loops++
 			l.holdUntil = s.At.Add(Hold)
 		}

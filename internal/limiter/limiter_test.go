@@ -253,7 +253,8 @@ func cpuBoundLoops(l *Limiter, demand int) Signal {
 	loops := l.Loops()
 	n := min(l.Limit(), demand)
 	perLoop := (n + loops - 1) / loops
-	s := Signal{PeakInFlight: n, Full: demand >= l.Limit(), Loops: loops, CPU: 0.6 * float64(loops), Utilization: 0.6, DelayMean: 7 * time.Millisecond}
+	s := Signal{PeakInFlight: n, Full: demand >= l.Limit(), Loops: loops, CPU: 0.6 * float64(loops), Utilization: 0.6, DelayMean: 7 * time.Millisecond,
+		HostIdle: 1}
 	if perLoop >= 2 {
 		s.Utilization, s.DelayMean = 1, 40*time.Millisecond
 		s.CPU = float64(loops)
@@ -293,26 +294,33 @@ func TestLimiter_NoLoopsForIO(t *testing.T) {
 	}
 }
 
-func TestLimiter_LoopsWaitForTheLastOnes(t *testing.T) {
-	l := New(100, 0, 1).WithLoops(4, 1)
-	full := Signal{Full: true, PeakInFlight: 1, Loops: 1, CPU: 0.6, Utilization: 0.6}
-	for i := range 5 {
-		full.At = t0.Add(time.Duration(i) * Hold)
-		l.Observe(full)
+// An instance cut to one invocation per loop, full five times in a row
+// while its second loop starts, grows its loops only while the host has a
+// core for them and memory to spare, and never the limit per loop.
+func TestLimiter_WhenLoopsGrow(t *testing.T) {
+	tests := []struct {
+		name      string
+		rss       int64
+		hostIdle  float64
+		wantLoops int
+		why       string
+	}{
+		{"one_at_a_time", 0, 1, 2, "one more only once the last asked for serves"},
+		{"not_near_the_memory_size", 850, 1, 1, "85% of the memory is resident"},
+		{"not_without_a_core", 0, 0.2, 1, "a fifth of a CPU idle: another loop would only take turns"},
 	}
-	if got := l.Loops(); got != 2 {
-		t.Errorf("loops %d while node serves on one, want 2: one more only once the last asked for serves", got)
-	}
-	if got := l.Limit(); got != 1 {
-		t.Errorf("limit %d while a loop starts, want 1: no more on the loop that queues", got)
-	}
-}
-
-func TestLimiter_NoLoopsNearTheMemorySize(t *testing.T) {
-	l := New(100, 1000, 1).WithLoops(4, 1)
-	full := Signal{At: t0, Full: true, PeakInFlight: 1, Loops: 1, CPU: 0.6, Utilization: 0.6, RSS: 850}
-	l.Observe(full)
-	if got := l.Loops(); got != 1 {
-		t.Errorf("loops %d with 85%% of the memory resident, want 1", got)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := New(100, 1000, 1).WithLoops(4, 1)
+			full := Signal{Full: true, PeakInFlight: 1, Loops: 1, CPU: 0.6, Utilization: 0.6, RSS: tt.rss, HostIdle: tt.hostIdle}
+			for i := range 5 {
+				full.At = t0.Add(time.Duration(i) * Hold)
+				l.Observe(full)
+			}
+			if l.Loops() != tt.wantLoops || l.Limit() != 1 {
+				t.Errorf("loops %d, limit %d; want %d loops (%s) and limit 1: no more on the loop that queues",
+					l.Loops(), l.Limit(), tt.wantLoops, tt.why)
+			}
+		})
 	}
 }

@@ -3,6 +3,7 @@ package runtime
 import (
 	"io"
 	"net/http"
+	goruntime "runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -129,5 +130,27 @@ export default (req, res) => res.end('ok');
 	}
 	if strings.Count(logs.String(), "main thread only") != 1 {
 		t.Errorf("want one failure logged, no second loop tried:\n%s", logs.String())
+	}
+}
+
+func TestSupervisor_HostIdle(t *testing.T) {
+	s, _, err := start(t, loopsHandler, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.HostIdle != 0 {
+		t.Errorf("HostIdle %v at the first Stats, want 0: nothing to compare with", st.HostIdle)
+	}
+	// Spin this goroutine for 300 ms on a host of n CPUs: at most n - 1
+	// of them can have been idle (with some slack for the tick).
+	n := float64(goruntime.NumCPU())
+	for end := time.Now().Add(300 * time.Millisecond); time.Now().Before(end); {
+	}
+	if st := s.Stats(); st.HostIdle < 0 || st.HostIdle > n-0.7 {
+		t.Errorf("HostIdle %.2f of %v CPUs while one spun, want from 0 to about %v", st.HostIdle, n, n-1)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if st := s.Stats(); st.HostIdle < 0 || st.HostIdle > n+0.3 {
+		t.Errorf("HostIdle %.2f of %v CPUs while this test slept, want at most all of them", st.HostIdle, n)
 	}
 }

@@ -19,6 +19,9 @@ type Stats struct {
 	InFlight int
 	// Loops is how many event loops node serves on.
 	Loops int
+	// HostIdle is how many of the host's CPUs were idle on average since
+	// the last Stats (0 at the first): room for another loop to compute.
+	HostIdle float64
 	// Loop is how loaded node's busiest event loop is (the highest of each
 	// figure among the loops); LoopKnown says node has reported it yet.
 	Loop      Loop
@@ -80,7 +83,14 @@ func (s *Supervisor) Stats() Stats {
 		}
 	}
 	now := time.Now()
+	idle, idleErr := hostIdleTime()
 	s.mu.Lock()
+	if idleErr == nil {
+		if !s.idleAt.IsZero() && now.After(s.idleAt) {
+			st.HostIdle = max(0, float64(idle-s.idle)/float64(now.Sub(s.idleAt)))
+		}
+		s.idle, s.idleAt = idle, now
+	}
 	st.Waited, s.waited = s.waited, nil
 	for _, l := range s.loops {
 		if l == nil {
@@ -118,6 +128,34 @@ func (s *Supervisor) addWaited(w Waited) {
 const clockTick = time.Second / 100
 
 var pageSize = int64(os.Getpagesize())
+
+// hostIdleTime reads how long the host's CPUs were idle (or waiting for
+// I/O) since boot, added up over the CPUs, from the first line of
+// /proc/stat.
+func hostIdleTime() (time.Duration, error) {
+	f, err := os.Open("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	buf := make([]byte, 256)
+	n, _ := f.Read(buf)
+	line, _, _ := bytes.Cut(buf[:n], []byte("\n"))
+	fields := bytes.Fields(line)
+	// cpu user nice system idle iowait ...
+	if len(fields) < 6 || string(fields[0]) != "cpu" {
+		return 0, errors.New("runtime: malformed /proc/stat")
+	}
+	var ticks int64
+	for _, f := range fields[4:6] {
+		v, err := strconv.ParseInt(string(f), 10, 64)
+		if err != nil {
+			return 0, err
+		}
+		ticks += v
+	}
+	return time.Duration(ticks) * clockTick, nil
+}
 
 // procStat reads a process's CPU time (its own and its reaped children's,
 // user + system) and resident memory from /proc/PID/stat.

@@ -92,9 +92,11 @@ type Supervisor struct {
 	commandsMu sync.Mutex // one command at a time
 
 	mu     sync.Mutex
-	waited []Waited // guarded by mu; taken by Stats
-	loops  []*loop  // guarded by mu; by number, nil while starting
-	asked  int      // guarded by mu; the loops asked of node
+	waited []Waited      // guarded by mu; taken by Stats
+	loops  []*loop       // guarded by mu; by number, nil while starting
+	asked  int           // guarded by mu; the loops asked of node
+	idle   time.Duration // guarded by mu; the host's idle CPU time at the last Stats
+	idleAt time.Time     // guarded by mu; when it was read
 }
 
 // loop is one of node's event loops and the invocations it serves.

@@ -33,6 +33,9 @@ type Report struct {
 	// Loops is how many event loops node serves on; 0 from an instance
 	// that does not say, which is one.
 	Loops int `json:"loops,omitempty"`
+	// HostIdleCPUs is how many of the host's CPUs were idle on average
+	// since the last report.
+	HostIdleCPUs float64 `json:"host_idle_cpus"`
 	// LoopKnown says node has reported its event loops' load, which the
 	// next three fields are, for the busiest loop: the share of the last
 	// ~100 ms it was busy, and how long callbacks ready to run waited for

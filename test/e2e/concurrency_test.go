@@ -24,10 +24,19 @@ export default async function (req, res) {
 // getAll sends n concurrent GETs to url and returns the bodies.
 func getAll(t *testing.T, n int, url string) []string {
 	t.Helper()
+	return getPaced(t, n, 0, url)
+}
+
+// getPaced sends n GETs to url, one every every (all at once for 0), and
+// returns the bodies once all have answered.
+func getPaced(t *testing.T, n int, every time.Duration, url string) []string {
+	t.Helper()
 	bodies := make([]string, n)
 	errs := make(chan error, n)
 	var wg sync.WaitGroup
+	start := time.Now()
 	for i := range n {
+		time.Sleep(time.Until(start.Add(time.Duration(i) * every)))
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
