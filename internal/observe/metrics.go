@@ -146,22 +146,36 @@ func (m *Metrics) Invoked(inv metering.Invocation) {
 	m.classicGBs.WithLabelValues(inv.Project).Add(d.Seconds() * float64(mem) / 1024)
 }
 
-// WatchLimits reports, at every scrape, the concurrency limit each
-// project's new instances start at, as fn returns them (project -> limit).
-func (m *Metrics) WatchLimits(fn func() map[string]int) {
-	m.reg.MustRegister(limitCollector{fn: fn, desc: prometheus.NewDesc("shoal_concurrency_limit",
-		"The concurrency limit per event loop the project's instances learned: what a new instance starts at.", []string{"project"}, nil)})
+// Learned is what a project's instances learned: what a new instance
+// starts at.
+type Learned struct {
+	// Limit is the concurrency limit per event loop; Loops the event loops.
+	Limit, Loops int
+}
+
+// WatchLimits reports, at every scrape, what each project's new instances
+// start at, as fn returns it (project -> learned).
+func (m *Metrics) WatchLimits(fn func() map[string]Learned) {
+	m.reg.MustRegister(limitCollector{fn: fn,
+		limit: prometheus.NewDesc("shoal_concurrency_limit",
+			"The concurrency limit per event loop the project's instances learned: what a new instance starts at.", []string{"project"}, nil),
+		loops: prometheus.NewDesc("shoal_event_loops",
+			"The event loops the project's instances learned to run: what a new instance starts with.", []string{"project"}, nil)})
 }
 
 type limitCollector struct {
-	fn   func() map[string]int
-	desc *prometheus.Desc
+	fn           func() map[string]Learned
+	limit, loops *prometheus.Desc
 }
 
-func (c limitCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+func (c limitCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.limit
+	ch <- c.loops
+}
 
 func (c limitCollector) Collect(ch chan<- prometheus.Metric) {
-	for project, limit := range c.fn() {
-		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(limit), project)
+	for project, l := range c.fn() {
+		ch <- prometheus.MustNewConstMetric(c.limit, prometheus.GaugeValue, float64(l.Limit), project)
+		ch <- prometheus.MustNewConstMetric(c.loops, prometheus.GaugeValue, float64(l.Loops), project)
 	}
 }

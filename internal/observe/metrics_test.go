@@ -12,7 +12,7 @@ import (
 
 func TestMetrics(t *testing.T) {
 	m := NewMetrics()
-	m.WatchLimits(func() map[string]int { return map[string]int{"app": 7} })
+	m.WatchLimits(func() map[string]Learned { return map[string]Learned{"app": {Limit: 7, Loops: 3}} })
 	t0 := time.Unix(1000, 0)
 	m.InstanceStarted(metering.Instance{Project: "app", Deployment: "d", Instance: "i1", MemoryMB: 2048, Start: t0})
 	for range 3 {
@@ -42,6 +42,7 @@ func TestMetrics(t *testing.T) {
 		`shoal_instance_gb_seconds_total{project="app"} 3`,
 		`shoal_instance_cpu_seconds_total{project="app"} 0.75`,
 		`shoal_concurrency_limit{project="app"} 7`,
+		`shoal_event_loops{project="app"} 3`,
 		// 10 s at 2 GB
 		`shoal_provisioned_gb_seconds_total{project="app"} 20`,
 	} {

@@ -135,14 +135,15 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, log *slog.Logger) (e
 		KeepAlive:    cfg.KeepAlive,
 		MaxInstances: cfg.MaxInstances,
 	}, starter{sb}, tl, meters{meter, metrics}, log)
-	metrics.WatchLimits(func() map[string]int {
-		limits := map[string]int{}
+	metrics.WatchLimits(func() map[string]observe.Learned {
+		learned := map[string]observe.Learned{}
 		for _, s := range inv.Stats() {
 			if s.Current {
-				limits[s.Project] = s.Learned
+				l := learned[s.Project]
+				learned[s.Project] = observe.Learned{Limit: max(l.Limit, s.Learned), Loops: max(l.Loops, s.LearnedLoops)}
 			}
 		}
-		return limits
+		return learned
 	})
 
 	ctl := &control{store: st, inv: inv, logs: logs, meter: meter, dataDir: dataDir, baseURL: baseURL, node: cfg.Node, idKey: []byte(token), log: log}
