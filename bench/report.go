@@ -78,8 +78,8 @@ type Row struct {
 	// when ClassicGBSeconds is.
 	Savings float64 `json:"savings"`
 	// LearnedLimit is the concurrency limit per event loop the instances
-	// had learned at the end, and LearnedLoops their event loops: what a
-	// new one starts at (always 1 and 1 in classic mode).
+	// had learned at the end (what a new one starts at), and LearnedLoops
+	// the most event loops one of them ran; always 1 and 1 in classic mode.
 	LearnedLimit int `json:"learned_limit"`
 	LearnedLoops int `json:"learned_loops"`
 	// Routes has the latency of each route of a workload that has more

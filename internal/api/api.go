@@ -85,8 +85,9 @@ type Usage struct {
 	// each learned it; LearnedLimit is the limit per event loop a new
 	// instance starts at (the highest of the functions' when the project
 	// has several). EventLoops are the running instances' event loops, in
-	// the order of ConcurrencyLimits; LearnedLoops is how many a new
-	// instance starts with. All are now, not over the window.
+	// the order of ConcurrencyLimits; LearnedLoops is the most of them (a
+	// new instance starts with one and learns its own). All are now, not
+	// over the window.
 	ConcurrencyLimits []int `json:"concurrency_limits"`
 	LearnedLimit      int   `json:"learned_limit"`
 	EventLoops        []int `json:"event_loops"`

@@ -51,7 +51,7 @@ Counters live in serve's memory and start anew when serve restarts.`,
 			fmt.Fprintf(tw, "peak instance memory\t%.0f MB resident\n", u.PeakRSSMB)
 			fmt.Fprintf(tw, "savings\t%.1f%%\n", u.Savings*100)
 			fmt.Fprintf(tw, "concurrency limit\tnew instances start at %d per event loop; running: %v\n", u.LearnedLimit, u.ConcurrencyLimits)
-			fmt.Fprintf(tw, "event loops\tnew instances start with %d; running: %v\n", u.LearnedLoops, u.EventLoops)
+			fmt.Fprintf(tw, "event loops\trunning: %v\n", u.EventLoops)
 			fmt.Fprintf(tw, "latency p50 / p99\t%.1f / %.1f ms\n", u.LatencyP50Ms, u.LatencyP99Ms)
 			fmt.Fprintf(tw, "ttfb p50 / p99\t%.1f / %.1f ms\n", u.TTFBP50Ms, u.TTFBP99Ms)
 			if err := tw.Flush(); err != nil {

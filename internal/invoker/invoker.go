@@ -261,14 +261,13 @@ func (inv *Invoker) Deploy(d Deployment) {
 			key := poolKey{d.ID, i, lane}
 			p := inv.pools[key]
 			if p == nil {
-				p = &pool{inv: inv, dep: d, fn: fn, key: key, learned: fn.Config.MaxConcurrency, loops: 1}
+				p = &pool{inv: inv, dep: d, fn: fn, key: key, learned: fn.Config.MaxConcurrency}
 				if prev != nil {
 					pp := prev.lanes[lane]
 					pp.mu.Lock()
 					if pp.learned < pp.fn.Config.MaxConcurrency {
 						p.learned = min(pp.learned, fn.Config.MaxConcurrency)
 					}
-					p.loops = min(pp.loops, fn.Config.MaxLoops())
 					pp.mu.Unlock()
 				}
 				inv.pools[key] = p
@@ -511,9 +510,9 @@ type Stats struct {
 	Limits  []int
 	Learned int
 	// Loops are the event loops each ready instance serves on (in the
-	// order of Limits); LearnedLoops is how many a new instance starts.
-	Loops        []int
-	LearnedLoops int
+	// order of Limits); MostLoops is the most of them, at least 1.
+	Loops     []int
+	MostLoops int
 }
 
 // Stats returns a snapshot of every function of every deployment in

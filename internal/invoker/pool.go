@@ -30,7 +30,6 @@ type pool struct {
 	waiters   []*waiter   // guarded by mu; FIFO
 	lastErr   error       // guarded by mu; the last start failure
 	learned   int         // guarded by mu; the limit per loop a new instance starts at
-	loops     int         // guarded by mu; the event loops a new instance starts with
 }
 
 // instance is one started instance of the deployment.
@@ -153,7 +152,7 @@ func (p *pool) scaleLocked() {
 		Waiting:          len(p.waiters),
 		Starting:         p.starting,
 		Ready:            len(p.instances),
-		SlotsPerInstance: min(p.learned*p.loops, p.fn.Config.MaxConcurrency),
+		SlotsPerInstance: p.learned,
 		MaxInstances:     p.inv.cfg.MaxInstances,
 		MaxStarting:      p.inv.cfg.MaxStarting,
 		MinInstances:     minInstances,
@@ -188,9 +187,8 @@ func (p *pool) start() {
 		return
 	}
 	in.limiter = limiter.New(p.fn.Config.MaxConcurrency, int64(p.fn.Config.MemoryMB)<<20, p.learned).
-		WithLoops(p.fn.Config.MaxLoops(), p.loops)
+		WithLoops(p.fn.Config.MaxLoops(), 1)
 	in.limit, in.loops, in.serving = in.limiter.Limit(), 1, 1
-	p.askLoopsLocked(in)
 	in.idleSince = time.Now()
 	p.inv.meter.InstanceStarted(metering.Instance{Project: p.dep.Project, Deployment: p.dep.ID, Instance: id, MemoryMB: p.fn.Config.MemoryMB, Start: began})
 	p.instances = append(p.instances, in)
@@ -308,14 +306,9 @@ func (p *pool) adapt(in *instance, r tunnel.Report) {
 	p.inv.log.Debug("concurrency limit", "deployment", p.dep.ID, "instance", in.id, "from", old, "to", in.limit,
 		"loops", in.limiter.Loops(), "serving", in.serving, "peak", peak, "cpu", cpu, "elu", r.ELU,
 		"delay_max_ms", r.DelayMaxMs, "delay_mean_ms", r.DelayMeanMs, "rss", r.RSS)
-	// A new instance starts at the median limit per loop and with the
-	// most loops of its siblings: it is started when they are full, and
-	// an idle sibling never asks for loops.
-	p.loops = 1
 	limits := make([]int, len(p.instances))
 	for i, sib := range p.instances {
 		limits[i] = sib.limiter.PerLoop()
-		p.loops = max(p.loops, sib.limiter.Loops())
 	}
 	slices.Sort(limits)
 	p.learned = limits[len(limits)/2]
@@ -498,11 +491,12 @@ func (p *pool) stats() Stats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	s := Stats{Deployment: p.dep.ID, Project: p.dep.Project, Function: p.fn.File, Heavy: p.key.lane == heavyLane, Current: p.current, Ready: len(p.instances), Starting: p.starting,
-		Waiting: len(p.waiters), Learned: p.learned, LearnedLoops: p.loops}
+		Waiting: len(p.waiters), Learned: p.learned, MostLoops: 1}
 	for _, in := range p.instances {
 		s.InFlight += in.inflight
 		s.Limits = append(s.Limits, in.limit)
 		s.Loops = append(s.Loops, in.serving)
+		s.MostLoops = max(s.MostLoops, in.serving)
 	}
 	return s
 }

@@ -38,8 +38,12 @@
 // Loops. An instance may run several event loops (worker threads, up to
 // the function's MaxLoops), and the limit above is per loop: the
 // instance's is the limit times the loops serving. The signals are read
-// per loop (the busiest loop's delay and utilisation; CPU and invocations
-// in flight spread over the loops). When the instance is full and its
+// per loop: the busiest loop's delay and utilisation, invocations in
+// flight spread over the loops, and for growth node's CPU spread over them
+// too. A congestion still needs node as a whole to compute QueueCPU: with
+// more loops than free CPUs, each loop computes less than that while its
+// callbacks queue (tried: per-loop CPU let a CPU-bound function keep two
+// invocations per loop on a busy host, p99 1.4-1.7x classic's). When the instance is full and its
 // limit was cut by a congestion (or started below the max, learned so),
 // the limiter asks for one more loop instead of growing the limit: more
 // invocations on a loop would queue behind what holds it, while a new loop
@@ -48,8 +52,9 @@
 // with the others, and costs switches). It waits for the loop to serve
 // before asking for the next, holds for Hold after each, and stops growing
 // loops near the memory size (MemoryGrow); loops are not taken back, an
-// idle loop costs only memory. A new instance starts with as many loops as
-// its busiest sibling asked for. A function whose loops never queue keeps one. This is
+// idle loop costs only memory. A new instance starts with one loop and
+// learns its own (starting with its siblings' loops would start them all
+// at once, on a host that may have no CPU for them). A function whose loops never queue keeps one. This is
 // TCP's idea applied to a second resource: the limit per loop finds what
 // one loop takes, the loops how many the work needs; each new loop is a
 // second instance's capacity without a second instance's busy time.

@@ -93,7 +93,9 @@ func (l *Limiter) Observe(s Signal) int {
 		l.threshold, l.congestedAt, l.cut = l.max, time.Time{}, false
 	}
 	l.serving = max(s.Loops, 1)
-	// What one loop saw: invocations spread evenly over the loops.
+	// What one loop saw: invocations spread evenly over the loops. Queueing
+	// is judged on node's CPU as a whole: with more loops than free CPUs
+	// each computes less than QueueCPU while its callbacks wait.
 	peak := (s.PeakInFlight + l.serving - 1) / l.serving
 	cpu := s.CPU / float64(l.serving)
 	memory := 0.0
@@ -102,7 +104,7 @@ func (l *Limiter) Observe(s Signal) int {
 	}
 	switch {
 	case s.At.Before(l.holdUntil):
-	case peak >= 2 && cpu >= QueueCPU && s.DelayMean >= DelayBudget:
+	case peak >= 2 && s.CPU >= QueueCPU && s.DelayMean >= DelayBudget:
 		l.limit = max(1, min(l.limit, peak)/2)
 		l.threshold, l.cut = l.limit, true
 		l.holdUntil, l.congestedAt = s.At.Add(Hold), s.At

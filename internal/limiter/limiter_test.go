@@ -324,3 +324,13 @@ func TestLimiter_WhenLoopsGrow(t *testing.T) {
 		})
 	}
 }
+
+func TestLimiter_QueueingOnLoopsOfABusyHost(t *testing.T) {
+	l := New(100, 0, 4).WithLoops(4, 4)
+	// Four loops on a host with less than two free CPUs: node computes 1.6
+	// CPUs, 0.4 per loop, and the busiest loop's callbacks wait.
+	got := l.Observe(Signal{At: t0, PeakInFlight: 8, Loops: 4, CPU: 1.6, Utilization: 0.9, DelayMean: 30 * time.Millisecond})
+	if l.PerLoop() != 1 || got != 4 {
+		t.Errorf("limit per loop %d, instance %d; want the 2 per loop halved to 1, 4 in all", l.PerLoop(), got)
+	}
+}

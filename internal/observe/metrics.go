@@ -160,7 +160,7 @@ func (m *Metrics) WatchLimits(fn func() map[string]Learned) {
 		limit: prometheus.NewDesc("shoal_concurrency_limit",
 			"The concurrency limit per event loop the project's instances learned: what a new instance starts at.", []string{"project"}, nil),
 		loops: prometheus.NewDesc("shoal_event_loops",
-			"The event loops the project's instances learned to run: what a new instance starts with.", []string{"project"}, nil)})
+			"The most event loops one of the project's instances learned to run.", []string{"project"}, nil)})
 }
 
 type limitCollector struct {
