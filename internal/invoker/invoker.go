@@ -509,10 +509,19 @@ type Stats struct {
 	// limit per event loop a new instance starts at.
 	Limits  []int
 	Learned int
-	// Loops are the event loops each ready instance serves on (in the
-	// order of Limits); MostLoops is the most of them, at least 1.
-	Loops     []int
-	MostLoops int
+	// Loops are the event loops each ready instance serves on, in the
+	// order of Limits.
+	Loops []int
+}
+
+// MostLoops is the most event loops one ready instance serves on, at
+// least 1.
+func (s Stats) MostLoops() int {
+	most := 1
+	for _, n := range s.Loops {
+		most = max(most, n)
+	}
+	return most
 }
 
 // Stats returns a snapshot of every function of every deployment in

@@ -491,12 +491,11 @@ func (p *pool) stats() Stats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	s := Stats{Deployment: p.dep.ID, Project: p.dep.Project, Function: p.fn.File, Heavy: p.key.lane == heavyLane, Current: p.current, Ready: len(p.instances), Starting: p.starting,
-		Waiting: len(p.waiters), Learned: p.learned, MostLoops: 1}
+		Waiting: len(p.waiters), Learned: p.learned}
 	for _, in := range p.instances {
 		s.InFlight += in.inflight
 		s.Limits = append(s.Limits, in.limit)
 		s.Loops = append(s.Loops, in.serving)
-		s.MostLoops = max(s.MostLoops, in.serving)
 	}
 	return s
 }

@@ -60,7 +60,7 @@ const maxWaited = 10_000
 // Stats samples the instance and takes the waited records gathered since
 // the last call.
 func (s *Supervisor) Stats() Stats {
-	st := Stats{InFlight: int(s.inflight.Load())}
+	var st Stats
 	select {
 	case <-s.exited:
 		if ps := s.cmd.ProcessState; ps != nil {
@@ -97,6 +97,7 @@ func (s *Supervisor) Stats() Stats {
 			continue
 		}
 		st.Loops++
+		st.InFlight += l.inflight
 		if l.loadAt.IsZero() {
 			continue
 		}

@@ -16,7 +16,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -85,8 +84,7 @@ type Supervisor struct {
 	exited  chan struct{} // closed by the wait goroutine when node exited
 	exitErr error         // set before exited is closed
 
-	readers  sync.WaitGroup // log pipe readers
-	inflight atomic.Int64   // invocations being served
+	readers sync.WaitGroup // log pipe readers
 
 	commands   *os.File   // node's command pipe, write end
 	commandsMu sync.Mutex // one command at a time
@@ -347,8 +345,6 @@ func (s *Supervisor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	default:
 	}
-	s.inflight.Add(1)
-	defer s.inflight.Add(-1)
 	l := s.pick()
 	defer s.done(l)
 	ctx, cancel := context.WithTimeoutCause(r.Context(), s.cfg.MaxDuration, errTimeout)

@@ -258,7 +258,7 @@ func (c *control) Usage(ctx context.Context, project string, since, until time.T
 	for _, st := range stats {
 		if st.Project == project && st.Current {
 			limits, learned = append(limits, st.Limits...), max(learned, st.Learned)
-			loops, learnedLoops = append(loops, st.Loops...), max(learnedLoops, st.MostLoops)
+			loops, learnedLoops = append(loops, st.Loops...), max(learnedLoops, st.MostLoops())
 		}
 	}
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -140,7 +140,7 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, log *slog.Logger) (e
 		for _, s := range inv.Stats() {
 			if s.Current {
 				l := learned[s.Project]
-				learned[s.Project] = observe.Learned{Limit: max(l.Limit, s.Learned), Loops: max(l.Loops, s.MostLoops)}
+				learned[s.Project] = observe.Learned{Limit: max(l.Limit, s.Learned), Loops: max(l.Loops, s.MostLoops())}
 			}
 		}
 		return learned

@@ -12,17 +12,20 @@ import (
 // it: the gateway drops x-shoal-* headers.
 const LoopsHeader = "x-shoal-loops"
 
+// loopsKey is LoopsHeader as http.Header keys it (see reportKey).
+var loopsKey = http.CanonicalHeaderKey(LoopsHeader)
+
 // WithLoops serves h, except that a request carrying LoopsHeader calls set
 // with the number it carries and is answered 204, or 400 when the number
 // is not one.
 func WithLoops(h http.Handler, set func(n int) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		v := r.Header.Get(LoopsHeader)
-		if v == "" {
+		v := r.Header[loopsKey]
+		if len(v) == 0 {
 			h.ServeHTTP(w, r)
 			return
 		}
-		n, err := strconv.Atoi(v)
+		n, err := strconv.Atoi(v[0])
 		if err != nil || n < 1 {
 			http.Error(w, "bad "+LoopsHeader, http.StatusBadRequest)
 			return

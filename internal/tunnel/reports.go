@@ -14,6 +14,11 @@ import (
 // headers.
 const ReportHeader = "x-shoal-reports"
 
+// reportKey is ReportHeader as http.Header keys it. Looking it up directly
+// spares every invocation the allocation Header.Get makes to canonicalize
+// a lower-case name.
+var reportKey = http.CanonicalHeaderKey(ReportHeader)
+
 // ReportInterval is how often an instance reports.
 const ReportInterval = 100 * time.Millisecond
 
@@ -69,7 +74,7 @@ const IdleReportInterval = time.Second
 // instance does not hold its stream.
 func WithReports(ctx context.Context, h http.Handler, sample func() Report) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get(ReportHeader) == "" {
+		if len(r.Header[reportKey]) == 0 {
 			h.ServeHTTP(w, r)
 			return
 		}
