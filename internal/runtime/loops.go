@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -14,13 +15,18 @@ const MaxLoops = 16
 // more are started as worker threads, each serving on a socket of its own
 // once it is up (see the bootstrap's Loops). Loops are never stopped, so an
 // n below what was asked changes nothing. It returns once node has the
-// request, not once the loops serve: Stats counts those.
+// request, not once the loops serve: Stats counts those. Once a loop
+// could not start, it asks for no more and says so.
 func (s *Supervisor) SetLoops(n int) error {
 	n = min(max(n, 1), MaxLoops)
 	s.mu.Lock()
 	if n <= s.asked {
 		s.mu.Unlock()
 		return nil
+	}
+	if s.failed {
+		s.mu.Unlock()
+		return errLoopFailed
 	}
 	s.asked = n
 	s.mu.Unlock()
@@ -30,6 +36,15 @@ func (s *Supervisor) SetLoops(n int) error {
 		return fmt.Errorf("runtime: ask node for %d loops: %w", n, err)
 	}
 	return nil
+}
+
+var errLoopFailed = errors.New("runtime: an event loop could not start; node runs no more")
+
+// loopFailed notes that a loop could not start.
+func (s *Supervisor) loopFailed() {
+	s.mu.Lock()
+	s.failed = true
+	s.mu.Unlock()
 }
 
 // addLoop takes loop n, which node says serves, into service.

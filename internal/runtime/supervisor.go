@@ -93,6 +93,7 @@ type Supervisor struct {
 	waited []Waited      // guarded by mu; taken by Stats
 	loops  []*loop       // guarded by mu; by number, nil while starting
 	asked  int           // guarded by mu; the loops asked of node
+	failed bool          // guarded by mu; a loop could not start: ask for no more
 	idle   time.Duration // guarded by mu; the host's idle CPU time at the last Stats
 	idleAt time.Time     // guarded by mu; when it was read
 }
@@ -272,8 +273,14 @@ func (s *Supervisor) readControl(r io.ReadCloser, ready chan<- error) {
 					ready <- nil
 				}
 			default:
-				var m struct{ Type, Msg string }
+				var m struct {
+					Type, Msg string
+					Loop      int
+				}
 				if json.Unmarshal(line, &m) == nil && m.Type == "error" {
+					if m.Loop > 0 {
+						s.loopFailed() // before the record, which tells the world
+					}
 					s.System("", m.Msg)
 					if !readySent {
 						readySent = true

@@ -64,6 +64,8 @@
 //   runtime must keep reading it. Messages:
 //     {"type":"ready"}
 //     {"type":"error","msg":"..."}
+//     {"type":"error","loop":<n>,"msg":"loop <n>: ..."}
+//       event loop n (1, 2...) could not start (see Loops).
 //     {"type":"log","id":"<invocation id or empty>","stream":"stdout"|"stderr",
 //      "msg":"<one line, no trailing newline>","ts":<epoch ms>}
 //     {"type":"load","loop":<n>,"elu":<0..1>,"eld_mean":<ms>,"eld_max":<ms>}
@@ -87,8 +89,8 @@
 //   the bundle (module state is per loop), serves on SOCKET_PATH.n and says
 //   {"type":"loop","loop":n} when it does. Each loop sends its own load
 //   and waited messages and log lines. A loop that fails to start sends an
-//   error message naming it, node keeps serving on the others and starts no
-//   more; a loop that exits once serving (process.exit in user code, a
+//   error message with its number, node keeps serving on the others and
+//   starts no more (nor does the runtime ask for more); a loop that exits once serving (process.exit in user code, a
 //   crash) ends the process with its exit code.
 //
 //   Invocations: each request carries the header x-shoal-id, the invocation
@@ -228,7 +230,8 @@ function writeControl(text) {
 // fatal reports msg and exits; in a loop of its own it ends only that loop,
 // which the main thread reports (see startLoop).
 function fatal(msg) {
-  writeControl('{"type":"error","msg":' + JSON.stringify(isMainThread ? msg : 'loop ' + loopIndex + ': ' + msg) + '}\n');
+  if (isMainThread) writeControl('{"type":"error","msg":' + JSON.stringify(msg) + '}\n');
+  else loopFailed(loopIndex, msg);
   process.exit(1);
 }
 
@@ -1216,13 +1219,16 @@ function startLoop(n) {
   w.on('message', (m) => {
     if (m === 'serving') serving = true;
   });
-  w.on('error', (err) => {
-    writeControl('{"type":"error","msg":' + JSON.stringify('loop ' + n + ': ' + describe(err)) + '}\n');
-  });
+  w.on('error', (err) => loopFailed(n, describe(err)));
   w.on('exit', (code) => {
     if (serving) process.exit(code);
     loopsFailed = true;
   });
+}
+
+// loopFailed reports that loop n could not start, and why.
+function loopFailed(n, msg) {
+  writeControl('{"type":"error","loop":' + n + ',"msg":' + JSON.stringify('loop ' + n + ': ' + msg) + '}\n');
 }
 
 // setLoops starts loops until there are n.
