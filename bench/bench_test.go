@@ -157,8 +157,10 @@ func TestRun_ExistingServe(t *testing.T) {
 				row.Mode, row.Sent, row.Errors, row.Invocations, row.Achieved)
 		}
 		// Classic needs two or three at 10/s; on a loaded machine, where
-		// the 50 ms of CPU take longer, a few more.
-		if row.PeakInstances < 1 || row.PeakInstances > 6 || row.InstanceGBSeconds <= 0 || row.LatencyP50Ms <= 0 || row.TTFBP50Ms <= 0 {
+		// the 50 ms of CPU and each cold start take longer, more start
+		// while the first ones do (8 seen with isolation, beside the e2e
+		// tests).
+		if row.PeakInstances < 1 || row.PeakInstances > 12 || row.InstanceGBSeconds <= 0 || row.LatencyP50Ms <= 0 || row.TTFBP50Ms <= 0 {
 			t.Errorf("%s: %+v; want an instance or a few and some GB-s, latency and TTFB", row.Mode, row)
 		}
 	}

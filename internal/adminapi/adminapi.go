@@ -51,6 +51,8 @@ type Control interface {
 	// RemoveEnv deletes one environment variable of the project, or
 	// returns ErrNotFound; the removal applies from its next deployment.
 	RemoveEnv(ctx context.Context, project, name string) error
+	// Isolation is what isolates the server's instances.
+	Isolation() api.Isolation
 }
 
 // MaxUpload bounds an uploaded project archive.
@@ -87,6 +89,7 @@ func New(token string, ctl Control, log *slog.Logger) *Handler {
 	h.handle("PUT /projects/{name}/env/{key}", h.setEnv)
 	h.handle("GET /projects/{name}/env", h.env)
 	h.handle("DELETE /projects/{name}/env/{key}", h.removeEnv)
+	h.handle("GET /isolation", h.isolation)
 	return h
 }
 
@@ -255,6 +258,11 @@ func (h *Handler) usage(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	writeJSON(w, http.StatusOK, u)
+	return nil
+}
+
+func (h *Handler) isolation(w http.ResponseWriter, r *http.Request) error {
+	writeJSON(w, http.StatusOK, h.ctl.Isolation())
 	return nil
 }
 

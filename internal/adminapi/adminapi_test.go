@@ -32,7 +32,10 @@ type fakeControl struct {
 	setEnv    func(ctx context.Context, project, name, value string) error
 	env       func(ctx context.Context, project string) ([]api.EnvVar, error)
 	removeEnv func(ctx context.Context, project, name string) error
+	isolation api.Isolation
 }
+
+func (c *fakeControl) Isolation() api.Isolation { return c.isolation }
 
 func (c *fakeControl) SetEnv(ctx context.Context, project, name, value string) error {
 	if c.setEnv == nil {
@@ -265,6 +268,19 @@ func TestHandler_Success(t *testing.T) {
 		var got []api.Project
 		if err := json.Unmarshal(w.Body.Bytes(), &got); err != nil || w.Code != http.StatusOK {
 			t.Fatalf("got %d %q (%v), want 200 and a list", w.Code, w.Body, err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("got %+v, want %+v", got, want)
+		}
+	})
+	t.Run("isolation", func(t *testing.T) {
+		want := api.Isolation{Mode: "auto", Pieces: []api.IsolationPiece{{Name: "cgroup", On: true, Detail: "v2"}, {Name: "landlock", Detail: "not built"}}}
+		h := New(token, &fakeControl{isolation: want}, nil)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, request("GET", "/isolation", "Bearer "+token, nil))
+		var got api.Isolation
+		if err := json.Unmarshal(w.Body.Bytes(), &got); err != nil || w.Code != http.StatusOK {
+			t.Fatalf("got %d %q (%v), want 200 and the report", w.Code, w.Body, err)
 		}
 		if !reflect.DeepEqual(got, want) {
 			t.Errorf("got %+v, want %+v", got, want)

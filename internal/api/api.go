@@ -128,3 +128,18 @@ const (
 	CodeTooLarge     = "PAYLOAD_TOO_LARGE"
 	CodeInternal     = "INTERNAL"
 )
+
+// Isolation is what isolates a server's instances from the host and from
+// each other (see package sandbox).
+type Isolation struct {
+	// Mode is auto, strict or off.
+	Mode   string           `json:"mode"`
+	Pieces []IsolationPiece `json:"pieces"`
+}
+
+// IsolationPiece is one part of the isolation and whether it applies.
+type IsolationPiece struct {
+	Name   string `json:"name"`
+	On     bool   `json:"on"`
+	Detail string `json:"detail"`
+}

@@ -131,6 +131,13 @@ func envPath(project, name string) string {
 	return "/projects/" + url.PathEscape(project) + "/env/" + url.PathEscape(name)
 }
 
+// Isolation returns what isolates the server's instances.
+func (c *Client) Isolation(ctx context.Context) (api.Isolation, error) {
+	var iso api.Isolation
+	err := c.decode(ctx, "GET", "/isolation", nil, "", &iso)
+	return iso, err
+}
+
 // Usage returns what the project cost from since until until, each a
 // duration back from now or an RFC 3339 time; until "" means now.
 func (c *Client) Usage(ctx context.Context, project, since, until string) (api.Usage, error) {

@@ -46,7 +46,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(newServe(), newDeploy(), newLs(), newRm(), newEnv(), newLogs(), newUsage(), newRuntime(), newBench())
+	root.AddCommand(newServe(), newDeploy(), newLs(), newRm(), newEnv(), newLogs(), newUsage(), newRuntime(), newBench(), newDoctor())
 	return root
 }
 

@@ -3,14 +3,18 @@ package cli
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/shoal-dev/shoal/internal/jail"
 	"github.com/shoal-dev/shoal/internal/runtime"
 	"github.com/shoal-dev/shoal/internal/sandbox"
 	"github.com/shoal-dev/shoal/internal/tunnel"
@@ -21,7 +25,7 @@ func newRuntime() *cobra.Command {
 		id, tunnelAddr, bundle, workDir, dir, node string
 		maxDuration                                time.Duration
 		memory                                     int
-		noHelpers                                  bool
+		noHelpers, inCgroup, inJail, check         bool
 	)
 	cmd := &cobra.Command{
 		Use:   "runtime",
@@ -34,6 +38,39 @@ until the tunnel or node goes away. serve starts this; users do not.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, os.Interrupt)
 			defer stop()
+			var oomKills func() int
+			var setup jail.Setup
+			if inCgroup || inJail {
+				var err error
+				if setup, err = jail.Receive(jail.FdSetup, inCgroup, inJail); err != nil {
+					return fmt.Errorf("instance %s: %w", id, err)
+				}
+			}
+			if setup.OOM != nil {
+				oomKills = cgroupOOMKills(setup.OOM)
+			}
+			nodeUID := 0
+			if inJail {
+				rel, err := filepath.Rel(workDir, bundle)
+				if err != nil || !filepath.IsLocal(rel) {
+					return fmt.Errorf("instance %s: bundle %s is not in %s", id, bundle, workDir)
+				}
+				if err := jail.Enter(jail.Config{Mounts: setup, Root: dir, Hostname: id, Node: node, TmpMB: tmpMB(memory)}); err != nil {
+					return fmt.Errorf("instance %s: jail: %w", id, err)
+				}
+				if err := jail.Lock(); err != nil {
+					return fmt.Errorf("instance %s: jail: %w", id, err)
+				}
+				dir, nodeUID = jail.Scratch, jail.NodeUID
+				workDir, bundle = jail.Task, filepath.Join(jail.Task, rel)
+			}
+			if check {
+				if err := checkJail(ctx, node, workDir, nodeUID, cmd.ErrOrStderr()); err != nil {
+					return err
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), sandbox.CheckPassed)
+				return nil
+			}
 			token := os.Getenv(sandbox.TokenEnv)
 			env := make([]string, 0, len(os.Environ()))
 			for _, kv := range os.Environ() {
@@ -44,6 +81,7 @@ until the tunnel or node goes away. serve starts this; users do not.`,
 			sup, err := runtime.Start(ctx, runtime.Config{
 				Node: node, Bundle: bundle, WorkDir: workDir, Dir: dir, MaxDuration: maxDuration,
 				MemoryMB: memory, NoHelpers: noHelpers, Env: env, Logs: cmd.OutOrStdout(),
+				NodeUID: nodeUID, OOMKills: oomKills,
 			})
 			if err != nil {
 				return fmt.Errorf("instance %s: %w", id, err)
@@ -81,10 +119,44 @@ until the tunnel or node goes away. serve starts this; users do not.`,
 	f.DurationVar(&maxDuration, "max-duration", 60*time.Second, "bound of each invocation")
 	f.IntVar(&memory, "memory", 0, "memory size in MB")
 	f.BoolVar(&noHelpers, "no-helpers", false, "serve Node style handlers without the request and response helpers")
+	f.BoolVar(&inCgroup, "cgroup", false, "wait on fd 3 for serve to place the runtime in its cgroup and hand over the file that counts its OOM kills")
+	f.BoolVar(&inJail, "jail", false, "enter the jail (namespaces made by serve, mounts handed over on fd 3) before node starts")
+	f.BoolVar(&check, "check", false, "only check that node runs in the jail")
 	for _, name := range []string{"id", "tunnel", "bundle", "dir"} {
 		cmd.MarkFlagRequired(name)
 	}
 	return cmd
+}
+
+// tmpMB sizes an instance's /tmp: a quarter of its memory, which it counts
+// against, between 16 and 512 MB.
+func tmpMB(memoryMB int) int {
+	return max(16, min(512, memoryMB/4))
+}
+
+// cgroupOOMKills reads the OOM kill count of the cgroup file f.
+func cgroupOOMKills(f *os.File) func() int {
+	return func() int {
+		var b [512]byte
+		n, _ := f.ReadAt(b[:], 0)
+		kills, _ := sandbox.ParseOOMKills(b[:n])
+		return kills
+	}
+}
+
+// checkJail runs node in the jail with jail.CheckScript.
+func checkJail(ctx context.Context, node, workDir string, uid int, stderr io.Writer) error {
+	c := exec.CommandContext(ctx, node, "-e", jail.CheckScript())
+	c.Dir = workDir
+	c.Env = []string{"PATH=/usr/bin:/bin", "HOME=/tmp"}
+	c.Stdout, c.Stderr = stderr, stderr
+	if uid != 0 {
+		c.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid), Groups: []uint32{}}}
+	}
+	if err := c.Run(); err != nil {
+		return fmt.Errorf("node in the jail: %w", err)
+	}
+	return nil
 }
 
 // report is the tunnel's form of the supervisor's stats.

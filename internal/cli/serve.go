@@ -10,12 +10,14 @@ import (
 
 	"github.com/shoal-dev/shoal/internal/gateway"
 	"github.com/shoal-dev/shoal/internal/invoker"
+	"github.com/shoal-dev/shoal/internal/sandbox"
 	"github.com/shoal-dev/shoal/internal/server"
 )
 
 func newServe() *cobra.Command {
 	var cfg server.Config
 	var verbose bool
+	var isolation string
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the whole platform on this machine",
@@ -30,6 +32,11 @@ requests, lets in-flight invocations finish and stops every instance.`,
 			if verbose {
 				level = slog.LevelDebug
 			}
+			mode, err := sandbox.ParseMode(isolation)
+			if err != nil {
+				return err
+			}
+			cfg.Isolation = mode
 			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
 			return server.Run(ctx, cfg, cmd.OutOrStdout(), log)
 		},
@@ -51,6 +58,7 @@ requests, lets in-flight invocations finish and stops every instance.`,
 	f.IntVar(&cfg.MaxInstances, "max-instances", d.MaxInstances, "instances of one deployment at most")
 	f.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 30e9, "how long in-flight invocations may finish after a stop")
 	f.StringArrayVar(&cfg.Deploy, "deploy", nil, "project folder to deploy at start (repeatable)")
+	f.StringVar(&isolation, "isolation", string(sandbox.Auto), "how instances are isolated: auto (what this host allows, with a warning for each missing piece), strict (refuse to start without every piece) or off")
 	f.BoolVar(&verbose, "verbose", false, "log debug detail")
 	return cmd
 }

@@ -21,6 +21,7 @@ const (
 	CodeNoResponse         = "NO_RESPONSE_FROM_FUNCTION"
 	CodeThrottled          = "FUNCTION_THROTTLED"
 	CodeTimeout            = "FUNCTION_INVOCATION_TIMEOUT"
+	CodeOutOfMemory        = "FUNCTION_OUT_OF_MEMORY"
 )
 
 // HTTPError is a platform error: what the client sees (Status, Code, Msg)
@@ -50,6 +51,7 @@ var codeStatus = map[string]int{
 	CodeInvalidJSON:      http.StatusBadRequest,
 	CodeNoResponse:       http.StatusBadGateway,
 	CodeTimeout:          http.StatusGatewayTimeout,
+	CodeOutOfMemory:      http.StatusInternalServerError,
 }
 
 var codeMsg = map[string]string{
@@ -57,6 +59,7 @@ var codeMsg = map[string]string{
 	CodeInvalidJSON:      "the request body is not valid JSON",
 	CodeNoResponse:       "the function ended without a response",
 	CodeTimeout:          "the function did not finish within maxDuration",
+	CodeOutOfMemory:      "the function ran out of memory; see its logs, or raise its memory",
 }
 
 // fromFunction is the platform error that the instance marked a response as.

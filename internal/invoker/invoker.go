@@ -134,6 +134,15 @@ type Process interface {
 	Stop(ctx context.Context) error
 }
 
+// Counted is a Process whose resources the host counts (its cgroup): its
+// CPU time and peak memory are metered from there rather than from what the
+// instance reports of itself.
+type Counted interface {
+	// Counted returns the CPU time the process used so far and the most
+	// memory it held; ok is false where nothing counts them.
+	Counted() (cpu time.Duration, peakMemory int64, ok bool)
+}
+
 // Meter receives what the invoker sees, for metering; the metering
 // package's Recorder implements it.
 type Meter interface {

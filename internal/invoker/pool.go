@@ -255,7 +255,13 @@ func (p *pool) readReports(in *instance) {
 	m := p.inv.meter
 	err := in.conn.Reports(in.reports, func(r tunnel.Report) {
 		p.adapt(in, r)
-		m.InstanceSampled(in.id, time.UnixMilli(r.TS), time.Duration(r.CPUMs)*time.Millisecond, r.RSS)
+		cpu, memory := time.Duration(r.CPUMs)*time.Millisecond, r.RSS
+		if c, ok := in.proc.(Counted); ok {
+			if ccpu, cmem, ok := c.Counted(); ok {
+				cpu, memory = ccpu, cmem
+			}
+		}
+		m.InstanceSampled(in.id, time.UnixMilli(r.TS), cpu, memory)
 		for _, w := range r.Waited {
 			m.Waited(metering.Invocation{Project: p.dep.Project, Deployment: p.dep.ID, Instance: in.id, ID: w.ID,
 				Start: time.UnixMilli(w.From), End: time.UnixMilli(w.To)})

@@ -27,6 +27,9 @@ import (
 const (
 	CodeTimeout = "FUNCTION_INVOCATION_TIMEOUT"
 	CodeFailed  = "FUNCTION_INVOCATION_FAILED"
+	// CodeOutOfMemory answers the invocations of a node killed at its
+	// cgroup's memory limit.
+	CodeOutOfMemory = "FUNCTION_OUT_OF_MEMORY"
 	// CodeInstanceGone answers an invocation that arrived after node
 	// exited: it reached no user code, so the invoker places it again.
 	// Clients never see it.
@@ -62,6 +65,12 @@ type Config struct {
 	Logs io.Writer
 	// StartTimeout bounds node's start to ready; 0 means 30 s.
 	StartTimeout time.Duration
+	// NodeUID, when not 0, is the uid and gid node runs as.
+	NodeUID int
+	// OOMKills, when set, counts the instance's processes killed at its
+	// memory limit (its cgroup's count); nil: node's deaths are not told
+	// apart.
+	OOMKills func() int
 }
 
 // Record is one log line as the runtime writes it to Config.Logs.
@@ -85,6 +94,8 @@ type Supervisor struct {
 	exitErr error         // set before exited is closed
 
 	readers sync.WaitGroup // log pipe readers
+
+	oomBase int // OOM kills counted before node started
 
 	commands   *os.File   // node's command pipe, write end
 	commandsMu sync.Mutex // one command at a time
@@ -150,6 +161,10 @@ func Start(ctx context.Context, cfg Config) (*Supervisor, error) {
 	}
 	// node dies with its supervisor, whatever kills the supervisor.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if cfg.NodeUID != 0 {
+		id := uint32(cfg.NodeUID)
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: id, Gid: id, Groups: []uint32{}}
+	}
 
 	// fd 3 is the control pipe (node -> runtime), fd 4 the command pipe
 	// (runtime -> node); stdout and stderr are pipes too.
@@ -173,9 +188,15 @@ func Start(ctx context.Context, cfg Config) (*Supervisor, error) {
 	for _, f := range []*os.File{ctrl[1], commands[0], out[1], stderr[1]} {
 		f.Close()
 	}
+	if cfg.OOMKills != nil {
+		// At the memory limit, node is the one to kill: the runtime must
+		// live to tell its invocations why.
+		os.WriteFile("/proc/"+strconv.Itoa(cmd.Process.Pid)+"/oom_score_adj", []byte("500"), 0)
+	}
 
 	s := &Supervisor{
 		cfg:      cfg,
+		oomBase:  oomKills(cfg),
 		cmd:      cmd,
 		sock:     sock,
 		logs:     &lockedWriter{w: cfg.Logs},
@@ -377,11 +398,40 @@ func (s *Supervisor) proxyError(w http.ResponseWriter, r *http.Request, err erro
 		// node's socket is gone: nothing reached user code.
 		w.Header().Set(ErrorHeader, CodeInstanceGone)
 		w.WriteHeader(http.StatusServiceUnavailable)
+	case s.outOfMemory():
+		s.System(r.Header.Get(IDHeader), fmt.Sprintf("invocation failed: the instance ran out of memory (%d MB) and node was killed", s.cfg.MemoryMB))
+		w.Header().Set(ErrorHeader, CodeOutOfMemory)
+		w.WriteHeader(http.StatusInternalServerError)
 	default:
 		s.System(r.Header.Get(IDHeader), "invocation failed: "+err.Error())
 		w.Header().Set(ErrorHeader, CodeFailed)
 		w.WriteHeader(http.StatusInternalServerError)
 	}
+}
+
+// outOfMemory reports whether node was killed at the memory limit. The
+// kernel counts the kill as it sends it, so a connection that broke
+// because of it finds the count raised; a node that is dying for another
+// reason is given a moment to exit first.
+func (s *Supervisor) outOfMemory() bool {
+	if s.cfg.OOMKills == nil {
+		return false
+	}
+	if s.cfg.OOMKills() > s.oomBase {
+		return true
+	}
+	select {
+	case <-s.exited:
+	case <-time.After(250 * time.Millisecond):
+	}
+	return s.cfg.OOMKills() > s.oomBase
+}
+
+func oomKills(cfg Config) int {
+	if cfg.OOMKills == nil {
+		return 0
+	}
+	return cfg.OOMKills()
 }
 
 // isDialError reports whether err is a failure to connect to node.

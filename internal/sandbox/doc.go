@@ -4,6 +4,17 @@
 // clean environment that holds no platform secret but its one-time tunnel
 // token. It forwards what the runtime writes to a log sink.
 //
-// Isolation today is a process group and a private scratch folder; cgroups
-// and namespaces come with the sandbox hardening work.
+// It also isolates them, as far as the host allows (New works it out,
+// trying each piece for real; Report says what applies):
+//
+//   - a cgroup per instance (v2 where delegated, else v1): memory, no swap,
+//     tasks, CPU weight; its OOM kills, CPU time and peak memory are read
+//     back (Usage, Process.Counted);
+//   - new user, mount, pid, ipc, uts and cgroup namespaces, in which the
+//     runtime, root there and an unprivileged uid of its project's outside,
+//     enters the jail (package jail) before node starts as another uid.
+//
+// The runtime starts first and waits on a socket while serve makes its
+// cgroup and detached mounts, then receives them in one message: the two
+// overlap, which keeps the cold start short.
 package sandbox

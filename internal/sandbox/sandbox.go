@@ -2,16 +2,24 @@ package sandbox
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/shoal-dev/shoal/internal/jail"
 )
 
 // TokenEnv is the environment variable that carries the one-time tunnel
@@ -24,6 +32,8 @@ type Config struct {
 	Exe string
 	// Node is the node binary the runtime starts; "" means "node" from PATH.
 	Node string
+	// Isolation is how isolated instances are; "" means Off.
+	Isolation Mode
 	// Logs receives every line the runtime writes: stream "stdout" lines are
 	// JSON log records, "stderr" lines the runtime's own text. The line is
 	// valid only during the call. Nil drops them.
@@ -50,15 +60,52 @@ type Spec struct {
 
 // Sandbox starts instances.
 type Sandbox struct {
-	cfg Config
+	// immutable after New
+	cfg     Config
+	node    string    // node's binary, resolved
+	cgroups *cgroupFS // nil: instances get no cgroup
+	jailed  bool      // instances start in namespaces, in the jail
+	report  Report
 }
 
-// New returns a sandbox that starts instances as cfg says.
-func New(cfg Config) *Sandbox {
+// New returns a sandbox that starts instances as cfg says, having worked
+// out what isolation the host allows. In strict mode a missing piece is an
+// error that names it.
+func New(cfg Config) (*Sandbox, error) {
 	if cfg.Exe == "" {
 		panic("sandbox.New: Exe is required")
 	}
-	return &Sandbox{cfg: cfg}
+	sb := &Sandbox{cfg: cfg, node: cfg.Node}
+	if sb.node == "" {
+		sb.node = "node"
+	}
+	if p, err := exec.LookPath(sb.node); err == nil {
+		if abs, err := filepath.Abs(p); err == nil {
+			sb.node = abs
+		}
+	}
+	sb.report = sb.probe()
+	if cfg.Isolation == Strict {
+		if missing := sb.report.Missing(); len(missing) > 0 {
+			sb.Close()
+			var b strings.Builder
+			for _, p := range missing {
+				fmt.Fprintf(&b, "\n  %s: %s", p.Name, p.Detail)
+			}
+			return nil, fmt.Errorf("%w:%s", ErrStrict, b.String())
+		}
+	}
+	return sb, nil
+}
+
+// Report is the isolation instances get.
+func (sb *Sandbox) Report() Report { return sb.report }
+
+// Close removes what New made on the host; instances must be stopped.
+func (sb *Sandbox) Close() {
+	if sb.cgroups != nil {
+		sb.cgroups.close()
+	}
 }
 
 // Argv returns the runtime's command line for spec, scratch folder dir.
@@ -101,32 +148,100 @@ func FunctionEnv(dir string, extra []string) []string {
 	return append(env, extra...)
 }
 
-// Start starts the runtime for spec. The process is in its own process
-// group and is killed if serve dies.
+// Host uids of jailed instances: the runtime of a project's instances is
+// uidBase+2k inside its user namespace's uid 0, node is uidBase+2k+1 as
+// jail.NodeUID, where k is drawn from the project's name.
+const (
+	uidBase  = 1 << 30
+	uidSlots = 1 << 16
+)
+
+// HostUIDs returns the host uids of a project's runtime and node.
+func HostUIDs(project string) (runtime, node int) {
+	h := fnv.New32a()
+	h.Write([]byte(project))
+	k := int(h.Sum32() % uidSlots)
+	return uidBase + 2*k, uidBase + 2*k + 1
+}
+
+// Start starts the runtime for spec, isolated as Report says. The process
+// is in its own process group and is killed if serve dies.
 func (sb *Sandbox) Start(ctx context.Context, s Spec) (*Process, error) {
+	return sb.start(s, false)
+}
+
+// start starts a runtime; check runs the jail's check instead of serving.
+func (sb *Sandbox) start(s Spec, check bool) (*Process, error) {
 	// A short path: the runtime puts node's unix socket in it.
 	dir, err := os.MkdirTemp("", "shoal-"+s.ID+"-")
 	if err != nil {
 		return nil, fmt.Errorf("instance %s scratch folder: %w", s.ID, err)
 	}
-	argv := Argv(sb.cfg.Exe, sb.cfg.Node, dir, s)
+	fail := func(step string, e error) (*Process, error) {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("instance %s %s: %w", s.ID, step, e)
+	}
+	jailed := sb.jailed || check
+	inCgroup := sb.cgroups != nil && !check
+	home := dir
+	if jailed {
+		home = "/tmp"
+	}
+	argv := Argv(sb.cfg.Exe, sb.node, dir, s)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = dir
-	cmd.Env = Env(dir, s)
+	cmd.Env = Env(home, s)
 	// SIGTERM, not SIGKILL: the runtime then exits through its own shutdown,
 	// and its node has Pdeathsig SIGKILL of its own.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+
+	// The setup socket: the runtime waits on it while serve makes its
+	// cgroup and mounts, then gets them in one message.
+	var setup *os.File
+	if inCgroup || jailed {
+		pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return fail("setup socket", err)
+		}
+		setup = os.NewFile(uintptr(pair[0]), "setup")
+		defer setup.Close()
+		theirs := os.NewFile(uintptr(pair[1]), "setup")
+		defer theirs.Close()
+		cmd.ExtraFiles = []*os.File{theirs}
+		if inCgroup {
+			cmd.Args = append(cmd.Args, "--cgroup")
+		}
+	}
+	if jailed {
+		exe, err := os.Open(sb.cfg.Exe)
+		if err != nil {
+			return fail("jail", err)
+		}
+		defer exe.Close()
+		// The runtime starts in the scratch folder as root of its
+		// namespace; node, which makes its sockets there, owns it.
+		_, nodeUID := HostUIDs(s.Project)
+		if err := os.Chown(dir, nodeUID, nodeUID); err != nil {
+			return fail("jail", err)
+		}
+		cmd.ExtraFiles = append(cmd.ExtraFiles, exe)
+		cmd.Path = "/proc/self/fd/" + strconv.Itoa(jail.FdExe)
+		cmd.Args = append(cmd.Args, "--jail")
+		if check {
+			cmd.Args = append(cmd.Args, "--check")
+		}
+		sb.namespaces(cmd, s.Project)
+	}
+
 	outR, outW, err := os.Pipe()
 	if err != nil {
-		os.RemoveAll(dir)
-		return nil, fmt.Errorf("instance %s stdout: %w", s.ID, err)
+		return fail("stdout", err)
 	}
 	errR, errW, err := os.Pipe()
 	if err != nil {
 		outR.Close()
 		outW.Close()
-		os.RemoveAll(dir)
-		return nil, fmt.Errorf("instance %s stderr: %w", s.ID, err)
+		return fail("stderr", err)
 	}
 	cmd.Stdout, cmd.Stderr = outW, errW
 	err = cmd.Start()
@@ -135,43 +250,156 @@ func (sb *Sandbox) Start(ctx context.Context, s Spec) (*Process, error) {
 	if err != nil {
 		outR.Close()
 		errR.Close()
-		os.RemoveAll(dir)
-		return nil, fmt.Errorf("instance %s start: %w", s.ID, err)
+		return fail("start", err)
 	}
 	p := &Process{id: s.ID, cmd: cmd, dir: dir, done: make(chan struct{})}
+	if setup != nil {
+		// While the runtime starts, its cgroup and mounts are made.
+		var err error
+		if p.cg, err = sb.handOver(setup, cmd.Process.Pid, s, dir, inCgroup, jailed); err != nil {
+			err = fmt.Errorf("instance %s: %w", s.ID, err)
+			// The runtime gets no message, and exits.
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		}
+		p.setupErr = err
+	}
+	logs := sb.cfg.Logs
+	if check {
+		logs = func(_ *Spec, _ string, line []byte) {
+			p.checkOut.Write(line)
+			p.checkOut.WriteByte('\n')
+		}
+	}
+	cg := p.cg
 	var readers sync.WaitGroup
 	readers.Add(2)
-	go func() { defer readers.Done(); defer outR.Close(); sb.forward(&s, "stdout", outR) }()
-	go func() { defer readers.Done(); defer errR.Close(); sb.forward(&s, "stderr", errR) }()
+	go func() { defer readers.Done(); defer outR.Close(); forward(logs, &s, "stdout", outR) }()
+	go func() { defer readers.Done(); defer errR.Close(); forward(logs, &s, "stderr", errR) }()
 	go func() {
 		p.err = cmd.Wait()
-		// node (or anything else in the group) may linger after its
-		// runtime, holding the output pipes: take the whole group, then
-		// read what is left.
+		if p.setupErr != nil {
+			p.err = p.setupErr
+		}
+		// node (or anything else of the instance) may linger after its
+		// runtime, holding the output pipes: take the whole group, and the
+		// whole cgroup, then read what is left.
 		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		if cg != nil {
+			cg.kill()
+		}
 		readers.Wait()
+		if cg != nil {
+			p.usage = cg.usage()
+			cg.remove()
+		}
 		os.RemoveAll(dir)
 		close(p.done)
 	}()
+	if p.setupErr != nil {
+		<-p.done
+		return nil, p.setupErr
+	}
 	return p, nil
 }
 
-func (sb *Sandbox) forward(s *Spec, stream string, r io.Reader) {
+// handOver puts the started runtime pid in a new cgroup and sends it its
+// setup message (see jail.Setup).
+func (sb *Sandbox) handOver(setup *os.File, pid int, s Spec, dir string, inCgroup, jailed bool) (*cgroup, error) {
+	var files []*os.File
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	var cg *cgroup
+	if inCgroup {
+		var err error
+		if cg, err = sb.cgroups.create(s.ID, s.MemoryMB); err != nil {
+			return nil, err
+		}
+		oom, err := os.Open(cg.oomFile())
+		if err == nil {
+			files = append(files, oom)
+			err = cg.add(pid)
+		}
+		if err != nil {
+			cg.remove()
+			return nil, fmt.Errorf("cgroup: %w", err)
+		}
+	}
+	if jailed {
+		for _, m := range []struct {
+			path string
+			attr uint64
+		}{
+			{s.WorkDir, unix.MOUNT_ATTR_RDONLY},
+			{dir, 0},
+			{sb.node, unix.MOUNT_ATTR_RDONLY},
+		} {
+			f, err := detachedMount(m.path, m.attr|unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV)
+			if err != nil {
+				return cg, fmt.Errorf("jail: %w", err)
+			}
+			files = append(files, f)
+		}
+	}
+	fds := make([]int, len(files))
+	for i, f := range files {
+		fds[i] = int(f.Fd())
+	}
+	if err := unix.Sendmsg(int(setup.Fd()), []byte{1}, unix.UnixRights(fds...), nil, 0); err != nil {
+		return cg, fmt.Errorf("setup message: %w", err)
+	}
+	return cg, nil
+}
+
+// detachedMount returns a copy of path's mount, not attached anywhere,
+// with attr set: the runtime attaches it inside its own mount namespace.
+func detachedMount(path string, attr uint64) (*os.File, error) {
+	fd, err := unix.OpenTree(unix.AT_FDCWD, path, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
+	if err != nil {
+		return nil, fmt.Errorf("open_tree %s: %w", path, err)
+	}
+	f := os.NewFile(uintptr(fd), path)
+	err = unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &unix.MountAttr{Attr_set: attr})
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("mount_setattr %s: %w", path, err)
+	}
+	return f, nil
+}
+
+// namespaces sets cmd up to start in new namespaces as its project's
+// unprivileged uids.
+func (sb *Sandbox) namespaces(cmd *exec.Cmd, project string) {
+	runtimeUID, nodeUID := HostUIDs(project)
+	cmd.SysProcAttr.Cloneflags = syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS | syscall.CLONE_NEWPID |
+		syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS | syscall.CLONE_NEWCGROUP
+	maps := []syscall.SysProcIDMap{{ContainerID: 0, HostID: runtimeUID, Size: 1}, {ContainerID: jail.NodeUID, HostID: nodeUID, Size: 1}}
+	cmd.SysProcAttr.UidMappings = maps
+	cmd.SysProcAttr.GidMappings = maps
+	cmd.SysProcAttr.GidMappingsEnableSetgroups = true
+	// serve's uid is not mapped: become the namespace's root, or the
+	// runtime would keep no capability in it across exec.
+	cmd.SysProcAttr.Credential = &syscall.Credential{Uid: 0, Gid: 0, Groups: []uint32{}}
+}
+
+func forward(logs func(*Spec, string, []byte), s *Spec, stream string, r io.Reader) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	for {
 		line, err := br.ReadSlice('\n')
 		for err == bufio.ErrBufferFull {
 			// A line longer than the buffer: pass it on in pieces.
-			if sb.cfg.Logs != nil {
-				sb.cfg.Logs(s, stream, line)
+			if logs != nil {
+				logs(s, stream, line)
 			}
 			line, err = br.ReadSlice('\n')
 		}
 		if len(line) > 0 && line[len(line)-1] == '\n' {
 			line = line[:len(line)-1]
 		}
-		if len(line) > 0 && sb.cfg.Logs != nil {
-			sb.cfg.Logs(s, stream, line)
+		if len(line) > 0 && logs != nil {
+			logs(s, stream, line)
 		}
 		if err != nil {
 			return
@@ -185,6 +413,11 @@ type Process struct {
 	id  string
 	cmd *exec.Cmd
 	dir string
+	cg  *cgroup // nil: none
+
+	checkOut bytes.Buffer // a jail check's output; owned by its readers until done
+	usage    Usage        // what the cgroup counted; set before done is closed
+	setupErr error        // the cgroup or mounts could not be handed over
 
 	done chan struct{} // closed when the process exited and was reaped
 	err  error         // its exit status; set before done is closed
@@ -195,6 +428,26 @@ func (p *Process) Pid() int { return p.cmd.Process.Pid }
 
 // Done is closed once the process has exited.
 func (p *Process) Done() <-chan struct{} { return p.done }
+
+// Usage is what the instance's cgroup counted over its life; valid after
+// Done, zero without a cgroup.
+func (p *Process) Usage() Usage { return p.usage }
+
+// Counted returns what the instance's cgroup counted so far: its CPU time
+// and peak memory; ok is false without a cgroup.
+func (p *Process) Counted() (cpu time.Duration, peakMemory int64, ok bool) {
+	if p.cg == nil {
+		return 0, 0, false
+	}
+	u := p.usage
+	select {
+	case <-p.done:
+	default:
+		u = p.cg.usage()
+	}
+	// Zero: the cgroup is being removed as the process ends.
+	return u.CPU, u.PeakMemory, u.CPU > 0 || u.PeakMemory > 0
+}
 
 // Err is the exit status; valid after Done.
 func (p *Process) Err() error { return p.err }

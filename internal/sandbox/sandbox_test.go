@@ -281,7 +281,7 @@ func TestSandbox_StartStop(t *testing.T) {
 echo 'runtime says hi' >&2
 sleep 60`)
 			sink := newSink()
-			sb := New(Config{Exe: exe, Node: "/opt/node", Logs: sink.add})
+			sb := mustNew(t, Config{Exe: exe, Node: "/opt/node", Logs: sink.add})
 			p, err := sb.Start(t.Context(), testSpec)
 			if err != nil {
 				t.Fatalf("Start: %v", err)
@@ -390,7 +390,7 @@ func TestSandbox_Exits(t *testing.T) {
 			t.Setenv("TMPDIR", tmp)
 			// Like node, the child has output of its own.
 			exe, records := fakeRuntime(t, "sleep 60 >/dev/null 2>&1 &", tt.body)
-			sb := New(Config{Exe: exe})
+			sb := mustNew(t, Config{Exe: exe})
 			p, err := sb.Start(t.Context(), testSpec)
 			if err != nil {
 				t.Fatalf("Start: %v", err)
@@ -428,7 +428,7 @@ func TestSandbox_ExitsChildHoldsOutput(t *testing.T) {
 	tmp := t.TempDir()
 	t.Setenv("TMPDIR", tmp)
 	exe, records := fakeRuntime(t, "sleep 60 &", "exit 3")
-	p, err := New(Config{Exe: exe}).Start(t.Context(), testSpec)
+	p, err := mustNew(t, Config{Exe: exe}).Start(t.Context(), testSpec)
 	if err != nil {
 		t.Fatalf("Start: %v", err)
 	}
@@ -456,7 +456,7 @@ func TestSandbox_ExitsChildHoldsOutput(t *testing.T) {
 func TestSandbox_StartFails(t *testing.T) {
 	tmp := t.TempDir()
 	t.Setenv("TMPDIR", tmp)
-	sb := New(Config{Exe: filepath.Join(t.TempDir(), "no-such-shoal")})
+	sb := mustNew(t, Config{Exe: filepath.Join(t.TempDir(), "no-such-shoal")})
 	p, err := sb.Start(t.Context(), testSpec)
 	if err == nil {
 		syscall.Kill(-p.Pid(), syscall.SIGKILL)
@@ -489,7 +489,7 @@ func TestSandbox_Lines(t *testing.T) {
 			t.Setenv("TMPDIR", t.TempDir())
 			exe, _ := fakeRuntime(t, "", tt.body)
 			sink := newSink()
-			p, err := New(Config{Exe: exe, Logs: sink.add}).Start(t.Context(), testSpec)
+			p, err := mustNew(t, Config{Exe: exe, Logs: sink.add}).Start(t.Context(), testSpec)
 			if err != nil {
 				t.Fatalf("Start: %v", err)
 			}
@@ -516,4 +516,15 @@ func TestSandbox_Lines(t *testing.T) {
 			}
 		})
 	}
+}
+
+// mustNew is New for a test, whose isolation is off unless cfg says.
+func mustNew(t *testing.T, cfg Config) *Sandbox {
+	t.Helper()
+	sb, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sb.Close)
+	return sb
 }

@@ -37,15 +37,16 @@ const maxProjectBytes = 1 << 30
 // control carries out what the control API asks.
 type control struct {
 	// immutable
-	store   *store.Store
-	inv     *invoker.Invoker
-	logs    *observe.Logs
-	meter   *metering.Recorder
-	dataDir string
-	baseURL string
-	node    string // the node binary; "" means "node" from PATH
-	idKey   []byte // keys the hash that names a deployment
-	log     *slog.Logger
+	isolation sandbox.Report
+	store     *store.Store
+	inv       *invoker.Invoker
+	logs      *observe.Logs
+	meter     *metering.Recorder
+	dataDir   string
+	baseURL   string
+	node      string // the node binary; "" means "node" from PATH
+	idKey     []byte // keys the hash that names a deployment
+	log       *slog.Logger
 }
 
 func (c *control) projectURL(name string) string { return c.baseURL + "/" + name + "/" }
@@ -282,3 +283,11 @@ func (c *control) Usage(ctx context.Context, project string, since, until time.T
 }
 
 var _ adminapi.Control = (*control)(nil)
+
+func (c *control) Isolation() api.Isolation {
+	iso := api.Isolation{Mode: string(c.isolation.Mode)}
+	for _, p := range c.isolation.Pieces {
+		iso.Pieces = append(iso.Pieces, api.IsolationPiece{Name: p.Name, On: p.On, Detail: p.Detail})
+	}
+	return iso
+}

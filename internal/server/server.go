@@ -66,6 +66,8 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// Deploy lists project folders to deploy once serving.
 	Deploy []string
+	// Isolation is how isolated instances are; "" means sandbox.Off.
+	Isolation sandbox.Mode
 }
 
 // Run serves until ctx is done, then stops taking requests, lets in-flight
@@ -128,7 +130,18 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, log *slog.Logger) (e
 	logs := observe.NewLogs(st, log)
 	meter := metering.NewRecorder()
 	metrics := observe.NewMetrics()
-	sb := sandbox.New(sandbox.Config{Exe: cfg.Exe, Node: cfg.Node, Logs: collect(logs)})
+	sb, err := sandbox.New(sandbox.Config{Exe: cfg.Exe, Node: cfg.Node, Isolation: cfg.Isolation, Logs: collect(logs)})
+	if err != nil {
+		return err
+	}
+	defer sb.Close()
+	isolation := sb.Report()
+	fmt.Fprintln(stdout, isolation.Line())
+	if isolation.Mode != sandbox.Off {
+		for _, p := range isolation.Missing() {
+			log.Warn("isolation: "+p.Name+" does not apply", "why", p.Detail)
+		}
+	}
 	inv := invoker.New(invoker.Config{
 		QueueSize:    cfg.QueueSize,
 		QueueTimeout: cfg.QueueTimeout,
@@ -146,7 +159,7 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, log *slog.Logger) (e
 		return learned
 	})
 
-	ctl := &control{store: st, inv: inv, logs: logs, meter: meter, dataDir: dataDir, baseURL: baseURL, node: cfg.Node, idKey: []byte(token), log: log}
+	ctl := &control{isolation: isolation, store: st, inv: inv, logs: logs, meter: meter, dataDir: dataDir, baseURL: baseURL, node: cfg.Node, idKey: []byte(token), log: log}
 	if err := ctl.restore(ctx); err != nil {
 		inv.Close()
 		return err
@@ -296,6 +309,8 @@ func loadToken(dataDir string) (string, error) {
 	}
 	return token, nil
 }
+
+var _ invoker.Counted = (*sandbox.Process)(nil)
 
 // starter adapts the sandbox to the invoker.
 type starter struct{ sb *sandbox.Sandbox }

@@ -249,26 +249,58 @@ func Get(t testing.TB, url string) (int, string, *http.Response) {
 	return resp.StatusCode, string(b), resp
 }
 
-// InstancePids returns the pids of runtime and node processes whose command
-// line names dataDir (every instance's bundle lives in it).
+// InstancePids returns the pids of the runtime processes whose command line
+// names dataDir (every instance's bundle lives in it) and of their
+// descendants (node, and what node started).
 func InstancePids(dataDir string) []int {
 	abs, _ := filepath.Abs(dataDir)
 	var pids []int
+	parents := map[int]int{}
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
+		if err != nil || isZombie(pid) {
 			continue
 		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil {
-			continue
-		}
-		if bytes.Contains(b, []byte(abs+"/deployments/")) && !isZombie(pid) {
+		if b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline")); err == nil && bytes.Contains(b, []byte(abs+"/deployments/")) {
 			pids = append(pids, pid)
+		} else if ppid := parentOf(pid); ppid > 0 {
+			parents[pid] = ppid
+		}
+	}
+	// Descendants, however deep, of the runtimes found.
+	in := map[int]bool{}
+	for _, p := range pids {
+		in[p] = true
+	}
+	for grew := true; grew; {
+		grew = false
+		for pid, ppid := range parents {
+			if in[ppid] && !in[pid] {
+				in[pid], grew = true, true
+				pids = append(pids, pid)
+			}
 		}
 	}
 	return pids
+}
+
+// parentOf returns pid's parent, or 0.
+func parentOf(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 2 {
+		return 0
+	}
+	ppid, _ := strconv.Atoi(f[1])
+	return ppid
 }
 
 // RuntimePids returns the pids of the `shoal runtime` processes of dataDir.

@@ -13,7 +13,7 @@ import (
 // burnHandler spends ms of CPU time (not wall time) per invocation, or
 // waits ms when ?io is set, then waits wait ms more, and answers with its
 // process id and thread id.
-const burnHandler = `
+const burnHandler = instanceJS + `
 import { threadId } from 'node:worker_threads';
 export default async function (req, res) {
   const q = new URL(req.url, 'http://x').searchParams;
@@ -29,7 +29,7 @@ export default async function (req, res) {
   }
   const wait = Number(q.get('wait') ?? 0);
   if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-  res.end(process.pid + ' ' + threadId);
+  res.end(instance + ' ' + threadId);
 }
 `
 

@@ -12,12 +12,17 @@ import (
 	"github.com/shoal-dev/shoal/internal/testutil"
 )
 
+// instanceJS defines instance, which tells node processes apart whether
+// instances are isolated or not: in a pid namespace every node is pid 2,
+// and its host name is its instance id.
+const instanceJS = "import { hostname } from 'node:os';\nconst instance = hostname() + ':' + process.pid;\n"
+
 // pidHandler answers with its process id after waiting ?ms= milliseconds.
-const pidHandler = `
+const pidHandler = instanceJS + `
 export default async function (req, res) {
   const ms = Number(new URL(req.url, 'http://x').searchParams.get('ms') ?? 0);
   await new Promise((r) => setTimeout(r, ms));
-  res.end(String(process.pid));
+  res.end(instance);
 }
 `
 
@@ -95,7 +100,9 @@ func TestConcurrency_OffRunsOneInvocationPerProcess(t *testing.T) {
 		"index.mjs":  pidHandler,
 		"shoal.json": `{ "concurrency": false }`,
 	}))
-	bodies := getAll(t, 10, url+"?ms=1000")
+	// Long enough that no instance is free again before the last one
+	// started, on a loaded machine too.
+	bodies := getAll(t, 10, url+"?ms=3000")
 	if pids := distinct(bodies); len(pids) != 10 {
 		t.Errorf("10 concurrent invocations with concurrency off ran in %d processes, want 10: %v", len(pids), pids)
 	}

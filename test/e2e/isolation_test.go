@@ -25,7 +25,7 @@ import (
 //	reject     return a promise that rejects a moment later
 //	unhandled  reject a promise nobody awaits, then answer the process id
 //	exit       process.exit(1)
-const modeHandler = `
+const modeHandler = instanceJS + `
 let active = 0;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -34,7 +34,7 @@ export default function (req, res) {
   switch (mode) {
     case 'slow':
       active++;
-      return sleep(800).then(() => { active--; res.end(String(process.pid)); });
+      return sleep(800).then(() => { active--; res.end(instance); });
     case 'active':
       res.end(String(active));
       return;
@@ -44,12 +44,12 @@ export default function (req, res) {
       return sleep(10).then(() => { throw new Error('async boom'); });
     case 'unhandled':
       Promise.reject(new Error('x'));
-      res.end(String(process.pid));
+      res.end(instance);
       return;
     case 'exit':
       process.exit(1);
     default:
-      res.end(String(process.pid));
+      res.end(instance);
   }
 }
 `

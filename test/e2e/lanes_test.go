@@ -11,13 +11,13 @@ import (
 // while the path that waits stays on its instance.
 func TestLanes_ComputingPathGetsInstancesOfItsOwn(t *testing.T) {
 	s := testutil.StartServe(t, testutil.ServeOptions{})
-	url := s.Deploy(testutil.WriteProject(t, "lanes", map[string]string{"index.mjs": `
+	url := s.Deploy(testutil.WriteProject(t, "lanes", map[string]string{"index.mjs": instanceJS + `
 const spin = (ms) => { const end = performance.now() + ms; while (performance.now() < end); };
 export default {
   async fetch(request) {
     if (new URL(request.url).pathname === '/cpu') spin(50);
     else await new Promise((r) => setTimeout(r, 5));
-    return new Response(String(process.pid));
+    return new Response(instance);
   },
 };
 `}))

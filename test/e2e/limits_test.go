@@ -16,7 +16,7 @@ import (
 // limitsHandler answers ?buffered=N with N bytes in one res.end (node sets
 // the Content-Length), ?streamed=N with N bytes written in 64 KB chunks (no
 // Content-Length: chunked), and anything else with its process id.
-const limitsHandler = `
+const limitsHandler = instanceJS + `
 import { once } from 'node:events';
 
 export default async function (req, res) {
@@ -33,7 +33,7 @@ export default async function (req, res) {
     }
     return res.end();
   }
-  res.end(String(process.pid));
+  res.end(instance);
 }
 `
 

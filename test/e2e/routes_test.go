@@ -12,7 +12,7 @@ import (
 )
 
 // whoami answers with what a function knows about where it runs.
-const whoami = `export default (req, res) => res.json({ pid: process.pid, query: req.query, url: req.url });`
+const whoami = instanceJS + `export default (req, res) => res.json({ pid: instance, query: req.query, url: req.url });`
 
 // A project with api/ serves each file at its own route, Vercel's way, each
 // function on instances of its own.
@@ -56,7 +56,7 @@ export default (req, res) => res.send([
 		}
 	}
 	var user, index struct {
-		PID   int               `json:"pid"`
+		PID   string            `json:"pid"`
 		Query map[string]string `json:"query"`
 		URL   string            `json:"url"`
 	}
@@ -73,7 +73,7 @@ export default (req, res) => res.send([
 		t.Errorf("/api/users/42: query %v, url %q; want id 42 (the route's), x 1, the path as sent", user.Query, user.URL)
 	}
 	if user.PID == index.PID {
-		t.Errorf("api/users/[id].js and api/index.js ran in one process (%d), want an instance each", user.PID)
+		t.Errorf("api/users/[id].js and api/index.js ran in one process (%s), want an instance each", user.PID)
 	}
 	for _, path := range []string{"/", "/api/nope", "/api/_lib/greet", "/api/types"} {
 		r := mustSend(t, 10*time.Second, "GET", strings.TrimSuffix(url, "/")+path, "application/json", nil)

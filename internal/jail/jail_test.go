@@ -1,0 +1,89 @@
+package jail
+
+import (
+	"os"
+	"slices"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestPolicy_Assembles(t *testing.T) {
+	p := Policy()
+	insts, err := p.Assemble()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A classic BPF program runs at most 4096 instructions.
+	if len(insts) == 0 || len(insts) > 4096 {
+		t.Errorf("%d instructions", len(insts))
+	}
+	for _, name := range []string{"ptrace", "mount", "unshare", "setns", "bpf", "io_uring_setup", "keyctl", "init_module", "process_vm_readv", "perf_event_open"} {
+		if !slices.Contains(denied, name) {
+			t.Errorf("%s is not denied", name)
+		}
+	}
+}
+
+// TestReceive hands descriptors over a real socket pair, as serve does.
+func TestReceive(t *testing.T) {
+	tests := []struct {
+		name          string
+		send          int
+		cgroup, jail  bool
+		wantErr       bool
+		wantOOM, want bool
+	}{
+		{"cgroup_and_jail", 4, true, true, false, true, true},
+		{"cgroup_only", 1, true, false, false, true, false},
+		{"jail_only", 3, false, true, false, false, true},
+		{"too_few", 1, true, true, true, false, false},
+		{"none_sent", 0, true, false, true, false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer unix.Close(pair[0])
+			var fds []int
+			for i := 0; i < tt.send; i++ {
+				f, err := os.Open(os.DevNull)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer f.Close()
+				fds = append(fds, int(f.Fd()))
+			}
+			var oob []byte
+			if len(fds) > 0 {
+				oob = unix.UnixRights(fds...)
+			}
+			if err := unix.Sendmsg(pair[0], []byte{1}, oob, nil, 0); err != nil {
+				t.Fatal(err)
+			}
+			sup, err := Receive(pair[1], tt.cgroup, tt.jail)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("Receive: %v, want error %v", err, tt.wantErr)
+			}
+			if (sup.OOM != nil) != tt.wantOOM || (sup.Deployment >= 0 && sup.Scratch >= 0 && sup.Node >= 0) != tt.want {
+				t.Errorf("got %+v, want OOM file %v and mounts %v", sup, tt.wantOOM, tt.want)
+			}
+			for _, fd := range []int{sup.Deployment, sup.Scratch, sup.Node} {
+				if fd >= 0 {
+					if flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil || flags&unix.FD_CLOEXEC == 0 {
+						t.Errorf("fd %d: flags %d, %v; want close-on-exec, so node never holds it", fd, flags, err)
+					}
+					unix.Close(fd)
+				}
+			}
+			if sup.OOM != nil {
+				sup.OOM.Close()
+			}
+			if _, err := unix.FcntlInt(uintptr(pair[1]), unix.F_GETFD, 0); err == nil {
+				t.Errorf("the setup socket is still open after Receive")
+			}
+		})
+	}
+}

@@ -1,0 +1,189 @@
+package sandbox
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Mode says how much isolation serve insists on.
+type Mode string
+
+const (
+	// Auto applies what the host allows and warns about the rest.
+	Auto Mode = "auto"
+	// Strict refuses to start unless every piece applies.
+	Strict Mode = "strict"
+	// Off starts instances as plain child processes.
+	Off Mode = "off"
+)
+
+// ParseMode checks a mode's name.
+func ParseMode(s string) (Mode, error) {
+	switch m := Mode(s); m {
+	case Auto, Strict, Off:
+		return m, nil
+	}
+	return "", fmt.Errorf("isolation %q: want auto, strict or off", s)
+}
+
+// The pieces of isolation, by their stable names.
+const (
+	PieceCgroup     = "cgroup"
+	PieceNamespaces = "namespaces"
+	PieceFiles      = "filesystem"
+	PieceUID        = "uid-per-project"
+	PieceSeccomp    = "seccomp"
+	PieceNetwork    = "network-namespace"
+	PieceLandlock   = "landlock"
+	PieceChecks     = "deploy-checks"
+)
+
+// Piece is one part of an instance's isolation and whether it applies.
+type Piece struct {
+	Name   string `json:"name"`
+	On     bool   `json:"on"`
+	Detail string `json:"detail"`
+}
+
+// Report is the isolation instances get on this host.
+type Report struct {
+	Mode   Mode    `json:"mode"`
+	Pieces []Piece `json:"pieces"`
+}
+
+// On reports whether the named piece applies.
+func (r Report) On(name string) bool {
+	for _, p := range r.Pieces {
+		if p.Name == name {
+			return p.On
+		}
+	}
+	return false
+}
+
+// Missing returns the pieces that do not apply.
+func (r Report) Missing() []Piece {
+	var out []Piece
+	for _, p := range r.Pieces {
+		if !p.On {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Line is the report in one line, as serve prints it at start.
+func (r Report) Line() string {
+	var on, off []string
+	for _, p := range r.Pieces {
+		if p.On {
+			on = append(on, p.Name)
+		} else {
+			off = append(off, p.Name)
+		}
+	}
+	s := "isolation " + string(r.Mode) + ": "
+	if len(on) == 0 {
+		s += "none"
+	} else {
+		s += strings.Join(on, ", ")
+	}
+	if len(off) > 0 {
+		s += "; missing: " + strings.Join(off, ", ")
+	}
+	return s
+}
+
+// ErrStrict is returned by New in strict mode when a piece is missing.
+var ErrStrict = errors.New("isolation strict: pieces missing")
+
+// notBuilt are pieces shoal does not build yet, with what that leaves open.
+var notBuilt = []Piece{
+	{Name: PieceNetwork, Detail: "not built yet: instances share the host's network, so loopback services (the control API and the tunnel, both behind tokens) are reachable"},
+	{Name: PieceLandlock, Detail: "not built yet: the mount namespace alone limits the files node sees"},
+	{Name: PieceChecks, Detail: "not built yet: the deploy-time check that loads a bundle runs node outside the sandbox"},
+}
+
+// probe works out what applies on this host: cgroups and namespaces are
+// tried for real.
+func (sb *Sandbox) probe() Report {
+	r := Report{Mode: sb.cfg.Isolation}
+	if r.Mode == Off || r.Mode == "" {
+		r.Mode = Off
+		for _, name := range []string{PieceCgroup, PieceNamespaces, PieceFiles, PieceUID, PieceSeccomp} {
+			r.Pieces = append(r.Pieces, Piece{Name: name, Detail: "isolation off"})
+		}
+		return append2(r, notBuilt)
+	}
+	fs, what, err := openCgroups()
+	if err != nil {
+		r.Pieces = append(r.Pieces, Piece{Name: PieceCgroup, Detail: err.Error()})
+	} else {
+		sb.cgroups = fs
+		r.Pieces = append(r.Pieces, Piece{Name: PieceCgroup, On: true,
+			Detail: fmt.Sprintf("%s: memory limit (the function's memory + %d MB, no swap), %d tasks, CPU weight by memory, OOM kills counted", what, SlackMB, PidsMax)})
+	}
+	jailed := []Piece{
+		{Name: PieceNamespaces, Detail: "user, mount, pid, ipc, uts and cgroup namespaces"},
+		{Name: PieceFiles, Detail: "the system and the deployment read-only, a private /tmp, a fresh /proc, no other host files"},
+		{Name: PieceUID, Detail: "node runs as an unprivileged uid of its project's own"},
+		{Name: PieceSeccomp, Detail: "no_new_privs and a seccomp filter (no ptrace, mounts, namespaces, bpf, io_uring, keys, modules)"},
+	}
+	if err := sb.checkJail(); err != nil {
+		for i := range jailed {
+			jailed[i].Detail = err.Error()
+		}
+	} else {
+		sb.jailed = true
+		for i := range jailed {
+			jailed[i].On = true
+		}
+	}
+	r.Pieces = append(r.Pieces, jailed...)
+	return append2(r, notBuilt)
+}
+
+func append2(r Report, more []Piece) Report {
+	r.Pieces = append(r.Pieces, more...)
+	return r
+}
+
+// errNotRoot explains why the namespaces are off for a serve that is not
+// root.
+var errNotRoot = errors.New("serve is not root: instances need two uids mapped in their user namespace")
+
+// CheckPassed is what the runtime's jail check prints once node ran in the
+// jail as it should.
+const CheckPassed = "jail check passed"
+
+// checkJail starts a runtime in the jail that only checks it can run node
+// there as the function's uid.
+func (sb *Sandbox) checkJail() error {
+	if os.Geteuid() != 0 {
+		return errNotRoot
+	}
+	work, err := os.MkdirTemp("", "shoal-check-")
+	if err != nil {
+		return fmt.Errorf("jail check: %w", err)
+	}
+	defer os.RemoveAll(work)
+	if err := os.Chmod(work, 0o755); err != nil {
+		return fmt.Errorf("jail check: %w", err)
+	}
+	p, err := sb.start(Spec{ID: "check", Project: "shoal-check", WorkDir: work, Bundle: filepath.Join(work, "check.mjs"), MemoryMB: 128}, true)
+	if err != nil {
+		return fmt.Errorf("jail check: %w", err)
+	}
+	<-p.Done()
+	out := strings.TrimSpace(p.checkOut.String())
+	if p.Err() != nil {
+		return fmt.Errorf("jail check: %v: %s", p.Err(), out)
+	}
+	if !strings.Contains(out, CheckPassed) {
+		return fmt.Errorf("jail check: the runtime did not say %q: %q", CheckPassed, out)
+	}
+	return nil
+}

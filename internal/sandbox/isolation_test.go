@@ -1,0 +1,147 @@
+package sandbox
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseMode(t *testing.T) {
+	for _, tt := range []struct {
+		in      string
+		want    Mode
+		wantErr bool
+	}{
+		{"auto", Auto, false}, {"strict", Strict, false}, {"off", Off, false}, {"", "", true}, {"on", "", true},
+	} {
+		got, err := ParseMode(tt.in)
+		if got != tt.want || (err != nil) != tt.wantErr {
+			t.Errorf("ParseMode(%q) = %q, %v; want %q, error %v", tt.in, got, err, tt.want, tt.wantErr)
+		}
+	}
+}
+
+func TestReport_Line(t *testing.T) {
+	r := Report{Mode: Auto, Pieces: []Piece{{Name: "cgroup", On: true}, {Name: "seccomp", On: true}, {Name: "landlock"}}}
+	if got, want := r.Line(), "isolation auto: cgroup, seccomp; missing: landlock"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	if got, want := (Report{Mode: Off, Pieces: []Piece{{Name: "cgroup"}}}).Line(), "isolation off: none; missing: cgroup"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	if !r.On("seccomp") || r.On("landlock") || r.On("nothing") {
+		t.Errorf("On: got %v %v %v, want true false false", r.On("seccomp"), r.On("landlock"), r.On("nothing"))
+	}
+}
+
+func TestHostUIDs(t *testing.T) {
+	seen := map[int]string{}
+	for _, p := range []string{"a", "b", "hello", "shop", "api"} {
+		rt, node := HostUIDs(p)
+		if node != rt+1 || rt < uidBase || node >= uidBase+2*uidSlots {
+			t.Errorf("HostUIDs(%q) = %d, %d; want two in a row in [%d, %d)", p, rt, node, uidBase, uidBase+2*uidSlots)
+		}
+		if other, ok := seen[rt]; ok {
+			t.Errorf("%q and %q share uid %d", p, other, rt)
+		}
+		seen[rt] = p
+		if again, _ := HostUIDs(p); again != rt {
+			t.Errorf("HostUIDs(%q) changed: %d then %d", p, rt, again)
+		}
+	}
+}
+
+func TestParseOOMKills(t *testing.T) {
+	for _, tt := range []struct {
+		name, in string
+		want     int
+		ok       bool
+	}{
+		{"v1", "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n", 3, true},
+		{"v2", "low 0\nhigh 0\nmax 12\noom 2\noom_kill 1\noom_group_kill 0\n", 1, true},
+		{"none", "oom_kill_disable 0\n", 0, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := ParseOOMKills([]byte(tt.in))
+			if got != tt.want || ok != tt.ok {
+				t.Errorf("got %d %v, want %d %v", got, ok, tt.want, tt.ok)
+			}
+		})
+	}
+}
+
+// TestNew_Off: with isolation off nothing is tried and every piece says so.
+func TestNew_Off(t *testing.T) {
+	sb := mustNew(t, Config{Exe: "/bin/true"})
+	r := sb.Report()
+	if r.Mode != Off || len(r.Missing()) != len(r.Pieces) || sb.cgroups != nil || sb.jailed {
+		t.Errorf("off: report %+v, cgroups %v, jailed %v; want every piece off", r, sb.cgroups, sb.jailed)
+	}
+}
+
+// TestNew_StrictRefuses: strict names each missing piece.
+func TestNew_StrictRefuses(t *testing.T) {
+	_, err := New(Config{Exe: "/bin/true", Isolation: Strict})
+	if !errors.Is(err, ErrStrict) {
+		t.Fatalf("got %v, want ErrStrict (the network namespace is not built)", err)
+	}
+	for _, name := range []string{PieceNetwork, PieceLandlock} {
+		if !strings.Contains(err.Error(), name) {
+			t.Errorf("error %q does not name %s", err, name)
+		}
+	}
+}
+
+// TestCgroup_Limits makes a real instance cgroup, puts a process in it and
+// reads its limits and usage back; skipped where serve could not make one.
+func TestCgroup_Limits(t *testing.T) {
+	fs, what, err := openCgroups()
+	if err != nil {
+		t.Skipf("no cgroup here: %v", err)
+	}
+	defer fs.close()
+	t.Logf("cgroups: %s", what)
+	g, err := fs.create("t1", 256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.remove()
+	wantMem := int64(256+SlackMB) << 20
+	if fs.v2 {
+		if got := readInt(filepath.Join(g.dirs[""], "memory.max")); got != wantMem {
+			t.Errorf("memory.max %d, want %d", got, wantMem)
+		}
+		if got := readInt(filepath.Join(g.dirs[""], "pids.max")); got != PidsMax {
+			t.Errorf("pids.max %d, want %d", got, PidsMax)
+		}
+	} else {
+		if got := readInt(filepath.Join(g.dirs["memory"], "memory.limit_in_bytes")); got != wantMem {
+			t.Errorf("memory.limit_in_bytes %d, want %d", got, wantMem)
+		}
+		if got := readInt(filepath.Join(g.dirs["pids"], "pids.max")); got != PidsMax {
+			t.Errorf("pids.max %d, want %d", got, PidsMax)
+		}
+	}
+	// A process that burns CPU in the cgroup, then is killed with it.
+	p, err := os.StartProcess("/bin/sh", []string{"sh", "-c", "while :; do :; done"}, &os.ProcAttr{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Kill()
+	if err := g.add(p.Pid); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	g.kill()
+	p.Wait()
+	u := g.usage()
+	if u.CPU < 50*time.Millisecond || u.CPU > 5*time.Second || u.PeakMemory <= 0 || u.OOMKills != 0 {
+		t.Errorf("usage %+v: want the CPU of about 300 ms of spinning, some memory, no OOM kill", u)
+	}
+	if procs, _ := os.ReadFile(filepath.Join(g.dirs[map[bool]string{true: "", false: "memory"}[fs.v2]], "cgroup.procs")); len(strings.TrimSpace(string(procs))) != 0 {
+		t.Errorf("cgroup still holds %q after kill", procs)
+	}
+}
