@@ -2,6 +2,8 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/shoal-dev/shoal/internal/jail"
 	"github.com/shoal-dev/shoal/internal/runtime"
+	"github.com/shoal-dev/shoal/internal/runtime/bootstrap"
 	"github.com/shoal-dev/shoal/internal/sandbox"
 	"github.com/shoal-dev/shoal/internal/tunnel"
 )
@@ -26,6 +29,7 @@ func newRuntime() *cobra.Command {
 		maxDuration                                time.Duration
 		memory                                     int
 		noHelpers, inCgroup, inJail, check         bool
+		checkBundle                                bool
 	)
 	cmd := &cobra.Command{
 		Use:   "runtime",
@@ -58,7 +62,7 @@ until the tunnel or node goes away. serve starts this; users do not.`,
 				if err := jail.Enter(jail.Config{Mounts: setup, Root: dir, Hostname: id, Node: node, TmpMB: tmpMB(memory)}); err != nil {
 					return fmt.Errorf("instance %s: jail: %w", id, err)
 				}
-				if err := jail.Lock(); err != nil {
+				if err := jail.Lock(node); err != nil {
 					return fmt.Errorf("instance %s: jail: %w", id, err)
 				}
 				dir, nodeUID = jail.Scratch, jail.NodeUID
@@ -77,6 +81,9 @@ until the tunnel or node goes away. serve starts this; users do not.`,
 				if !strings.HasPrefix(kv, sandbox.TokenEnv+"=") {
 					env = append(env, kv)
 				}
+			}
+			if checkBundle {
+				return runBundleCheck(ctx, node, bundle, workDir, dir, env, nodeUID, cmd.OutOrStdout())
 			}
 			sup, err := runtime.Start(ctx, runtime.Config{
 				Node: node, Bundle: bundle, WorkDir: workDir, Dir: dir, MaxDuration: maxDuration,
@@ -122,6 +129,7 @@ until the tunnel or node goes away. serve starts this; users do not.`,
 	f.BoolVar(&inCgroup, "cgroup", false, "wait on fd 3 for serve to place the runtime in its cgroup and hand over the file that counts its OOM kills")
 	f.BoolVar(&inJail, "jail", false, "enter the jail (namespaces made by serve, mounts handed over on fd 3) before node starts")
 	f.BoolVar(&check, "check", false, "only check that node runs in the jail")
+	f.BoolVar(&checkBundle, "check-bundle", false, "only load the bundle as an instance would, and print its config or why it cannot serve")
 	for _, name := range []string{"id", "tunnel", "bundle", "dir"} {
 		cmd.MarkFlagRequired(name)
 	}
@@ -157,6 +165,27 @@ func checkJail(ctx context.Context, node, workDir string, uid int, stderr io.Wri
 		return fmt.Errorf("node in the jail: %w", err)
 	}
 	return nil
+}
+
+// runBundleCheck loads the bundle with bootstrap.CheckAs and prints the
+// outcome as one sandbox.BundleCheck line; only a failure to check at all is
+// an error.
+func runBundleCheck(ctx context.Context, node, bundle, workDir, scratch string, env []string, uid int, stdout io.Writer) error {
+	config, err := bootstrap.CheckAs(ctx, node, bundle, workDir, scratch, env, uid)
+	out := sandbox.BundleCheck{Type: sandbox.BundleCheckType, Config: config}
+	var ce *bootstrap.CheckError
+	switch {
+	case errors.As(err, &ce):
+		out.Error = ce.Msg
+	case err != nil:
+		return err
+	}
+	b, err := json.Marshal(out)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(stdout, "%s\n", b)
+	return err
 }
 
 // report is the tunnel's form of the supervisor's stats.

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	seccomp "github.com/elastic/go-seccomp-bpf"
+	"github.com/landlock-lsm/go-landlock/landlock"
 	"golang.org/x/sys/unix"
 )
 
@@ -416,16 +417,44 @@ func Policy() seccomp.Policy {
 	}
 }
 
-// Lock sets no_new_privs and loads the seccomp filter on every thread of
-// the process; node, started after, inherits both.
-func Lock() error {
+// Lock sets no_new_privs, restricts the files every thread of the process
+// may reach to the jail's (Landlock, where the kernel has it) and loads the
+// seccomp filter on every thread; node, started after, inherits all three.
+func Lock(node string) error {
+	err := landlock.V7.BestEffort().RestrictPaths(
+		landlock.RODirs("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc", Task).IgnoreIfMissing(),
+		landlock.ROFiles(node).IgnoreIfMissing(),
+		// The runtime reads node's load there, and sets its OOM score.
+		landlock.RWDirs("/proc", "/tmp", Scratch),
+		landlock.RWFiles(devicePaths()...).IgnoreIfMissing(),
+	)
+	if err != nil {
+		return fmt.Errorf("landlock: %w", err)
+	}
 	goruntime.LockOSThread()
 	defer goruntime.UnlockOSThread()
-	err := seccomp.LoadFilter(seccomp.Filter{NoNewPrivs: true, Flag: seccomp.FilterFlagTSync, Policy: Policy()})
+	err = seccomp.LoadFilter(seccomp.Filter{NoNewPrivs: true, Flag: seccomp.FilterFlagTSync, Policy: Policy()})
 	if err != nil {
 		return fmt.Errorf("seccomp: %w", err)
 	}
 	return nil
+}
+
+func devicePaths() []string {
+	var paths []string
+	for _, d := range devices {
+		paths = append(paths, "/dev/"+d)
+	}
+	return paths
+}
+
+// LandlockABI is the Landlock version the kernel has; 0 is none.
+func LandlockABI() int {
+	v, _, errno := unix.Syscall(unix.SYS_LANDLOCK_CREATE_RULESET, 0, 0, unix.LANDLOCK_CREATE_RULESET_VERSION)
+	if errno != 0 {
+		return 0
+	}
+	return int(v)
 }
 
 // Supported reports whether the kernel can load a seccomp filter.

@@ -1,11 +1,19 @@
 package sandbox
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
+
+	"github.com/shoal-dev/shoal/internal/jail"
+	"github.com/shoal-dev/shoal/internal/runtime/bootstrap"
 )
 
 // Mode says how much isolation serve insists on.
@@ -103,8 +111,6 @@ var ErrStrict = errors.New("isolation strict: pieces missing")
 // notBuilt are pieces shoal does not build yet, with what that leaves open.
 var notBuilt = []Piece{
 	{Name: PieceNetwork, Detail: "not built yet: instances share the host's network, so loopback services (the control API and the tunnel, both behind tokens) are reachable"},
-	{Name: PieceLandlock, Detail: "not built yet: the mount namespace alone limits the files node sees"},
-	{Name: PieceChecks, Detail: "not built yet: the deploy-time check that loads a bundle runs node outside the sandbox"},
 }
 
 // probe works out what applies on this host: cgroups and namespaces are
@@ -113,7 +119,7 @@ func (sb *Sandbox) probe() Report {
 	r := Report{Mode: sb.cfg.Isolation}
 	if r.Mode == Off || r.Mode == "" {
 		r.Mode = Off
-		for _, name := range []string{PieceCgroup, PieceNamespaces, PieceFiles, PieceUID, PieceSeccomp} {
+		for _, name := range []string{PieceCgroup, PieceNamespaces, PieceFiles, PieceUID, PieceSeccomp, PieceChecks, PieceLandlock} {
 			r.Pieces = append(r.Pieces, Piece{Name: name, Detail: "isolation off"})
 		}
 		return append2(r, notBuilt)
@@ -131,6 +137,7 @@ func (sb *Sandbox) probe() Report {
 		{Name: PieceFiles, Detail: "the system and the deployment read-only, a private /tmp, a fresh /proc, no other host files"},
 		{Name: PieceUID, Detail: "node runs as an unprivileged uid of its project's own"},
 		{Name: PieceSeccomp, Detail: "no_new_privs and a seccomp filter (no ptrace, mounts, namespaces, bpf, io_uring, keys, modules)"},
+		{Name: PieceChecks, Detail: "the deploy-time check that loads a bundle runs in an instance's sandbox"},
 	}
 	if err := sb.checkJail(); err != nil {
 		for i := range jailed {
@@ -143,6 +150,14 @@ func (sb *Sandbox) probe() Report {
 		}
 	}
 	r.Pieces = append(r.Pieces, jailed...)
+	ll := Piece{Name: PieceLandlock, Detail: "needs the jail"}
+	switch abi := jail.LandlockABI(); {
+	case abi == 0:
+		ll.Detail = "the kernel has no Landlock: the mount namespace alone limits the files node sees"
+	case sb.jailed:
+		ll.On, ll.Detail = true, fmt.Sprintf("Landlock ABI %d: the runtime and node reach only the system folders and their deployment (to read), /tmp, /proc and the scratch folder", abi)
+	}
+	r.Pieces = append(r.Pieces, ll)
 	return append2(r, notBuilt)
 }
 
@@ -173,7 +188,7 @@ func (sb *Sandbox) checkJail() error {
 	if err := os.Chmod(work, 0o755); err != nil {
 		return fmt.Errorf("jail check: %w", err)
 	}
-	p, err := sb.start(Spec{ID: "check", Project: "shoal-check", WorkDir: work, Bundle: filepath.Join(work, "check.mjs"), MemoryMB: 128}, true)
+	p, err := sb.start(Spec{ID: "check", Project: "shoal-check", WorkDir: work, Bundle: filepath.Join(work, "check.mjs"), MemoryMB: 128}, checkingJail)
 	if err != nil {
 		return fmt.Errorf("jail check: %w", err)
 	}
@@ -186,4 +201,49 @@ func (sb *Sandbox) checkJail() error {
 		return fmt.Errorf("jail check: the runtime did not say %q: %q", CheckPassed, out)
 	}
 	return nil
+}
+
+// BundleCheckType marks the line a runtime prints for --check-bundle.
+const BundleCheckType = "bundle-check"
+
+// BundleCheck is what a runtime found loading a bundle: its config export,
+// or why it cannot serve.
+type BundleCheck struct {
+	Type   string          `json:"type"`
+	Config json.RawMessage `json:"config,omitempty"`
+	Error  string          `json:"error,omitempty"`
+}
+
+// ChecksBundles reports whether CheckBundle runs bundles in the sandbox; if
+// not, the caller loads them itself (bootstrap.Check).
+func (sb *Sandbox) ChecksBundles() bool { return sb.jailed }
+
+// CheckBundle loads s's bundle in an instance's sandbox, as bootstrap.Check
+// does outside it: its top-level code runs jailed, in a cgroup, with s.Env.
+// It returns the bundle's config export, and a *bootstrap.CheckError when
+// the bundle does not load or exports nothing that serves.
+func (sb *Sandbox) CheckBundle(ctx context.Context, s Spec) (json.RawMessage, error) {
+	p, err := sb.start(s, checkingBundle)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-p.Done():
+	case <-ctx.Done():
+		syscall.Kill(-p.Pid(), syscall.SIGKILL)
+		<-p.Done()
+		return nil, &bootstrap.CheckError{Msg: "loading the bundle did not finish in time"}
+	}
+	out := p.checkOut.Bytes()
+	for _, line := range slices.Backward(bytes.Split(out, []byte("\n"))) {
+		var c BundleCheck
+		if json.Unmarshal(line, &c) != nil || c.Type != BundleCheckType {
+			continue
+		}
+		if c.Error != "" {
+			return nil, &bootstrap.CheckError{Msg: c.Error}
+		}
+		return c.Config, nil
+	}
+	return nil, fmt.Errorf("check bundle %s in the sandbox: %v: %s", s.Bundle, p.Err(), bytes.TrimSpace(out))
 }

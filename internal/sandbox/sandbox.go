@@ -167,11 +167,20 @@ func HostUIDs(project string) (runtime, node int) {
 // Start starts the runtime for spec, isolated as Report says. The process
 // is in its own process group and is killed if serve dies.
 func (sb *Sandbox) Start(ctx context.Context, s Spec) (*Process, error) {
-	return sb.start(s, false)
+	return sb.start(s, serving)
 }
 
-// start starts a runtime; check runs the jail's check instead of serving.
-func (sb *Sandbox) start(s Spec, check bool) (*Process, error) {
+// purpose is what a runtime is started for.
+type purpose int
+
+const (
+	serving        purpose = iota
+	checkingJail           // run node in the jail and say so (--check)
+	checkingBundle         // load the bundle and print a BundleCheck (--check-bundle)
+)
+
+// start starts a runtime for purpose.
+func (sb *Sandbox) start(s Spec, why purpose) (*Process, error) {
 	// A short path: the runtime puts node's unix socket in it.
 	dir, err := os.MkdirTemp("", "shoal-"+s.ID+"-")
 	if err != nil {
@@ -181,8 +190,8 @@ func (sb *Sandbox) start(s Spec, check bool) (*Process, error) {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("instance %s %s: %w", s.ID, step, e)
 	}
-	jailed := sb.jailed || check
-	inCgroup := sb.cgroups != nil && !check
+	jailed := sb.jailed || why == checkingJail
+	inCgroup := sb.cgroups != nil && why != checkingJail
 	home := dir
 	if jailed {
 		home = "/tmp"
@@ -227,12 +236,15 @@ func (sb *Sandbox) start(s Spec, check bool) (*Process, error) {
 		cmd.ExtraFiles = append(cmd.ExtraFiles, exe)
 		cmd.Path = "/proc/self/fd/" + strconv.Itoa(jail.FdExe)
 		cmd.Args = append(cmd.Args, "--jail")
-		if check {
-			cmd.Args = append(cmd.Args, "--check")
-		}
 		sb.namespaces(cmd, s.Project)
 	}
 
+	switch why {
+	case checkingJail:
+		cmd.Args = append(cmd.Args, "--check")
+	case checkingBundle:
+		cmd.Args = append(cmd.Args, "--check-bundle")
+	}
 	outR, outW, err := os.Pipe()
 	if err != nil {
 		return fail("stdout", err)
@@ -264,7 +276,7 @@ func (sb *Sandbox) start(s Spec, check bool) (*Process, error) {
 		p.setupErr = err
 	}
 	logs := sb.cfg.Logs
-	if check {
+	if why != serving {
 		logs = func(_ *Spec, _ string, line []byte) {
 			p.checkOut.Write(line)
 			p.checkOut.WriteByte('\n')
@@ -415,7 +427,7 @@ type Process struct {
 	dir string
 	cg  *cgroup // nil: none
 
-	checkOut bytes.Buffer // a jail check's output; owned by its readers until done
+	checkOut bytes.Buffer // a check's output; owned by its readers until done
 	usage    Usage        // what the cgroup counted; set before done is closed
 	setupErr error        // the cgroup or mounts could not be handed over
 

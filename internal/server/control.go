@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -38,6 +39,7 @@ const maxProjectBytes = 1 << 30
 type control struct {
 	// immutable
 	isolation sandbox.Report
+	sandbox   *sandbox.Sandbox
 	store     *store.Store
 	inv       *invoker.Invoker
 	logs      *observe.Logs
@@ -119,7 +121,7 @@ func (c *control) Deploy(ctx context.Context, project string, upload io.Reader) 
 		return api.Deployment{}, fmt.Errorf("%w: %v", adminapi.ErrBadRequest, err)
 	}
 	inspect := func(ctx context.Context, bundle string) (json.RawMessage, error) {
-		return c.check(ctx, work, src, bundle, env)
+		return c.check(ctx, project, work, src, bundle, env)
 	}
 	res, err := build.Build(ctx, src, build.Options{Inspect: inspect})
 	if be, ok := errors.AsType[*build.Error](err); ok {
@@ -168,12 +170,21 @@ func (c *control) Deploy(ctx context.Context, project string, upload io.Reader) 
 const checkTimeout = 30 * time.Second
 
 // check loads a bundle in node, as an instance would, with the deployment's
-// environment and src as its working directory. It returns the bundle's
-// `config` export, and a *bootstrap.CheckError when the bundle fails to
-// load or exports nothing that serves.
-func (c *control) check(ctx context.Context, work, src, bundle string, env []string) (json.RawMessage, error) {
+// environment and src as its working directory: in an instance's sandbox
+// where instances have one. It returns the bundle's `config` export, and a
+// *bootstrap.CheckError when the bundle fails to load or exports nothing
+// that serves.
+func (c *control) check(ctx context.Context, project, work, src, bundle string, env []string) (json.RawMessage, error) {
 	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
 	defer cancel()
+	if c.sandbox.ChecksBundles() {
+		var id [6]byte
+		rand.Read(id[:])
+		return c.sandbox.CheckBundle(ctx, sandbox.Spec{
+			ID: "check-" + hex.EncodeToString(id[:]), Project: project, Deployment: "check",
+			WorkDir: src, Bundle: bundle, Env: env, MemoryMB: model.DefaultMemoryMB, MaxDuration: checkTimeout,
+		})
+	}
 	scratch, err := os.MkdirTemp(work, "check-")
 	if err != nil {
 		return nil, err

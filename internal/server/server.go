@@ -159,7 +159,7 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, log *slog.Logger) (e
 		return learned
 	})
 
-	ctl := &control{isolation: isolation, store: st, inv: inv, logs: logs, meter: meter, dataDir: dataDir, baseURL: baseURL, node: cfg.Node, idKey: []byte(token), log: log}
+	ctl := &control{isolation: isolation, sandbox: sb, store: st, inv: inv, logs: logs, meter: meter, dataDir: dataDir, baseURL: baseURL, node: cfg.Node, idKey: []byte(token), log: log}
 	if err := ctl.restore(ctx); err != nil {
 		inv.Close()
 		return err

@@ -160,7 +160,7 @@ func perlSyscall(nr int, args ...string) url.Values {
 // failed, from outside where the harm would show: the host's files, serve,
 // the secrets the test knows.
 func TestSandbox_Attacks(t *testing.T) {
-	s, _ := isolated(t)
+	s, iso := isolated(t)
 	envCLI(t, s, "", "env", "set", "victim", "VICTIM_SECRET", "victim-secret-4711")
 	victim := s.Deploy(testutil.WriteProject(t, "victim", map[string]string{"index.mjs": `export default (req, res) => res.end('victim ' + (process.env.VICTIM_SECRET || ''))`}))
 	if code, body, _ := testutil.Get(t, victim); code != 200 || body != "victim victim-secret-4711" {
@@ -304,6 +304,13 @@ func TestSandbox_Attacks(t *testing.T) {
 		{"keyctl", "run", perlSyscall(250, "0", "-4", "0"), failed},
 		// 103 syslog(SYSLOG_ACTION_READ_ALL=3, NULL, 0)
 		{"read_kernel_log", "run", perlSyscall(103, "3", "0", "0"), failed},
+		// Only Landlock refuses this: "/" is the jail's own read-only root.
+		{"list_root_past_landlock", "list", url.Values{"path": {"/"}}, func(t *testing.T, o outcome) {
+			if !pieceOn(iso, sandbox.PieceLandlock) {
+				t.Skip("no Landlock on this host")
+			}
+			failed(t, o)
+		}},
 		{"fill_tmp", "fill", nil, func(t *testing.T, o outcome) {
 			mb, _ := strconv.Atoi(o.Value)
 			if o.OK || o.Error != "ENOSPC" || mb > 512 {
@@ -435,6 +442,15 @@ func servePid(t *testing.T, s *testutil.Serve) int {
 	return 0
 }
 
+func pieceOn(iso api.Isolation, name string) bool {
+	for _, p := range iso.Pieces {
+		if p.Name == name {
+			return p.On
+		}
+	}
+	return false
+}
+
 func alive(pid int) bool { return syscall.Kill(pid, 0) == nil }
 
 // processesOf returns the host's processes running as uid.
@@ -452,4 +468,33 @@ func processesOf(uid int) []int {
 		}
 	}
 	return pids
+}
+
+// TestSandbox_DeployCheckIsJailed: the top-level code that runs at deploy,
+// when shoal loads a bundle to check it, runs in an instance's sandbox too;
+// a bundle that throws there is still refused with its message.
+func TestSandbox_DeployCheckIsJailed(t *testing.T) {
+	s, _ := isolated(t)
+	marker := fmt.Sprintf("/tmp/shoal-e2e-deploy-%d", time.Now().UnixNano())
+	t.Cleanup(func() { os.Remove(marker) })
+	url := s.Deploy(testutil.WriteProject(t, "atdeploy", map[string]string{"index.mjs": `
+import fs from 'node:fs';
+let leaked = 'none';
+try { leaked = fs.readFileSync(` + strconv.Quote(filepath.Join(s.DataDir, "token")) + `, 'utf8'); } catch (e) { leaked = e.code; }
+try { fs.writeFileSync(` + strconv.Quote(marker) + `, leaked); } catch {}
+export default (req, res) => res.end(leaked);
+`}))
+	if _, err := os.Stat(marker); err == nil {
+		b, _ := os.ReadFile(marker)
+		t.Errorf("top-level code wrote the host's %s at deploy: %q", marker, b)
+	}
+	if code, body, _ := testutil.Get(t, url); code != 200 || body != "ENOENT" {
+		t.Errorf("GET: %d %q, want 200 ENOENT (no data folder in the jail)", code, body)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	_, errOut, err := s.CLI(ctx, "deploy", testutil.WriteProject(t, "throws", map[string]string{"index.mjs": `throw new Error('refused at load'); export default () => {};`}))
+	if err == nil || !strings.Contains(errOut, "refused at load") {
+		t.Errorf("deploy of a bundle that throws: %v %q, want refused with its message", err, errOut)
+	}
 }

@@ -28,6 +28,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"syscall"
 	"time"
 )
 
@@ -125,6 +126,11 @@ func (e *CheckError) Error() string { return e.Msg }
 // environment and dir as its working directory; scratch is a folder for the
 // bootstrap file. node is the node binary ("node" when empty).
 func Check(ctx context.Context, node, bundle, dir, scratch string, env []string) (json.RawMessage, error) {
+	return CheckAs(ctx, node, bundle, dir, scratch, env, 0)
+}
+
+// CheckAs is Check with node running as uid (and gid) uid, when not 0.
+func CheckAs(ctx context.Context, node, bundle, dir, scratch string, env []string, uid int) (json.RawMessage, error) {
 	if node == "" {
 		node = "node"
 	}
@@ -137,6 +143,9 @@ func Check(ctx context.Context, node, bundle, dir, scratch string, env []string)
 	cmd.Env = env
 	if cmd.Env == nil {
 		cmd.Env = []string{}
+	}
+	if uid != 0 {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid), Groups: []uint32{}}}
 	}
 	cmd.Cancel = func() error { return cmd.Process.Kill() }
 	cmd.WaitDelay = time.Second
