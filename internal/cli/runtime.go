@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -30,6 +31,7 @@ func newRuntime() *cobra.Command {
 		memory                                     int
 		noHelpers, inCgroup, inJail, check         bool
 		checkBundle                                bool
+		tunnelFD                                   int
 	)
 	cmd := &cobra.Command{
 		Use:   "runtime",
@@ -42,6 +44,11 @@ until the tunnel or node goes away. serve starts this; users do not.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, os.Interrupt)
 			defer stop()
+			if tunnelFD > 0 {
+				// node, started before the tunnel is used, must not
+				// inherit it.
+				syscall.CloseOnExec(tunnelFD)
+			}
 			var oomKills func() int
 			var setup jail.Setup
 			if inCgroup || inJail {
@@ -96,7 +103,7 @@ until the tunnel or node goes away. serve starts this; users do not.`,
 			defer sup.Close()
 			// serve removes the scratch folder too, unless it was killed.
 			defer os.RemoveAll(dir)
-			conn, err := tunnel.Dial(ctx, tunnelAddr, id, token)
+			conn, err := tunnelConn(ctx, tunnelFD, tunnelAddr, id, token)
 			if err != nil {
 				return fmt.Errorf("instance %s: %w", id, err)
 			}
@@ -118,7 +125,8 @@ until the tunnel or node goes away. serve starts this; users do not.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&id, "id", "", "instance id")
-	f.StringVar(&tunnelAddr, "tunnel", "", "invoker tunnel address")
+	f.StringVar(&tunnelAddr, "tunnel", "", "invoker tunnel address, dialed with the token in $SHOAL_TUNNEL_TOKEN")
+	f.IntVar(&tunnelFD, "tunnel-fd", 0, "inherited socket that is the tunnel (instead of --tunnel)")
 	f.StringVar(&bundle, "bundle", "", "bundled entry to run")
 	f.StringVar(&workDir, "workdir", "", "node's working directory (default: the bundle's folder)")
 	f.StringVar(&dir, "dir", "", "scratch folder")
@@ -130,10 +138,32 @@ until the tunnel or node goes away. serve starts this; users do not.`,
 	f.BoolVar(&inJail, "jail", false, "enter the jail (namespaces made by serve, mounts handed over on fd 3) before node starts")
 	f.BoolVar(&check, "check", false, "only check that node runs in the jail")
 	f.BoolVar(&checkBundle, "check-bundle", false, "only load the bundle as an instance would, and print its config or why it cannot serve")
-	for _, name := range []string{"id", "tunnel", "bundle", "dir"} {
+	for _, name := range []string{"id", "bundle", "dir"} {
 		cmd.MarkFlagRequired(name)
 	}
+	cmd.MarkFlagsOneRequired("tunnel", "tunnel-fd")
+	cmd.MarkFlagsMutuallyExclusive("tunnel", "tunnel-fd")
 	return cmd
+}
+
+// tunnelConn is the tunnel, once node is ready: the inherited socket fd,
+// on which it says so, else a dial of addr.
+func tunnelConn(ctx context.Context, fd int, addr, id, token string) (net.Conn, error) {
+	if fd == 0 {
+		return tunnel.Dial(ctx, addr, id, token)
+	}
+	f := os.NewFile(uintptr(fd), "tunnel")
+	// FileConn's copy is close-on-exec: node must not inherit the tunnel.
+	defer f.Close()
+	c, err := net.FileConn(f)
+	if err != nil {
+		return nil, fmt.Errorf("tunnel fd %d: %w", fd, err)
+	}
+	if err := tunnel.Ready(c); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
 }
 
 // tmpMB sizes an instance's /tmp: a quarter of its memory, which it counts

@@ -110,7 +110,7 @@ var ErrStrict = errors.New("isolation strict: pieces missing")
 
 // notBuilt are pieces shoal does not build yet, with what that leaves open.
 var notBuilt = []Piece{
-	{Name: PieceNetwork, Detail: "not built yet: instances share the host's network, so loopback services (the control API and the tunnel, both behind tokens) are reachable"},
+	{Name: PieceNetwork, Detail: "not built yet: instances share the host's network, so they reach loopback services (the control API behind its token, and anything else listening there); their tunnel is already a socket pair, not a port"},
 }
 
 // probe works out what applies on this host: cgroups and namespaces are

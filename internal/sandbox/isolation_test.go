@@ -147,3 +147,21 @@ func TestCgroup_Limits(t *testing.T) {
 		t.Errorf("cgroup still holds %q after kill", procs)
 	}
 }
+
+func TestSearchableTempDir(t *testing.T) {
+	open := t.TempDir()
+	os.Chmod(filepath.Dir(open), 0o755) // t.TempDir's parent is private
+	os.Chmod(open, 0o755)
+	private := filepath.Join(open, "private")
+	os.Mkdir(private, 0o700)
+	for _, tt := range []struct {
+		name, tmpdir, want string
+	}{{"searchable", open, open}, {"private", private, "/tmp"}, {"missing", filepath.Join(open, "none"), "/tmp"}} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv("TMPDIR", tt.tmpdir)
+			if got := searchableTempDir(); got != tt.want {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
+}

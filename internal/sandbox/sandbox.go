@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -54,6 +55,11 @@ type Spec struct {
 	NoHelpers  bool
 	TunnelAddr string
 	Token      string
+	// Tunnel, when set, makes the runtime's tunnel a socket pair: the
+	// runtime inherits one end, Tunnel gets the other once it started, and
+	// TunnelAddr and Token are unused (the token stays out of its
+	// environment).
+	Tunnel func(net.Conn)
 	// Env is added to the function's environment.
 	Env []string
 }
@@ -110,15 +116,18 @@ func (sb *Sandbox) Close() {
 
 // Argv returns the runtime's command line for spec, scratch folder dir.
 func Argv(exe, node, dir string, s Spec) []string {
-	argv := []string{exe, "runtime",
-		"--id", s.ID,
-		"--tunnel", s.TunnelAddr,
+	argv := []string{exe, "runtime", "--id", s.ID}
+	if s.Tunnel == nil {
+		// Else start adds --tunnel-fd.
+		argv = append(argv, "--tunnel", s.TunnelAddr)
+	}
+	argv = append(argv,
 		"--bundle", s.Bundle,
 		"--workdir", s.WorkDir,
 		"--dir", dir,
 		"--max-duration", s.MaxDuration.String(),
 		"--memory", strconv.Itoa(s.MemoryMB),
-	}
+	)
 	if s.NoHelpers {
 		argv = append(argv, "--no-helpers")
 	}
@@ -181,8 +190,14 @@ const (
 
 // start starts a runtime for purpose.
 func (sb *Sandbox) start(s Spec, why purpose) (*Process, error) {
-	// A short path: the runtime puts node's unix socket in it.
-	dir, err := os.MkdirTemp("", "shoal-"+s.ID+"-")
+	jailed := sb.jailed || why == checkingJail
+	// A short path: the runtime puts node's unix socket in it. A jailed
+	// runtime reaches it by path as an unprivileged uid.
+	base := ""
+	if jailed {
+		base = searchableTempDir()
+	}
+	dir, err := os.MkdirTemp(base, "shoal-"+s.ID+"-")
 	if err != nil {
 		return nil, fmt.Errorf("instance %s scratch folder: %w", s.ID, err)
 	}
@@ -190,7 +205,6 @@ func (sb *Sandbox) start(s Spec, why purpose) (*Process, error) {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("instance %s %s: %w", s.ID, step, e)
 	}
-	jailed := sb.jailed || why == checkingJail
 	inCgroup := sb.cgroups != nil && why != checkingJail
 	home := dir
 	if jailed {
@@ -200,6 +214,9 @@ func (sb *Sandbox) start(s Spec, why purpose) (*Process, error) {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = dir
 	cmd.Env = Env(home, s)
+	if s.Tunnel != nil {
+		cmd.Env = FunctionEnv(home, s.Env)
+	}
 	// SIGTERM, not SIGKILL: the runtime then exits through its own shutdown,
 	// and its node has Pdeathsig SIGKILL of its own.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
@@ -239,6 +256,19 @@ func (sb *Sandbox) start(s Spec, why purpose) (*Process, error) {
 		sb.namespaces(cmd, s.Project)
 	}
 
+	var tunnelEnd *os.File
+	if s.Tunnel != nil && why == serving {
+		pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return fail("tunnel socket", err)
+		}
+		tunnelEnd = os.NewFile(uintptr(pair[0]), "tunnel")
+		defer tunnelEnd.Close()
+		theirs := os.NewFile(uintptr(pair[1]), "tunnel")
+		defer theirs.Close()
+		cmd.ExtraFiles = append(cmd.ExtraFiles, theirs)
+		cmd.Args = append(cmd.Args, "--tunnel-fd", strconv.Itoa(2+len(cmd.ExtraFiles)))
+	}
 	switch why {
 	case checkingJail:
 		cmd.Args = append(cmd.Args, "--check")
@@ -274,6 +304,15 @@ func (sb *Sandbox) start(s Spec, why purpose) (*Process, error) {
 			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		}
 		p.setupErr = err
+	}
+	if tunnelEnd != nil && p.setupErr == nil {
+		c, err := net.FileConn(tunnelEnd)
+		if err == nil {
+			s.Tunnel(c)
+		} else {
+			p.setupErr = fmt.Errorf("instance %s tunnel: %w", s.ID, err)
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		}
 	}
 	logs := sb.cfg.Logs
 	if why != serving {
@@ -363,6 +402,21 @@ func (sb *Sandbox) handOver(setup *os.File, pid int, s Spec, dir string, inCgrou
 		return cg, fmt.Errorf("setup message: %w", err)
 	}
 	return cg, nil
+}
+
+// searchableTempDir is the temporary folder if every uid may pass through
+// it ($TMPDIR may be private to serve's user), else /tmp.
+func searchableTempDir() string {
+	dir := os.TempDir()
+	for d := dir; ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err != nil || fi.Mode().Perm()&0o001 == 0 {
+			return "/tmp"
+		}
+		if d == filepath.Dir(d) {
+			return dir
+		}
+	}
 }
 
 // detachedMount returns a copy of path's mount, not attached anywhere,

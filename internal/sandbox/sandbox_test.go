@@ -1,10 +1,12 @@
 package sandbox
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -527,4 +529,40 @@ func mustNew(t *testing.T, cfg Config) *Sandbox {
 	}
 	t.Cleanup(sb.Close)
 	return sb
+}
+
+// TestSandbox_TunnelSocketPair: with Spec.Tunnel the runtime inherits one
+// end of a socket pair, named by --tunnel-fd, and Tunnel gets the other;
+// the token stays out of the runtime's environment.
+func TestSandbox_TunnelSocketPair(t *testing.T) {
+	t.Setenv("TMPDIR", t.TempDir())
+	exe, records := fakeRuntime(t, "", `fd=$(printf '%s\n' "$@" | sed -n '/^--tunnel-fd$/{n;p}')
+echo "hello over $fd" >&$fd
+sleep 60`)
+	got := make(chan net.Conn, 1)
+	spec := testSpec
+	spec.Tunnel = func(c net.Conn) { got <- c }
+	p, err := mustNew(t, Config{Exe: exe}).Start(t.Context(), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	killGroup(t, p)
+	var c net.Conn
+	select {
+	case c = <-got:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Tunnel not called")
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "hello over ") {
+		t.Fatalf("read from the runtime's end: %q %v", line, err)
+	}
+	if env := readRecord(t, records, "env"); strings.Contains(env, TokenEnv) || strings.Contains(env, spec.Token) {
+		t.Errorf("the runtime's environment holds the token:\n%s", env)
+	}
+	if args := readRecord(t, records, "args"); !strings.Contains(args, "--tunnel-fd\n3") {
+		t.Errorf("args %q, want --tunnel-fd 3 (the only inherited descriptor)", args)
+	}
 }

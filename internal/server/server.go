@@ -147,7 +147,7 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, log *slog.Logger) (e
 		QueueTimeout: cfg.QueueTimeout,
 		KeepAlive:    cfg.KeepAlive,
 		MaxInstances: cfg.MaxInstances,
-	}, starter{sb}, tl, meters{meter, metrics}, log)
+	}, starter{sb, tl}, tl, meters{meter, metrics}, log)
 	metrics.WatchLimits(func() map[string]observe.Learned {
 		learned := map[string]observe.Learned{}
 		for _, s := range inv.Stats() {
@@ -313,7 +313,10 @@ func loadToken(dataDir string) (string, error) {
 var _ invoker.Counted = (*sandbox.Process)(nil)
 
 // starter adapts the sandbox to the invoker.
-type starter struct{ sb *sandbox.Sandbox }
+type starter struct {
+	sb *sandbox.Sandbox
+	tl *tunnel.Listener
+}
 
 func (s starter) Start(ctx context.Context, l invoker.Launch) (invoker.Process, error) {
 	return s.sb.Start(ctx, sandbox.Spec{
@@ -328,6 +331,7 @@ func (s starter) Start(ctx context.Context, l invoker.Launch) (invoker.Process, 
 		NoHelpers:   l.Function.Config.NoHelpers,
 		TunnelAddr:  l.TunnelAddr,
 		Token:       l.Token,
+		Tunnel:      func(c net.Conn) { s.tl.Adopt(l.Instance, c) },
 	})
 }
 

@@ -14,6 +14,8 @@ const (
 	maxIDLen    = 64
 	maxTokenLen = 128
 	okLine      = "OK\n"
+	// readyLine is what a runtime on a socket pair writes once it serves.
+	readyLine = "READY\n"
 )
 
 // ErrBadHello is returned for a handshake line that does not follow

@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
@@ -31,9 +32,10 @@ type Listener struct {
 	transport *http2.Transport
 	log       *slog.Logger
 
-	mu      sync.Mutex
-	pending map[string]*Pending // guarded by mu; instance id -> expectation
-	closed  bool                // guarded by mu
+	mu       sync.Mutex
+	pending  map[string]*Pending   // guarded by mu; instance id -> expectation
+	adopting map[net.Conn]struct{} // guarded by mu; adopted, not ready yet
+	closed   bool                  // guarded by mu; set when Run ends
 
 	wg sync.WaitGroup // handshakes in progress
 }
@@ -58,8 +60,9 @@ func Listen(addr string, log *slog.Logger) (*Listener, error) {
 			ReadIdleTimeout: 30 * time.Second,
 			PingTimeout:     10 * time.Second,
 		},
-		log:     log,
-		pending: make(map[string]*Pending),
+		log:      log,
+		pending:  make(map[string]*Pending),
+		adopting: make(map[net.Conn]struct{}),
 	}, nil
 }
 
@@ -125,6 +128,64 @@ func (p *Pending) Cancel() {
 	p.l.mu.Unlock()
 }
 
+// Adopt takes c, serve's end of a socket pair whose other end only
+// instance id holds, so it needs no token (see PROTOCOL.md). Once the
+// runtime says it is ready on it, c goes to whoever Expects id, as a dialed
+// and authenticated connection would; it is closed if id is no longer
+// expected by then, or if the runtime goes first.
+func (l *Listener) Adopt(id string, c net.Conn) {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		c.Close()
+		return
+	}
+	l.adopting[c] = struct{}{}
+	l.wg.Add(1)
+	l.mu.Unlock()
+	go func() {
+		defer l.wg.Done()
+		// Byte by byte: what follows belongs to HTTP/2.
+		line, err := bufio.NewReaderSize(&oneByteReader{c}, 16).ReadString('\n')
+		l.mu.Lock()
+		delete(l.adopting, c)
+		l.mu.Unlock()
+		if err != nil || line != readyLine {
+			l.log.Debug("tunnel: runtime not ready", "instance", id, "line", line, "err", err)
+			c.Close()
+			return
+		}
+		l.mu.Lock()
+		p := l.pending[id]
+		if p != nil {
+			delete(l.pending, id)
+		}
+		l.mu.Unlock()
+		if p == nil {
+			c.Close()
+			return
+		}
+		conn := newConn(id, c)
+		cc, err := l.transport.NewClientConn(conn.watched)
+		if err != nil {
+			l.log.Debug("tunnel: http2 client", "instance", id, "err", err)
+			c.Close()
+			return
+		}
+		conn.cc = cc
+		p.ch <- conn
+	}()
+}
+
+// Ready tells the invoker, on a socket pair's end c, that the runtime
+// serves: Serve may follow.
+func Ready(c net.Conn) error {
+	if _, err := c.Write([]byte(readyLine)); err != nil {
+		return fmt.Errorf("tunnel ready: %w", err)
+	}
+	return nil
+}
+
 // take removes and returns the expectation for id if token matches.
 func (l *Listener) take(id, token string) *Pending {
 	l.mu.Lock()
@@ -168,9 +229,14 @@ func (l *Listener) Run(ctx context.Context) error {
 
 func (l *Listener) close() {
 	l.ln.Close()
+	l.mu.Lock()
+	l.closed = true // Adopt takes no more
+	for c := range l.adopting {
+		c.Close() // its runtime is not ready yet, and will not be served
+	}
+	l.mu.Unlock()
 	l.wg.Wait()
 	l.mu.Lock()
-	l.closed = true
 	for id, p := range l.pending {
 		close(p.ch)
 		delete(l.pending, id)

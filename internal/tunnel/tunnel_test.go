@@ -426,3 +426,64 @@ func TestTunnel_SetLoops(t *testing.T) {
 		t.Errorf("%d requests for loops reached the handler, want none", len(invoked))
 	}
 }
+
+// TestListener_Adopt: a socket pair's end is adopted for an expected
+// instance without hello or token once its runtime says it is ready, and
+// carries invocations; an unexpected id, or a runtime that goes before it
+// is ready, gets the connection closed.
+func TestListener_Adopt(t *testing.T) {
+	l := startListener(t)
+	ours, theirs := net.Pipe()
+	p := l.Expect("inst-a")
+	l.Adopt("inst-a", ours)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	select {
+	case <-p.ch:
+		t.Fatal("the connection was handed over before the runtime was ready")
+	case <-time.After(100 * time.Millisecond):
+	}
+	go func() {
+		if err := Ready(theirs); err != nil {
+			t.Error(err)
+			return
+		}
+		Serve(ctx, theirs, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Write([]byte("adopted " + r.URL.Path))
+		}))
+	}()
+	conn := waitConn(t, p)
+	defer conn.Close()
+	req, _ := http.NewRequest("GET", "http://instance/x", nil)
+	resp, err := conn.RoundTrip(req)
+	if err != nil {
+		t.Fatalf("RoundTrip: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "adopted /x" {
+		t.Errorf("body %q, want %q", body, "adopted /x")
+	}
+
+	for _, tt := range []struct {
+		name  string
+		ready bool
+	}{{"unexpected_id", true}, {"not_ready", false}} {
+		t.Run(tt.name, func(t *testing.T) {
+			stray, other := net.Pipe()
+			defer other.Close()
+			l.Adopt("nobody", stray)
+			if tt.ready {
+				if err := Ready(other); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				other.Write([]byte("HELLO?\n"))
+			}
+			other.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := other.Read(make([]byte, 1)); err != io.EOF {
+				t.Errorf("the peer read %v, want EOF (closed)", err)
+			}
+		})
+	}
+}
