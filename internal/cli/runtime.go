@@ -36,9 +36,11 @@ func newRuntime() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "runtime",
 		Short: "Run one instance (started by serve inside its sandbox)",
-		Long: `Run one instance: start node with the bundle, dial the invoker's tunnel
-with the one-time token from $SHOAL_TUNNEL_TOKEN, and serve invocations
-until the tunnel or node goes away. serve starts this; users do not.`,
+		Long: `Run one instance: with --cgroup or --jail, wait for serve to hand over the
+instance's cgroup and mounts and enter the jail; start node with the bundle;
+then serve invocations on the tunnel (the inherited socket --tunnel-fd, or
+a dial of --tunnel with the one-time token from $SHOAL_TUNNEL_TOKEN) until
+the tunnel or node goes away. serve starts this; users do not.`,
 		Args:   cobra.NoArgs,
 		Hidden: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {

@@ -122,7 +122,8 @@ func (sb *Sandbox) probe() Report {
 		for _, name := range []string{PieceCgroup, PieceNamespaces, PieceFiles, PieceUID, PieceSeccomp, PieceChecks, PieceLandlock} {
 			r.Pieces = append(r.Pieces, Piece{Name: name, Detail: "isolation off"})
 		}
-		return append2(r, notBuilt)
+		r.Pieces = append(r.Pieces, notBuilt...)
+		return r
 	}
 	fs, what, err := openCgroups()
 	if err != nil {
@@ -158,11 +159,7 @@ func (sb *Sandbox) probe() Report {
 		ll.On, ll.Detail = true, fmt.Sprintf("Landlock ABI %d: the runtime and node reach only the system folders and their deployment (to read), /tmp, /proc and the scratch folder", abi)
 	}
 	r.Pieces = append(r.Pieces, ll)
-	return append2(r, notBuilt)
-}
-
-func append2(r Report, more []Piece) Report {
-	r.Pieces = append(r.Pieces, more...)
+	r.Pieces = append(r.Pieces, notBuilt...)
 	return r
 }
 

@@ -225,13 +225,11 @@ func (sb *Sandbox) start(s Spec, why purpose) (*Process, error) {
 	// cgroup and mounts, then gets them in one message.
 	var setup *os.File
 	if inCgroup || jailed {
-		pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
+		var theirs *os.File
+		if setup, theirs, err = socketPair("setup"); err != nil {
 			return fail("setup socket", err)
 		}
-		setup = os.NewFile(uintptr(pair[0]), "setup")
 		defer setup.Close()
-		theirs := os.NewFile(uintptr(pair[1]), "setup")
 		defer theirs.Close()
 		cmd.ExtraFiles = []*os.File{theirs}
 		if inCgroup {
@@ -258,13 +256,11 @@ func (sb *Sandbox) start(s Spec, why purpose) (*Process, error) {
 
 	var tunnelEnd *os.File
 	if s.Tunnel != nil && why == serving {
-		pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
+		var theirs *os.File
+		if tunnelEnd, theirs, err = socketPair("tunnel"); err != nil {
 			return fail("tunnel socket", err)
 		}
-		tunnelEnd = os.NewFile(uintptr(pair[0]), "tunnel")
 		defer tunnelEnd.Close()
-		theirs := os.NewFile(uintptr(pair[1]), "tunnel")
 		defer theirs.Close()
 		cmd.ExtraFiles = append(cmd.ExtraFiles, theirs)
 		cmd.Args = append(cmd.Args, "--tunnel-fd", strconv.Itoa(2+len(cmd.ExtraFiles)))
@@ -402,6 +398,16 @@ func (sb *Sandbox) handOver(setup *os.File, pid int, s Spec, dir string, inCgrou
 		return cg, fmt.Errorf("setup message: %w", err)
 	}
 	return cg, nil
+}
+
+// socketPair returns the two ends of a new unix socket pair, both
+// close-on-exec (ExtraFiles hands one to a child all the same).
+func socketPair(name string) (ours, theirs *os.File, err error) {
+	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	return os.NewFile(uintptr(pair[0]), name), os.NewFile(uintptr(pair[1]), name), nil
 }
 
 // searchableTempDir is the temporary folder if every uid may pass through
