@@ -244,16 +244,7 @@ func mkdirs(root, path string) error {
 // attach mounts the detached mount fd at path under root: a folder if dir,
 // else a file.
 func attach(fd int, root, path string, dir bool) error {
-	target := filepath.Join(root, path)
-	err := mkdirs(root, filepath.Dir(path))
-	if err == nil && dir {
-		err = os.Mkdir(target, 0o755)
-	} else if err == nil {
-		var f *os.File
-		if f, err = os.OpenFile(target, os.O_CREATE|os.O_WRONLY, 0o644); err == nil {
-			f.Close()
-		}
-	}
+	target, err := mountPoint(root, path, dir)
 	if err == nil {
 		err = unix.MoveMount(fd, "", unix.AT_FDCWD, target, unix.MOVE_MOUNT_F_EMPTY_PATH)
 	}
@@ -263,24 +254,30 @@ func attach(fd int, root, path string, dir bool) error {
 	return nil
 }
 
+// mountPoint makes path under root, a folder if dir, else an empty file,
+// and returns it.
+func mountPoint(root, path string, dir bool) (string, error) {
+	target := filepath.Join(root, path)
+	if dir {
+		return target, mkdirs(root, path)
+	}
+	if err := mkdirs(root, filepath.Dir(path)); err != nil {
+		return "", err
+	}
+	f, err := os.OpenFile(target, os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return "", err
+	}
+	return target, f.Close()
+}
+
 // bind mounts src at path under root, read-only if ro, never setuid.
 func bind(src, root, path string, ro bool) error {
 	fi, err := os.Stat(src)
 	if err != nil {
 		return fmt.Errorf("bind %s: %w", path, err)
 	}
-	target := filepath.Join(root, path)
-	if fi.IsDir() {
-		err = mkdirs(root, path)
-	} else {
-		err = mkdirs(root, filepath.Dir(path))
-		if err == nil {
-			var f *os.File
-			if f, err = os.OpenFile(target, os.O_CREATE|os.O_WRONLY, 0o644); err == nil {
-				f.Close()
-			}
-		}
-	}
+	target, err := mountPoint(root, path, fi.IsDir())
 	if err != nil {
 		return fmt.Errorf("bind %s: %w", path, err)
 	}

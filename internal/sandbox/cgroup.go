@@ -194,18 +194,16 @@ func (g *cgroup) oomFile() string {
 	return filepath.Join(g.dirs["memory"], "memory.oom_control")
 }
 
-// Usage is what an instance's cgroup counted over its life.
-type Usage struct {
+// counts are what an instance's cgroup counted so far.
+type counts struct {
 	// CPU is the CPU time of all its processes; zero where not counted.
 	CPU time.Duration
 	// PeakMemory is the most memory it held, in bytes.
 	PeakMemory int64
-	// OOMKills counts its processes killed at the memory limit.
-	OOMKills int
 }
 
-func (g *cgroup) usage() Usage {
-	var u Usage
+func (g *cgroup) counts() counts {
+	var u counts
 	if g.v2 {
 		d := g.dirs[""]
 		if usec, ok := field(filepath.Join(d, "cpu.stat"), "usage_usec"); ok {
@@ -217,9 +215,6 @@ func (g *cgroup) usage() Usage {
 			u.CPU = time.Duration(readInt(filepath.Join(d, "cpuacct.usage")))
 		}
 		u.PeakMemory = readInt(filepath.Join(g.dirs["memory"], "memory.max_usage_in_bytes"))
-	}
-	if n, ok := field(g.oomFile(), "oom_kill"); ok {
-		u.OOMKills = int(n)
 	}
 	return u
 }

@@ -8,8 +8,9 @@
 // trying each piece for real; Report says what applies):
 //
 //   - a cgroup per instance (v2 where delegated, else v1): memory, no swap,
-//     tasks, CPU weight; its OOM kills, CPU time and peak memory are read
-//     back (Usage, Process.Counted);
+//     tasks, CPU weight; its CPU time and peak memory are read back
+//     (Process.Counted), and the runtime is handed the file that counts its
+//     OOM kills;
 //   - new user, mount, pid, ipc, uts and cgroup namespaces, in which the
 //     runtime, root there and an unprivileged uid of its project's outside,
 //     enters the jail (package jail) before node starts as another uid.

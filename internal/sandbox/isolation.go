@@ -62,16 +62,6 @@ type Report struct {
 	Pieces []Piece `json:"pieces"`
 }
 
-// On reports whether the named piece applies.
-func (r Report) On(name string) bool {
-	for _, p := range r.Pieces {
-		if p.Name == name {
-			return p.On
-		}
-	}
-	return false
-}
-
 // Missing returns the pieces that do not apply.
 func (r Report) Missing() []Piece {
 	var out []Piece

@@ -32,9 +32,6 @@ func TestReport_Line(t *testing.T) {
 	if got, want := (Report{Mode: Off, Pieces: []Piece{{Name: "cgroup"}}}).Line(), "isolation off: none; missing: cgroup"; got != want {
 		t.Errorf("got %q, want %q", got, want)
 	}
-	if !r.On("seccomp") || r.On("landlock") || r.On("nothing") {
-		t.Errorf("On: got %v %v %v, want true false false", r.On("seccomp"), r.On("landlock"), r.On("nothing"))
-	}
 }
 
 func TestHostUIDs(t *testing.T) {
@@ -139,9 +136,14 @@ func TestCgroup_Limits(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	g.kill()
 	p.Wait()
-	u := g.usage()
-	if u.CPU < 50*time.Millisecond || u.CPU > 5*time.Second || u.PeakMemory <= 0 || u.OOMKills != 0 {
-		t.Errorf("usage %+v: want the CPU of about 300 ms of spinning, some memory, no OOM kill", u)
+	u := g.counts()
+	if u.CPU < 50*time.Millisecond || u.CPU > 5*time.Second || u.PeakMemory <= 0 {
+		t.Errorf("counts %+v: want the CPU of about 400 ms of spinning, and some memory", u)
+	}
+	// The file the runtime watches for OOM kills: there, and none.
+	b, err := os.ReadFile(g.oomFile())
+	if kills, ok := ParseOOMKills(b); err != nil || !ok || kills != 0 {
+		t.Errorf("%s: %q %v, want oom_kill 0", g.oomFile(), b, err)
 	}
 	if procs, _ := os.ReadFile(filepath.Join(g.dirs[map[bool]string{true: "", false: "memory"}[fs.v2]], "cgroup.procs")); len(strings.TrimSpace(string(procs))) != 0 {
 		t.Errorf("cgroup still holds %q after kill", procs)

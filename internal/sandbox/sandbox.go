@@ -138,9 +138,13 @@ func Argv(exe, node, dir string, s Spec) []string {
 }
 
 // Env returns the runtime's environment for spec: only what a function
-// should see, and the tunnel token.
+// should see, and the tunnel token unless the tunnel is a socket pair.
 func Env(dir string, s Spec) []string {
-	return append(FunctionEnv(dir, s.Env), TokenEnv+"="+s.Token)
+	env := FunctionEnv(dir, s.Env)
+	if s.Tunnel != nil {
+		return env
+	}
+	return append(env, TokenEnv+"="+s.Token)
 }
 
 // FunctionEnv is the environment a function's code sees, with dir as its
@@ -214,9 +218,6 @@ func (sb *Sandbox) start(s Spec, why purpose) (*Process, error) {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = dir
 	cmd.Env = Env(home, s)
-	if s.Tunnel != nil {
-		cmd.Env = FunctionEnv(home, s.Env)
-	}
 	// SIGTERM, not SIGKILL: the runtime then exits through its own shutdown,
 	// and its node has Pdeathsig SIGKILL of its own.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
@@ -336,7 +337,7 @@ func (sb *Sandbox) start(s Spec, why purpose) (*Process, error) {
 		}
 		readers.Wait()
 		if cg != nil {
-			p.usage = cg.usage()
+			p.final = cg.counts()
 			cg.remove()
 		}
 		os.RemoveAll(dir)
@@ -488,7 +489,7 @@ type Process struct {
 	cg  *cgroup // nil: none
 
 	checkOut bytes.Buffer // a check's output; owned by its readers until done
-	usage    Usage        // what the cgroup counted; set before done is closed
+	final    counts       // what the cgroup counted in all; set before done is closed
 	setupErr error        // the cgroup or mounts could not be handed over
 
 	done chan struct{} // closed when the process exited and was reaped
@@ -501,21 +502,17 @@ func (p *Process) Pid() int { return p.cmd.Process.Pid }
 // Done is closed once the process has exited.
 func (p *Process) Done() <-chan struct{} { return p.done }
 
-// Usage is what the instance's cgroup counted over its life; valid after
-// Done, zero without a cgroup.
-func (p *Process) Usage() Usage { return p.usage }
-
 // Counted returns what the instance's cgroup counted so far: its CPU time
 // and peak memory; ok is false without a cgroup.
 func (p *Process) Counted() (cpu time.Duration, peakMemory int64, ok bool) {
 	if p.cg == nil {
 		return 0, 0, false
 	}
-	u := p.usage
+	u := p.final
 	select {
 	case <-p.done:
 	default:
-		u = p.cg.usage()
+		u = p.cg.counts()
 	}
 	// Zero: the cgroup is being removed as the process ends.
 	return u.CPU, u.PeakMemory, u.CPU > 0 || u.PeakMemory > 0

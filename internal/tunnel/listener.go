@@ -165,15 +165,10 @@ func (l *Listener) Adopt(id string, c net.Conn) {
 			c.Close()
 			return
 		}
-		conn := newConn(id, c)
-		cc, err := l.transport.NewClientConn(conn.watched)
-		if err != nil {
-			l.log.Debug("tunnel: http2 client", "instance", id, "err", err)
+		if err := l.deliver(p, c); err != nil {
+			l.log.Debug("tunnel: adopted connection", "err", err)
 			c.Close()
-			return
 		}
-		conn.cc = cc
-		p.ch <- conn
 	}()
 }
 
@@ -258,10 +253,16 @@ func (l *Listener) handshake(c net.Conn) error {
 		return fmt.Errorf("instance %s: write ok: %w", id, err)
 	}
 	c.SetDeadline(time.Time{})
-	conn := newConn(id, c)
+	return l.deliver(p, c)
+}
+
+// deliver makes c, authenticated for p's instance, an HTTP/2 client
+// connection and hands it to p's Wait.
+func (l *Listener) deliver(p *Pending, c net.Conn) error {
+	conn := newConn(p.id, c)
 	cc, err := l.transport.NewClientConn(conn.watched)
 	if err != nil {
-		return fmt.Errorf("instance %s: http2 client: %w", id, err)
+		return fmt.Errorf("instance %s: http2 client: %w", p.id, err)
 	}
 	conn.cc = cc
 	p.ch <- conn
