@@ -58,8 +58,13 @@ func TestBenchCmd_HelloIO(t *testing.T) {
 		}
 	}
 	conc, classic := rows["io/concurrent"], rows["io/classic"]
-	if classic.PeakInstances < conc.PeakInstances {
-		t.Errorf("io: classic peaked at %d instances, concurrent at %d; want classic at least as many", classic.PeakInstances, conc.PeakInstances)
+	// Peak instances count the cold-start pile-up of the first second,
+	// which on a loaded machine (isolated starts under -race) can be larger
+	// in either mode (15 concurrent against 12 classic was seen, at 50%
+	// saved): what concurrency must save is instance time.
+	t.Logf("io: peak instances %d concurrent, %d classic", conc.PeakInstances, classic.PeakInstances)
+	if conc.InstanceGBSeconds >= classic.InstanceGBSeconds {
+		t.Errorf("io: concurrent used %.2f instance GB-s, classic %.2f; want less", conc.InstanceGBSeconds, classic.InstanceGBSeconds)
 	}
 	// 20/s of 100 ms: about 2 in flight; one instance busy 1 - e^-2 of the
 	// time against 2 instance-seconds per second, 57% saved at best; 4 s
