@@ -142,7 +142,7 @@ func TestRun_ExistingServe(t *testing.T) {
 		// Both routes, with the same draw in both modes.
 		if len(row.Routes) != 2 || row.Routes[0].Path != "/io" || row.Routes[1].Path != "/cpu" ||
 			row.Routes[0].Count+row.Routes[1].Count != row.Sent || row.Routes[1].Count == 0 ||
-			row.Routes[0].Count != rep.Rows[2].Routes[0].Count || row.Routes[1].LatencyP50Ms < 40 {
+			(row.Sent == rep.Rows[2].Sent && row.Routes[0].Count != rep.Rows[2].Routes[0].Count) || row.Routes[1].LatencyP50Ms < 40 {
 			t.Errorf("mixed %s routes %+v of %d sent, want /io and /cpu (50 ms of CPU) adding up", row.Mode, row.Routes, row.Sent)
 		}
 	}
@@ -151,10 +151,13 @@ func TestRun_ExistingServe(t *testing.T) {
 			rep.Rows[0].LearnedLoops, rep.Rows[1].LearnedLoops)
 	}
 	for _, row := range rep.Rows {
-		// Constant arrivals at 10/s: 10 in each 1 s round.
-		if row.Sent != 20 || row.Errors != 0 || row.Invocations != 20 || row.Achieved != 10 {
-			t.Errorf("%s: sent %d, errors %d, invocations %d, achieved %g; want 20, 0, 20, 10",
-				row.Mode, row.Sent, row.Errors, row.Invocations, row.Achieved)
+		// Constant arrivals at 10/s: 10 in each 1 s round. On a loaded
+		// machine the generator's workers may all wait on cold starts and
+		// send a few late, after the round (16 of 20 seen in CI beside the
+		// isolated e2e tests): every one sent must be served and metered.
+		if row.Sent < 14 || row.Sent > 20 || row.Errors != 0 || row.Invocations != row.Sent || row.Achieved < 7 || row.Achieved > 10 {
+			t.Errorf("%s %s: sent %d, errors %d, invocations %d, achieved %g; want about 20 sent, 0 errors, all metered, about 10/s",
+				row.Workload, row.Mode, row.Sent, row.Errors, row.Invocations, row.Achieved)
 		}
 		// Classic needs two or three at 10/s; on a loaded machine, where
 		// the 50 ms of CPU and each cold start take longer, more start
