@@ -29,6 +29,7 @@ type goStarter struct {
 	meter   *metering.Recorder // the invoker's
 	waited  chan tunnel.Waited // reported by the next report of any instance
 	blocked atomic.Bool        // instances report a loop that makes callbacks wait
+	held    atomic.Bool        // instances report a loop busy computing, callbacks waiting a little
 	slow    atomic.Bool        // Start takes 50 ms
 	inStart atomic.Int64       // Start calls running
 	peak    atomic.Int64       // the most Start calls running at once
@@ -87,6 +88,11 @@ func (s *goStarter) Start(ctx context.Context, l Launch) (Process, error) {
 				// node computes all the time, and callbacks wait.
 				busy.Store(time.Since(began).Milliseconds())
 				r.ELU, r.DelayMeanMs, r.DelayMaxMs = 1, 25, 50
+			}
+			if s.held.Load() {
+				// Not a queue, and no room for more on the loop either.
+				busy.Store(time.Since(began).Milliseconds())
+				r.ELU, r.DelayMeanMs, r.DelayMaxMs = 0.8, 7, 30
 			}
 			r.NodeCPUMs = busy.Load()
 			for {
@@ -720,10 +726,11 @@ func TestInvoker_LoopsForWhatHoldsTheLoop(t *testing.T) {
 		<-entered
 	}
 	// The four wait for each other on the loop: the limit per loop drops
-	// to 2. The next invocations fill what the instances have: more loops
-	// take them, not more on a loop.
+	// to 2. The next invocations fill what the instances have, while what
+	// holds the loop stays: more loops take them, not more on a loop.
 	st.blocked.Store(true)
 	waitFor(t, "limit cut to 2", func() bool { s := inv.Stats(); return len(s) == 1 && s[0].Learned == 2 })
+	st.held.Store(true)
 	st.blocked.Store(false)
 	for i := range 4 {
 		go func() { _, err := call(inv, fmt.Sprint("/more", i)); errCh <- err }()

@@ -20,7 +20,13 @@
 //     processes. The limit drops at once to half of what was really in
 //     flight (multiplicative decrease on the actual concurrency, not on a
 //     limit that was never reached), and holds for Hold, so the next
-//     signals show the new level before it moves again.
+//     signals show the new level before it moves again. In an instance's
+//     first WarmUp a queue must show on two signals running: its first
+//     invocations load what they use (the first fetch() compiles undici,
+//     ~100 ms of CPU), a queue that passes and is no level to cut to; cut
+//     on it, an I/O-bound function's new instances all started at the
+//     cut limit, each queued on its own first fetch(), and a burst piled
+//     up instances (15 for what one serves, in CI).
 //   - Memory: resident memory at MemoryHigh of the function's size cuts the
 //     limit by a quarter, and above MemoryGrow it does not grow.
 //   - Growth: only when an invocation found the instance full during the
@@ -29,7 +35,9 @@
 //     under GrowUtilization). The limit grows by one per interval (additive
 //     increase) from where it started or was last cut; Relearn after the
 //     last congestion it doubles instead (slow start) up to the max, so a
-//     function that turned I/O-bound again finds its level fast.
+//     function that turned I/O-bound again finds its level fast. A loop
+//     with headroom grows its limit even when it was cut before: what
+//     held it then has passed.
 //
 // A new instance starts at the limit its siblings learned (the median of
 // theirs), or at the max when there is nothing learned yet: a burst on a
@@ -43,9 +51,10 @@
 // too. A congestion still needs node as a whole to compute QueueCPU: with
 // more loops than free CPUs, each loop computes less than that while its
 // callbacks queue (tried: per-loop CPU let a CPU-bound function keep two
-// invocations per loop on a busy host, p99 1.4-1.7x classic's). When the instance is full and its
-// limit was cut by a congestion (or started below the max, learned so),
-// the limiter asks for one more loop instead of growing the limit: more
+// invocations per loop on a busy host, p99 1.4-1.7x classic's). When the instance is full, its
+// limit was cut by a congestion (or started below the max, learned so)
+// and its loop has no headroom, the limiter asks for one more loop
+// instead of growing the limit: more
 // invocations on a loop would queue behind what holds it, while a new loop
 // computes on another core, so it asks only while the host has
 // LoopHostIdle of a CPU idle (on a busy host another loop only takes turns

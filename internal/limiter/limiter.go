@@ -12,6 +12,7 @@ const (
 	LoopHostIdle    = 0.5
 	Hold            = 200 * time.Millisecond
 	Relearn         = 10 * time.Second
+	WarmUp          = time.Second
 )
 
 // Signal is what one report says about an instance, with the invoker's
@@ -55,6 +56,8 @@ type Limiter struct {
 	serving     int       // event loops serving, as the last signal said
 	holdUntil   time.Time // no change before
 	congestedAt time.Time // the last congestion; zero: none yet
+	since       time.Time // the first signal; zero: none yet
+	suspect     bool      // the last signal showed a congestion
 }
 
 // New returns a limiter for a function whose limit may go up to most, with
@@ -102,16 +105,37 @@ func (l *Limiter) Observe(s Signal) int {
 	if l.memory > 0 {
 		memory = float64(s.RSS) / float64(l.memory)
 	}
+	if l.since.IsZero() {
+		l.since = s.At
+	}
+	congested := peak >= 2 && s.CPU >= QueueCPU && s.DelayMean >= DelayBudget
+	// In the instance's first second a queue must show twice running: what
+	// node does once (compiling what the first invocations load) is no
+	// level to cut to, and the cut would spread to the instances to come.
+	confirmed := l.suspect || s.At.Sub(l.since) >= WarmUp
+	l.suspect = congested
+	headroom := s.DelayMean < DelayBudget/2 && s.Utilization < GrowUtilization && cpu < GrowUtilization
 	switch {
 	case s.At.Before(l.holdUntil):
-	case peak >= 2 && s.CPU >= QueueCPU && s.DelayMean >= DelayBudget:
+	case congested && confirmed:
 		l.limit = max(1, min(l.limit, peak)/2)
 		l.threshold, l.cut = l.limit, true
 		l.holdUntil, l.congestedAt = s.At.Add(Hold), s.At
+	case congested:
 	case memory >= MemoryHigh:
 		l.limit = max(1, l.limit-max(1, l.limit/4))
 		l.holdUntil = s.At.Add(Hold)
-	case s.Full && memory < MemoryGrow && l.cut && l.loops < l.maxLoops:
+	case !s.Full || memory >= MemoryGrow:
+	case headroom:
+		// The loop has room: more on it costs nothing, even if it was cut
+		// before (what held it then has passed).
+		if l.limit < l.threshold {
+			l.limit = min(2*l.limit, l.threshold)
+		} else {
+			l.limit++
+		}
+		l.limit = min(l.limit, l.max)
+	case l.cut && l.loops < l.maxLoops:
 		// More on a loop would queue behind what holds it: another loop
 		// takes more, computing on another core, once the last one asked
 		// for serves, if the host has a core for it.
@@ -119,13 +143,6 @@ func (l *Limiter) Observe(s Signal) int {
 			l.loops++
 			l.holdUntil = s.At.Add(Hold)
 		}
-	case s.Full && memory < MemoryGrow && s.DelayMean < DelayBudget/2 && s.Utilization < GrowUtilization && cpu < GrowUtilization:
-		if l.limit < l.threshold {
-			l.limit = min(2*l.limit, l.threshold)
-		} else {
-			l.limit++
-		}
-		l.limit = min(l.limit, l.max)
 	}
 	return l.Limit()
 }

@@ -53,6 +53,13 @@ func withRSS(w workload, rss func(limit int) int64) workload {
 	}
 }
 
+// warm gives l a quiet first second, as an instance that has served one
+// since it started, and returns l.
+func warm(l *Limiter) *Limiter {
+	l.Observe(Signal{At: t0.Add(-WarmUp)})
+	return l
+}
+
 // run feeds l a signal every 100 ms for d and returns the limit after each.
 func run(l *Limiter, w workload, d time.Duration) []int {
 	var limits []int
@@ -73,9 +80,11 @@ func TestLimiter_Traces(t *testing.T) {
 		name         string
 		max, initial int
 		memory       int64
-		w            workload
-		d            time.Duration
-		check        func(t *testing.T, limits []int)
+		cold         bool // the run starts with the instance
+
+		w     workload
+		d     time.Duration
+		check func(t *testing.T, limits []int)
 	}{
 		{
 			name: "io_grows_past_its_demand", max: 100, initial: 1, w: ioBound(20), d: 3 * time.Second,
@@ -174,6 +183,33 @@ func TestLimiter_Traces(t *testing.T) {
 			},
 		},
 		{
+			// A new instance's first invocations load what they use (the
+			// first fetch() compiles undici, ~100 ms): the loop queues once.
+			name: "a_cold_start_is_no_level", max: 100, initial: 100, cold: true, d: 3 * time.Second,
+			w: func(limit int, at time.Duration) Signal {
+				if at == 100*time.Millisecond {
+					return cpuBound(5)(limit, at)
+				}
+				return ioBound(5)(limit, at)
+			},
+			check: func(t *testing.T, limits []int) {
+				if got := limits[len(limits)-1]; got != 100 {
+					t.Errorf("limit %d (%v), want 100 kept: one queue at start is no level", got, limits)
+				}
+			},
+		},
+		{
+			name: "cpu_bound_from_cold_drops_by_the_second_signal", max: 100, initial: 100, cold: true, w: cpuBound(10), d: time.Second,
+			check: func(t *testing.T, limits []int) {
+				if limits[0] != 100 || limits[1] != 5 {
+					t.Errorf("limits %v, want 100 at the first signal, then the 10 in flight halved", limits)
+				}
+				if got := limits[len(limits)-1]; got != 1 {
+					t.Errorf("limit after 1 s = %d, want 1", got)
+				}
+			},
+		},
+		{
 			name: "hold_after_a_cut", max: 100, initial: 64, w: cpuBound(64), d: 200 * time.Millisecond,
 			check: func(t *testing.T, limits []int) {
 				if limits[0] != 32 || limits[1] != 32 {
@@ -184,13 +220,17 @@ func TestLimiter_Traces(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tt.check(t, run(New(tt.max, tt.memory, tt.initial), tt.w, tt.d))
+			l := New(tt.max, tt.memory, tt.initial)
+			if !tt.cold {
+				warm(l)
+			}
+			tt.check(t, run(l, tt.w, tt.d))
 		})
 	}
 }
 
 func TestLimiter_RelearnForgetsTheThreshold(t *testing.T) {
-	l := New(100, 0, 16)
+	l := warm(New(100, 0, 16))
 	l.Observe(Signal{At: t0, PeakInFlight: 16, CPU: 1, Utilization: 1, DelayMean: 50 * time.Millisecond}) // to 8
 	full := Signal{Full: true, PeakInFlight: 8, CPU: 0.1, Utilization: 0.1, DelayMean: time.Millisecond}
 	full.At = t0.Add(time.Second)
@@ -204,7 +244,7 @@ func TestLimiter_RelearnForgetsTheThreshold(t *testing.T) {
 }
 
 func TestLimiter_CutsToWhatWasInFlight(t *testing.T) {
-	l := New(100, 0, 100)
+	l := warm(New(100, 0, 100))
 	// A limit of 100 that only ever saw 6 at once: halve the 6.
 	got := l.Observe(Signal{At: t0, PeakInFlight: 6, CPU: 1, Utilization: 1, DelayMean: 80 * time.Millisecond})
 	if got != 3 {
@@ -311,8 +351,10 @@ func TestLimiter_WhenLoopsGrow(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			l := New(100, 1000, 1).WithLoops(4, 1)
-			full := Signal{Full: true, PeakInFlight: 1, Loops: 1, CPU: 0.6, Utilization: 0.6, RSS: tt.rss, HostIdle: tt.hostIdle}
+			l := warm(New(100, 1000, 1).WithLoops(4, 1))
+			// One alone holds the loop half the time: callbacks wait.
+			full := Signal{Full: true, PeakInFlight: 1, Loops: 1, CPU: 0.6, Utilization: 0.6, DelayMean: 7 * time.Millisecond,
+				RSS: tt.rss, HostIdle: tt.hostIdle}
 			for i := range 5 {
 				full.At = t0.Add(time.Duration(i) * Hold)
 				l.Observe(full)
@@ -326,11 +368,28 @@ func TestLimiter_WhenLoopsGrow(t *testing.T) {
 }
 
 func TestLimiter_QueueingOnLoopsOfABusyHost(t *testing.T) {
-	l := New(100, 0, 4).WithLoops(4, 4)
+	l := warm(New(100, 0, 4).WithLoops(4, 4))
 	// Four loops on a host with less than two free CPUs: node computes 1.6
 	// CPUs, 0.4 per loop, and the busiest loop's callbacks wait.
 	got := l.Observe(Signal{At: t0, PeakInFlight: 8, Loops: 4, CPU: 1.6, Utilization: 0.9, DelayMean: 30 * time.Millisecond})
 	if l.PerLoop() != 1 || got != 4 {
 		t.Errorf("limit per loop %d, instance %d; want the 2 per loop halved to 1, 4 in all", l.PerLoop(), got)
+	}
+}
+
+// An I/O-bound instance cut by a queue that passed (or started low) grows
+// its limit back on the loop it has, whether or not the host has a core
+// for another loop: a loop with room takes more at no cost.
+func TestLimiter_CutIOGrowsTheLimitNotLoops(t *testing.T) {
+	for _, hostIdle := range []float64{0, 1} {
+		l := warm(New(100, 0, 1).WithLoops(4, 1))
+		for at := 100 * time.Millisecond; at <= time.Second; at += 100 * time.Millisecond {
+			s := ioBound(20)(l.Limit(), at)
+			s.At, s.HostIdle = t0.Add(at), hostIdle
+			l.Observe(s)
+		}
+		if l.Loops() != 1 || l.Limit() != 11 {
+			t.Errorf("host idle %.0f: loops %d, limit %d; want 1 loop, limit 1 grown by one per 100 ms to 11", hostIdle, l.Loops(), l.Limit())
+		}
 	}
 }
