@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -26,6 +27,8 @@ import (
 	"github.com/shoal-dev/shoal/internal/api"
 	"github.com/shoal-dev/shoal/internal/apiclient"
 	"github.com/shoal-dev/shoal/internal/archive"
+	"github.com/shoal-dev/shoal/internal/network"
+	"github.com/shoal-dev/shoal/internal/sandbox"
 )
 
 //go:embed workloads
@@ -82,8 +85,13 @@ type Config struct {
 	Binary string
 	// Client reaches an existing serve to measure instead; nil means start
 	// one. That serve must run on this machine: the functions call the
-	// benchmark's backend on 127.0.0.1. Its bench-* projects are replaced.
+	// benchmark's backend on 127.0.0.1 (at network.HostAddr from a network
+	// namespace, so that serve must allow BackendPort). Its bench-*
+	// projects are replaced.
 	Client *apiclient.Client
+	// BackendPort is the loopback port of the backend; 0 means any free
+	// one.
+	BackendPort int
 	// Workloads names the workloads to run, in order; nil means io.
 	Workloads []string
 	// Rates are the mean arrival rates each workload runs at, in requests
@@ -172,6 +180,9 @@ func (c Config) Validate() error {
 			return fmt.Errorf("rate %g: want a mean rate above 0 and at most %d requests per second", r, maxRate)
 		}
 	}
+	if c.BackendPort < 0 || c.BackendPort > 65535 {
+		return fmt.Errorf("backend port %d: want 0 (any) to 65535", c.BackendPort)
+	}
 	switch {
 	case c.Arrivals != Poisson && c.Arrivals != Constant:
 		return fmt.Errorf("arrivals %q: want %s or %s", c.Arrivals, Poisson, Constant)
@@ -206,7 +217,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (Report, error) {
 	r := &runner{cfg: cfg, transport: newTransport(), progress: &progressLine{w: progress}}
 	defer r.progress.end()
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(cfg.BackendPort))
 	if err != nil {
 		return Report{}, fmt.Errorf("backend: %w", err)
 	}
@@ -220,12 +231,13 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (Report, error) {
 		backend.Close()
 		<-served
 	}()
+	backendPort := ln.Addr().(*net.TCPAddr).Port
 	r.backendURL = "http://" + ln.Addr().String()
 
 	r.client = cfg.Client
 	if r.client == nil {
 		r.progress.show("starting shoal serve")
-		s, err := startServe(ctx, cfg.Binary)
+		s, err := startServe(ctx, cfg.Binary, backendPort)
 		if err != nil {
 			return Report{}, err
 		}
@@ -236,6 +248,21 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (Report, error) {
 			}
 		}()
 		r.client = apiclient.New(s.url, s.token)
+	}
+	// Instances with a network namespace of their own reach the host's
+	// loopback at one address, on the ports serve allows.
+	iso, err := r.client.Isolation(ctx)
+	if err != nil {
+		return Report{}, fmt.Errorf("isolation of the serve: %w", err)
+	}
+	for _, p := range iso.Pieces {
+		if p.Name != sandbox.PieceNetwork || !p.On {
+			continue
+		}
+		if cfg.Client != nil && cfg.BackendPort == 0 {
+			return Report{}, errors.New("the serve's instances have a network namespace each: start it with --host-port N, and the benchmark with --backend-port N, so they reach its backend")
+		}
+		r.backendURL = "http://" + net.JoinHostPort(network.HostAddr.String(), strconv.Itoa(backendPort))
 	}
 	return r.run(ctx)
 }

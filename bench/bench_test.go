@@ -2,6 +2,7 @@ package bench
 
 import (
 	"io/fs"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -9,11 +10,13 @@ import (
 	"reflect"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/shoal-dev/shoal/internal/apiclient"
+	"github.com/shoal-dev/shoal/internal/sandbox"
 	"github.com/shoal-dev/shoal/internal/testutil"
 )
 
@@ -110,21 +113,39 @@ func TestWorkloads(t *testing.T) {
 }
 
 // TestRun_ExistingServe measures a serve the test started, as --url does,
-// with a warm-up so that no cold start counts.
+// with a warm-up so that no cold start counts. Where its instances have a
+// network namespace each, the serve lets them reach the backend's port,
+// and without that port the benchmark says what to do.
 func TestRun_ExistingServe(t *testing.T) {
-	s := testutil.StartServe(t, testutil.ServeOptions{})
+	port := freePort(t)
+	s := testutil.StartServe(t, testutil.ServeOptions{Args: []string{"--host-port", strconv.Itoa(port)}})
 	token, err := os.ReadFile(filepath.Join(s.DataDir, "token"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	client := apiclient.New(s.URL, strings.TrimSpace(string(token)))
+	iso, err := client.Isolation(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range iso.Pieces {
+		if p.Name != sandbox.PieceNetwork || !p.On {
+			continue
+		}
+		_, err := Run(t.Context(), Config{Client: client, Workloads: []string{"io"}, Duration: time.Second, Rounds: 1}, nil)
+		if err == nil || !strings.Contains(err.Error(), "--backend-port") {
+			t.Errorf("no backend port for a serve with network namespaces: %v, want a hint at --backend-port", err)
+		}
+	}
 	cfg := Config{
-		Client:    apiclient.New(s.URL, strings.TrimSpace(string(token))),
-		Workloads: []string{"hello", "mixed"},
-		Rates:     []float64{10},
-		Duration:  2 * time.Second,
-		Rounds:    2,
-		Arrivals:  Constant,
-		Warmup:    time.Second,
+		BackendPort: port,
+		Client:      client,
+		Workloads:   []string{"hello", "mixed"},
+		Rates:       []float64{10},
+		Duration:    2 * time.Second,
+		Rounds:      2,
+		Arrivals:    Constant,
+		Warmup:      time.Second,
 	}
 	var progress strings.Builder
 	before := runtime.NumGoroutine()
@@ -178,4 +199,15 @@ func TestRun_ExistingServe(t *testing.T) {
 	if rep.LoadCPUShare <= 0 || rep.LoadCPUShare >= 1 || rep.CPUs < 1 || rep.WallSeconds < 4 {
 		t.Errorf("load CPU share %g of %d CPUs over %g s; want some, below 1, over at least 4 s", rep.LoadCPUShare, rep.CPUs, rep.WallSeconds)
 	}
+}
+
+// freePort is a loopback port nothing listens on.
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -38,7 +39,7 @@ type serve struct {
 // startServe starts binary as `shoal serve` on a loopback port with a new
 // data folder and waits until it serves. Its config folder is its own too,
 // so it records no token in the user's credentials.
-func startServe(ctx context.Context, binary string) (*serve, error) {
+func startServe(ctx context.Context, binary string, backendPort int) (*serve, error) {
 	dir, err := os.MkdirTemp("", "shoal-bench-")
 	if err != nil {
 		return nil, err
@@ -50,7 +51,8 @@ func startServe(ctx context.Context, binary string) (*serve, error) {
 		return nil, err
 	}
 	data := filepath.Join(dir, "data")
-	cmd := exec.Command(binary, "serve", "--listen", "127.0.0.1:0", "--data", data, "--shutdown-timeout", "5s")
+	cmd := exec.Command(binary, "serve", "--listen", "127.0.0.1:0", "--data", data, "--shutdown-timeout", "5s",
+		"--host-port", strconv.Itoa(backendPort))
 	cmd.Env = append(os.Environ(), "XDG_CONFIG_HOME="+filepath.Join(dir, "config"))
 	// serve stops with the benchmark, however the benchmark ends.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}

@@ -93,6 +93,7 @@ what concurrency saved. Workloads:` + list.String(),
 	f.IntVar(&cfg.Rounds, "rounds", cfg.Rounds, "how many times the modes take turns (ABBA order)")
 	f.StringVar(&cfg.Arrivals, "arrivals", cfg.Arrivals, "poisson (exponential gaps, bursty like real traffic) or constant (even gaps)")
 	f.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "seed of the Poisson arrivals")
+	f.IntVar(&cfg.BackendPort, "backend-port", 0, "loopback port of the benchmark's backend (0: any free one); with --url, a port that serve lets instances reach (serve --host-port)")
 	f.DurationVar(&cfg.Warmup, "warmup", cfg.Warmup, "unmeasured load at each rate, per mode, before its rounds (0: measure from cold)")
 	f.StringVar(&jsonPath, "json", "", `also write the report as JSON to this file ("-": to stdout, instead of the table)`)
 	cf.register(cmd)

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/shoal-dev/shoal/internal/gateway"
 	"github.com/shoal-dev/shoal/internal/invoker"
+	"github.com/shoal-dev/shoal/internal/network"
 	"github.com/shoal-dev/shoal/internal/sandbox"
 	"github.com/shoal-dev/shoal/internal/server"
 )
@@ -18,6 +20,7 @@ func newServe() *cobra.Command {
 	var cfg server.Config
 	var verbose bool
 	var isolation string
+	var hostPorts []int
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the whole platform on this machine",
@@ -37,6 +40,12 @@ requests, lets in-flight invocations finish and stops every instance.`,
 				return err
 			}
 			cfg.Isolation = mode
+			for _, p := range hostPorts {
+				if p < 1 || p > 65535 {
+					return fmt.Errorf("--host-port %d: want a port from 1 to 65535", p)
+				}
+				cfg.HostPorts = append(cfg.HostPorts, uint16(p))
+			}
 			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
 			return server.Run(ctx, cfg, cmd.OutOrStdout(), log)
 		},
@@ -58,6 +67,7 @@ requests, lets in-flight invocations finish and stops every instance.`,
 	f.IntVar(&cfg.MaxInstances, "max-instances", d.MaxInstances, "instances of one deployment at most")
 	f.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 30e9, "how long in-flight invocations may finish after a stop")
 	f.StringArrayVar(&cfg.Deploy, "deploy", nil, "project folder to deploy at start (repeatable)")
+	f.IntSliceVar(&hostPorts, "host-port", nil, "a TCP port of the host's loopback that instances in a network namespace may reach, at "+network.HostAddr.String()+" (repeatable; a database on this machine)")
 	f.StringVar(&isolation, "isolation", string(sandbox.Auto), "how instances are isolated: auto (what this host allows, with a warning for each missing piece), strict (refuse to start without every piece) or off")
 	f.BoolVar(&verbose, "verbose", false, "log debug detail")
 	return cmd

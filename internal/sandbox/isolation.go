@@ -9,10 +9,12 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 
 	"github.com/shoal-dev/shoal/internal/jail"
+	"github.com/shoal-dev/shoal/internal/network"
 	"github.com/shoal-dev/shoal/internal/runtime/bootstrap"
 )
 
@@ -98,21 +100,15 @@ func (r Report) Line() string {
 // ErrStrict is returned by New in strict mode when a piece is missing.
 var ErrStrict = errors.New("isolation strict: pieces missing")
 
-// notBuilt are pieces shoal does not build yet, with what that leaves open.
-var notBuilt = []Piece{
-	{Name: PieceNetwork, Detail: "not built yet: instances share the host's network, so they reach loopback services (the control API behind its token, and anything else listening there); their tunnel is already a socket pair, not a port"},
-}
-
 // probe works out what applies on this host: cgroups and namespaces are
 // tried for real.
 func (sb *Sandbox) probe() Report {
 	r := Report{Mode: sb.cfg.Isolation}
 	if r.Mode == Off || r.Mode == "" {
 		r.Mode = Off
-		for _, name := range []string{PieceCgroup, PieceNamespaces, PieceFiles, PieceUID, PieceSeccomp, PieceChecks, PieceLandlock} {
+		for _, name := range []string{PieceCgroup, PieceNamespaces, PieceFiles, PieceUID, PieceSeccomp, PieceChecks, PieceLandlock, PieceNetwork} {
 			r.Pieces = append(r.Pieces, Piece{Name: name, Detail: "isolation off"})
 		}
-		r.Pieces = append(r.Pieces, notBuilt...)
 		return r
 	}
 	fs, what, err := openCgroups()
@@ -148,9 +144,34 @@ func (sb *Sandbox) probe() Report {
 	case sb.jailed:
 		ll.On, ll.Detail = true, fmt.Sprintf("Landlock ABI %d: the runtime and node reach only the system folders and their deployment (to read), /tmp, /proc and the scratch folder", abi)
 	}
-	r.Pieces = append(r.Pieces, ll)
-	r.Pieces = append(r.Pieces, notBuilt...)
+	r.Pieces = append(r.Pieces, ll, sb.probeNetwork())
 	return r
+}
+
+// SpareNamespaces is how many network namespaces serve keeps made ahead.
+const SpareNamespaces = 2
+
+// probeNetwork sets up the host's side of the instances' network.
+func (sb *Sandbox) probeNetwork() Piece {
+	p := Piece{Name: PieceNetwork, Detail: "needs the jail: instances share the host's network, so they reach its loopback services (the control API behind its token, and anything else listening there)"}
+	if !sb.jailed {
+		return p
+	}
+	n, err := network.New(SpareNamespaces, sb.cfg.HostPorts...)
+	if err != nil {
+		p.Detail = err.Error() + "; instances share the host's network, so they reach its loopback services"
+		return p
+	}
+	sb.net = n
+	p.On, p.Detail = true, fmt.Sprintf("a network namespace each (%s, serve's block), outbound traffic masqueraded (IPv4 forwarding on); the host, its loopback services, other instances and link-local addresses out of reach", n.Block())
+	if len(sb.cfg.HostPorts) > 0 {
+		ports := make([]string, len(sb.cfg.HostPorts))
+		for i, port := range sb.cfg.HostPorts {
+			ports[i] = strconv.Itoa(int(port))
+		}
+		p.Detail += fmt.Sprintf(", but for the host's loopback port %s at %s", strings.Join(ports, ", "), network.HostAddr)
+	}
+	return p
 }
 
 // errNotRoot explains why the namespaces are off for a serve that is not

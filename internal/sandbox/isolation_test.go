@@ -79,13 +79,15 @@ func TestNew_Off(t *testing.T) {
 	}
 }
 
-// TestNew_StrictRefuses: strict names each missing piece.
+// TestNew_StrictRefuses: strict names each missing piece. A "runtime"
+// that never says its jail check passed leaves the jail off, and the
+// network with it.
 func TestNew_StrictRefuses(t *testing.T) {
 	_, err := New(Config{Exe: "/bin/true", Isolation: Strict})
 	if !errors.Is(err, ErrStrict) {
-		t.Fatalf("got %v, want ErrStrict (the network namespace is not built)", err)
+		t.Fatalf("got %v, want ErrStrict (the jail check cannot pass)", err)
 	}
-	for _, name := range []string{PieceNetwork} {
+	for _, name := range []string{PieceNamespaces, PieceFiles, PieceNetwork} {
 		if !strings.Contains(err.Error(), name) {
 			t.Errorf("error %q does not name %s", err, name)
 		}

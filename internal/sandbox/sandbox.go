@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/shoal-dev/shoal/internal/jail"
+	"github.com/shoal-dev/shoal/internal/network"
 )
 
 // TokenEnv is the environment variable that carries the one-time tunnel
@@ -35,6 +36,9 @@ type Config struct {
 	Node string
 	// Isolation is how isolated instances are; "" means Off.
 	Isolation Mode
+	// HostPorts are the host's loopback ports that instances with a
+	// network namespace reach, at network.HostAddr.
+	HostPorts []uint16
 	// Logs receives every line the runtime writes: stream "stdout" lines are
 	// JSON log records, "stderr" lines the runtime's own text. The line is
 	// valid only during the call. Nil drops them.
@@ -68,9 +72,10 @@ type Spec struct {
 type Sandbox struct {
 	// immutable after New
 	cfg     Config
-	node    string    // node's binary, resolved
-	cgroups *cgroupFS // nil: instances get no cgroup
-	jailed  bool      // instances start in namespaces, in the jail
+	node    string           // node's binary, resolved
+	cgroups *cgroupFS        // nil: instances get no cgroup
+	jailed  bool             // instances start in namespaces, in the jail
+	net     *network.Network // nil: jailed instances share the host's network
 	report  Report
 }
 
@@ -111,6 +116,9 @@ func (sb *Sandbox) Report() Report { return sb.report }
 func (sb *Sandbox) Close() {
 	if sb.cgroups != nil {
 		sb.cgroups.close()
+	}
+	if sb.net != nil {
+		sb.net.Close()
 	}
 }
 
@@ -283,12 +291,28 @@ func (sb *Sandbox) start(s Spec, why purpose) (*Process, error) {
 		return fail("stderr", err)
 	}
 	cmd.Stdout, cmd.Stderr = outW, errW
-	err = cmd.Start()
+	// A jailed instance gets a network namespace of its own, wired to the
+	// host; the jail's check needs none.
+	var ns *network.Namespace
+	switch {
+	case why == checkingJail:
+		cmd.SysProcAttr.Cloneflags |= syscall.CLONE_NEWNET
+		err = cmd.Start()
+	case jailed && sb.net != nil:
+		if ns, err = sb.net.Take(); err == nil {
+			err = ns.Do(cmd.Start)
+		}
+	default:
+		err = cmd.Start()
+	}
 	outW.Close()
 	errW.Close()
 	if err != nil {
 		outR.Close()
 		errR.Close()
+		if ns != nil {
+			ns.Close()
+		}
 		return fail("start", err)
 	}
 	p := &Process{id: s.ID, cmd: cmd, dir: dir, done: make(chan struct{})}
@@ -339,6 +363,9 @@ func (sb *Sandbox) start(s Spec, why purpose) (*Process, error) {
 		if cg != nil {
 			p.final = cg.counts()
 			cg.remove()
+		}
+		if ns != nil {
+			ns.Close()
 		}
 		os.RemoveAll(dir)
 		close(p.done)

@@ -68,6 +68,9 @@ type Config struct {
 	Deploy []string
 	// Isolation is how isolated instances are; "" means sandbox.Off.
 	Isolation sandbox.Mode
+	// HostPorts are ports of the host's loopback that instances in a
+	// network namespace of their own may reach (at network.HostAddr).
+	HostPorts []uint16
 }
 
 // Run serves until ctx is done, then stops taking requests, lets in-flight
@@ -130,7 +133,7 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, log *slog.Logger) (e
 	logs := observe.NewLogs(st, log)
 	meter := metering.NewRecorder()
 	metrics := observe.NewMetrics()
-	sb, err := sandbox.New(sandbox.Config{Exe: cfg.Exe, Node: cfg.Node, Isolation: cfg.Isolation, Logs: collect(logs)})
+	sb, err := sandbox.New(sandbox.Config{Exe: cfg.Exe, Node: cfg.Node, Isolation: cfg.Isolation, HostPorts: cfg.HostPorts, Logs: collect(logs)})
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -48,12 +49,19 @@ const attacks = {
     return { ok: r.status === 0, error: r.error ? r.error.code : 'exit ' + r.status, value: (r.stdout || '') + (r.stderr || '') };
   },
   connect: (q) => new Promise((resolve) => {
-    const s = net.connect(Number(q.get('port')), q.get('host') || '127.0.0.1');
+    const host = q.get('host') === 'gateway' ? gateway() : q.get('host') || '127.0.0.1';
+    const s = net.connect(Number(q.get('port')), host);
     s.setTimeout(2000);
     s.on('connect', () => { s.destroy(); resolve({ ok: true }); });
     s.on('error', (e) => resolve({ ok: false, error: e.code }));
     s.on('timeout', () => { s.destroy(); resolve({ ok: false, error: 'timeout' }); });
   }),
+  fetch: async (q) => {
+    try {
+      const r = await fetch(q.get('url'), { signal: AbortSignal.timeout(5000) });
+      return { ok: r.ok, value: await r.text() };
+    } catch (e) { return { ok: false, error: (e.cause && e.cause.code) || e.name }; }
+  },
   fill: () => {
     const chunk = Buffer.alloc(1 << 20, 1);
     let n = 0;
@@ -78,6 +86,16 @@ const attacks = {
     spawn('sh', ['-c', 'setsid sleep 300 >/dev/null 2>&1 < /dev/null &'], { stdio: 'ignore', detached: true }).unref();
     return 'left';
   }),
+};
+
+// gateway is the default route's next hop, from /proc/net/route (hex,
+// little-endian): the host's end of the instance's link.
+const gateway = () => {
+  for (const line of fs.readFileSync('/proc/net/route', 'utf8').split('\n').slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f[1] === '00000000' && f[2]) return Buffer.from(f[2], 'hex').reverse().join('.');
+  }
+  return '127.0.0.1';
 };
 
 export default async function (req, res) {
@@ -108,9 +126,9 @@ type outcome struct {
 
 // isolated starts serve with isolation and skips the test where this host
 // gives no namespaces (serve not root): it returns the report too.
-func isolated(t *testing.T) (*testutil.Serve, api.Isolation) {
+func isolated(t *testing.T, args ...string) (*testutil.Serve, api.Isolation) {
 	t.Helper()
-	s := testutil.StartServe(t, testutil.ServeOptions{Args: []string{"--isolation", "auto"}})
+	s := testutil.StartServe(t, testutil.ServeOptions{Args: append([]string{"--isolation", "auto"}, args...)})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	out, errOut, err := s.CLI(ctx, "doctor", "--server")
@@ -363,6 +381,103 @@ func TestSandbox_Attacks(t *testing.T) {
 	})
 }
 
+// TestSandbox_Network: a function reaches hosts beyond this one, and
+// nothing of the platform: not the control API, the tunnel listener, a
+// loopback database, the host by its own address, or another instance.
+func TestSandbox_Network(t *testing.T) {
+	tunnelPort := freePort(t)
+	s, iso := isolated(t, "--tunnel-listen", "127.0.0.1:"+strconv.Itoa(tunnelPort))
+	if !pieceOn(iso, sandbox.PieceNetwork) {
+		t.Skip("no network namespaces on this host")
+	}
+	outside, hostAddr := testutil.OutsideHost(t)
+	base := s.Deploy(testutil.WriteProject(t, "attacker", map[string]string{"index.mjs": attackerHandler}))
+	neighbour := s.Deploy(testutil.WriteProject(t, "neighbour", map[string]string{"index.mjs": `
+import net from 'node:net';
+import os from 'node:os';
+net.createServer((c) => c.end('neighbour\n')).listen(7000, '0.0.0.0');
+export default (req, res) => res.end(((os.networkInterfaces().eth0 || []).find((a) => a.family === 'IPv4') || {}).address || 'none');
+`}))
+	_, neighbourAddr, _ := testutil.Get(t, neighbour)
+	if net.ParseIP(neighbourAddr) == nil {
+		t.Fatalf("the neighbour's address: %q", neighbourAddr)
+	}
+	// The neighbour listens: the host reaches it, so what stops another
+	// instance is the sandbox.
+	if c, err := net.DialTimeout("tcp", net.JoinHostPort(neighbourAddr, "7000"), 5*time.Second); err != nil {
+		t.Fatalf("the host cannot reach the neighbour's listener: %v", err)
+	} else {
+		c.Close()
+	}
+	// A "database" on the host's loopback, and one on every address.
+	loopbackDB := listen(t, "127.0.0.1:0")
+	anyDB := listen(t, "0.0.0.0:0")
+	serveURL, _ := url.Parse(s.URL)
+
+	unreachable := func(t *testing.T, o outcome) {
+		t.Helper()
+		if o.OK {
+			t.Errorf("the function connected")
+		}
+	}
+	for _, tt := range []struct {
+		name   string
+		params url.Values
+	}{
+		{"control_api", url.Values{"host": {serveURL.Hostname()}, "port": {serveURL.Port()}}},
+		{"control_api_via_host_address", url.Values{"host": {"gateway"}, "port": {serveURL.Port()}}},
+		{"tunnel_listener", url.Values{"port": {strconv.Itoa(tunnelPort)}}},
+		{"loopback_database", url.Values{"port": {strconv.Itoa(loopbackDB)}}},
+		{"host_database_via_host_address", url.Values{"host": {"gateway"}, "port": {strconv.Itoa(anyDB)}}},
+		{"host_database_via_outside_address", url.Values{"host": {hostAddr}, "port": {strconv.Itoa(anyDB)}}},
+		{"other_instance", url.Values{"host": {neighbourAddr}, "port": {"7000"}}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			o := attack(t, base, "connect", tt.params)
+			t.Logf("%s: ok %v error %q", tt.name, o.OK, o.Error)
+			unreachable(t, o)
+		})
+	}
+	t.Run("outbound_is_masqueraded", func(t *testing.T) {
+		o := attack(t, base, "fetch", url.Values{"url": {outside}})
+		if !o.OK || o.Value != hostAddr {
+			t.Errorf("fetch %s: ok %v error %q value %q; want the answer, seen from the host's %s", outside, o.OK, o.Error, o.Value, hostAddr)
+		}
+	})
+}
+
+// freePort is a loopback port nothing listens on.
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// listen accepts connections on addr until the test ends, and returns
+// its port.
+func listen(t *testing.T, addr string) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
 // TestSandbox_MemoryBomb: a function past its memory is killed alone; its
 // callers get FUNCTION_OUT_OF_MEMORY, its neighbour goes on, and its next
 // invocation gets a fresh instance.
@@ -391,20 +506,37 @@ func TestSandbox_MemoryBomb(t *testing.T) {
 	})
 }
 
-// TestSandbox_Strict refuses to start while a piece is missing, naming it.
+// TestSandbox_Strict refuses to start while a piece is missing, naming
+// it, and starts where every piece applies. A node that cannot run in the
+// jail makes the jail check fail, and the pieces that need the jail go.
 func TestSandbox_Strict(t *testing.T) {
-	cmd := exec.Command(testutil.Binary(t), "serve", "--listen", "127.0.0.1:0", "--data", filepath.Join(t.TempDir(), "data"), "--isolation", "strict")
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, testutil.Binary(t), "serve", "--listen", "127.0.0.1:0", "--data", filepath.Join(t.TempDir(), "data"),
+		"--isolation", "strict", "--node", "/bin/false")
 	cmd.Env = append(os.Environ(), "XDG_CONFIG_HOME="+t.TempDir())
 	out, err := cmd.CombinedOutput()
-	if err == nil {
-		t.Fatalf("serve --isolation strict started with pieces missing:\n%s", out)
+	if err == nil || ctx.Err() != nil {
+		t.Fatalf("serve --isolation strict with a node that cannot run: %v\n%s", err, out)
 	}
-	if !strings.Contains(string(out), "isolation strict: pieces missing") || !strings.Contains(string(out), sandbox.PieceNetwork) {
-		t.Errorf("serve --isolation strict says %q, want the missing pieces named", out)
+	for _, want := range []string{"isolation strict: pieces missing", sandbox.PieceNamespaces, sandbox.PieceNetwork} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("serve --isolation strict says %q, want %q in it", out, want)
+		}
 	}
-	bad := exec.Command(testutil.Binary(t), "serve", "--isolation", "some")
+	bad := exec.CommandContext(ctx, testutil.Binary(t), "serve", "--isolation", "some")
 	if out, err := bad.CombinedOutput(); err == nil || !strings.Contains(string(out), "want auto, strict or off") {
 		t.Errorf("serve --isolation some: %v %q", err, out)
+	}
+
+	doctor, _ := exec.CommandContext(ctx, testutil.Binary(t), "doctor").CombinedOutput()
+	if !strings.Contains(string(doctor), "every piece applies") {
+		t.Skipf("not every piece applies on this host:\n%s", doctor)
+	}
+	s := testutil.StartServe(t, testutil.ServeOptions{Args: []string{"--isolation", "strict"}})
+	url := s.Deploy(testutil.WriteProject(t, "strict", map[string]string{"index.mjs": `export default (req, res) => res.end('ok')`}))
+	if code, body, _ := testutil.Get(t, url); code != 200 || body != "ok" {
+		t.Errorf("GET under strict isolation: %d %q", code, body)
 	}
 }
 
