@@ -272,6 +272,8 @@ func TestIsolation_NeverRespondingTimesOut(t *testing.T) {
 		// A Node style handler that returns no promise may answer later, from
 		// a callback; this one never does.
 		{"node_style", "export default function (req, res) {\n  if (req.url.includes('warm')) res.end('warm');\n}\n"},
+		// Nor does one whose promise resolved: it too may answer later.
+		{"node_style_async", "export default async function (req, res) {\n  if (req.url.includes('warm')) return res.end('warm');\n  await null;\n}\n"},
 		{"web_style", "export default {\n  fetch(request) {\n    if (request.url.includes('warm')) return new Response('warm');\n    return new Promise(() => {});\n  },\n};\n"},
 	}
 	urls := make([]string, len(tests))
@@ -294,6 +296,14 @@ func TestIsolation_NeverRespondingTimesOut(t *testing.T) {
 			if r.elapsed < 900*time.Millisecond || r.elapsed >= 5*time.Second {
 				t.Errorf("answered after %s, want about maxDuration (1 s): at least 0.9 s and under 5 s", r.elapsed)
 			}
+			if !strings.HasPrefix(tt.name, "node_style") {
+				return
+			}
+			var logs string
+			testutil.Eventually(t, 10*time.Second, "a log record says no response was sent", func() bool {
+				logs, _, _ = s.CLI(t.Context(), "logs", strings.ReplaceAll(tt.name, "_", "-"))
+				return strings.Contains(logs, "No response was sent") && strings.Contains(logs, "timed out after 1s")
+			})
 		})
 	}
 }
@@ -304,7 +314,6 @@ func TestIsolation_EndingWithoutResponseIs502(t *testing.T) {
 		name    string
 		handler string
 	}{
-		{"node_async_returns", "export default async function (req, res) {\n  await new Promise((r) => setTimeout(r, 10));\n}\n"},
 		{"web_fetch_returns_undefined", "export default {\n  async fetch(request) {\n    return undefined;\n  },\n};\n"},
 		{"web_fetch_returns_undefined_sync", "export default {\n  fetch(request) {},\n};\n"},
 	}

@@ -115,10 +115,11 @@
 //       -> a stderr record with the stack; then if the response has not
 //          started: 500 FUNCTION_INVOCATION_FAILED (headers the user set are
 //          dropped), and if it has: the response is destroyed.
-//     Node style: the handler returned a thenable that resolved, and one
-//       setImmediate later the response has not started
-//       -> 502 NO_RESPONSE_FROM_FUNCTION. A handler that returns anything else
-//          may respond later, from a callback.
+//     Node style: the handler returned (or its promise resolved) without
+//       responding: it may respond later, from a callback, a stream's pipe or
+//       an event, as on Vercel. If the invocation ends (maxDuration, the
+//       runtime answers 504 FUNCTION_INVOCATION_TIMEOUT) with no response
+//       started -> a stderr record saying no response was sent.
 //     Web style: fetch produced something that is not a Response (checked with
 //       instanceof, or by shape for a polyfill's Response)
 //       -> a stderr record, 502 NO_RESPONSE_FROM_FUNCTION.
@@ -676,12 +677,17 @@ class ShoalResponse extends http.ServerResponse {
 // ---------------------------------------------------------------------------
 // Node style: handler(req, res).
 
+// afterNodeHandler runs once the handler returned, or its promise
+// resolved: a response not started yet may still come, and if the
+// invocation ends first, the logs say why there was none.
 function afterNodeHandler(inv) {
-  setImmediate(checkResponded, inv);
+  if (!started(inv.res)) inv.res.once('close', () => noResponse(inv));
 }
 
-function checkResponded(inv) {
-  if (!started(inv.res)) respondError(inv.res, 502);
+function noResponse(inv) {
+  if (!inv.res.headersSent) {
+    writeLines(inv, 'stderr', 'No response was sent: the handler returned and nothing responded before the invocation ended\n');
+  }
 }
 
 function serveNode(handler, inv, req, res) {
@@ -690,6 +696,8 @@ function serveNode(handler, inv, req, res) {
     if (ret !== null && (typeof ret === 'object' || typeof ret === 'function') &&
         typeof ret.then === 'function') {
       ret.then(() => afterNodeHandler(inv), (err) => fail(inv, err));
+    } else {
+      afterNodeHandler(inv);
     }
   } catch (err) {
     fail(inv, err);

@@ -748,11 +748,28 @@ func TestBootstrap_NoResponse(t *testing.T) {
 		wantCode   string
 		wantBody   string
 	}{
+		// A Node style handler may respond after it returned, as on Vercel:
+		// from a timer, a stream it pipes, an event.
 		{
-			name:       "node-async-resolves-without-response",
-			bundle:     `export default async (req, res) => { await null; };`,
-			wantStatus: 502,
-			wantCode:   CodeNoResponse,
+			name:       "node-async-responds-after-resolving",
+			bundle:     `export default async (req, res) => { await null; setTimeout(() => res.end('x'), 300); };`,
+			wantStatus: 200,
+			wantBody:   "x",
+		},
+		{
+			name: "node-async-pipes-a-stream",
+			bundle: `import fs from 'node:fs'; import { fileURLToPath } from 'node:url';
+				export default async (req, res) => { fs.createReadStream(fileURLToPath(import.meta.url), { start: 0, end: 5 }).pipe(res); };`,
+			wantStatus: 200,
+			wantBody:   "import",
+		},
+		{
+			name: "node-async-responds-from-an-event",
+			bundle: `import { EventEmitter } from 'node:events';
+				const bus = new EventEmitter();
+				export default async (req, res) => { bus.once('ready', (v) => res.end(v)); setTimeout(() => bus.emit('ready', 'event'), 20); };`,
+			wantStatus: 200,
+			wantBody:   "event",
 		},
 		{
 			name:       "node-sync-responds-later",
