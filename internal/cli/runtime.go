@@ -97,7 +97,7 @@ the tunnel or node goes away. serve starts this; users do not.`,
 			sup, err := runtime.Start(ctx, runtime.Config{
 				Node: node, Bundle: bundle, WorkDir: workDir, Dir: dir, MaxDuration: maxDuration,
 				MemoryMB: memory, NoHelpers: noHelpers, Env: env, Logs: cmd.OutOrStdout(),
-				NodeUID: nodeUID, OOMKills: oomKills,
+				NodeUID: nodeUID, OOMKills: oomKills, ReapOrphans: inJail,
 			})
 			if err != nil {
 				return fmt.Errorf("instance %s: %w", id, err)

@@ -71,6 +71,9 @@ type Config struct {
 	// memory limit (its cgroup's count); nil: node's deaths are not told
 	// apart.
 	OOMKills func() int
+	// ReapOrphans makes the runtime reap the processes node's children
+	// leave behind: it is pid 1 of its pid namespace, which inherits them.
+	ReapOrphans bool
 }
 
 // Record is one log line as the runtime writes it to Config.Logs.
@@ -205,6 +208,9 @@ func Start(ctx context.Context, cfg Config) (*Supervisor, error) {
 		asked:    1,
 	}
 	s.loops = []*loop{{proxy: newProxy(sock, s.proxyError)}}
+	if cfg.ReapOrphans {
+		go reapOrphans(cmd.Process.Pid, s.exited)
+	}
 	ctrlR, outR, errR := ctrl[0], out[0], stderr[0]
 
 	ready := make(chan error, 1)

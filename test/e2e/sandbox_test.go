@@ -329,6 +329,21 @@ func TestSandbox_Attacks(t *testing.T) {
 			}
 			failed(t, o)
 		}},
+		// Twenty background jobs that outlive their shell: orphans, which
+		// the runtime (pid 1 inside) inherits, and reaps when they exit.
+		{"orphans_leave_no_zombies", "run", url.Values{"cmd": {"sh"}, "arg": {"-c", "for i in $(seq 20); do (sleep 0.1 &); done; sleep 0.5"}}, func(t *testing.T, o outcome) {
+			if !o.OK {
+				t.Fatalf("the shell: %s %q", o.Error, o.Value)
+			}
+			testutil.Eventually(t, 10*time.Second, "no zombie of the function's uid", func() bool {
+				for _, pid := range processesOf(nodeUID) {
+					if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); bytes.Contains(b, []byte(") Z ")) {
+						return false
+					}
+				}
+				return true
+			})
+		}},
 		{"fill_tmp", "fill", nil, func(t *testing.T, o outcome) {
 			mb, _ := strconv.Atoi(o.Value)
 			if o.OK || o.Error != "ENOSPC" || mb > 512 {
