@@ -40,7 +40,7 @@ ask the running server what its instances got instead.`,
 				if err != nil {
 					return fmt.Errorf("find own binary: %w", err)
 				}
-				sb, err := sandbox.New(sandbox.Config{Exe: exe, Node: node, Isolation: sandbox.Auto})
+				sb, err := sandbox.New(sandbox.Config{Exe: exe, Node: node, Isolation: sandbox.Auto, Probe: true})
 				if err != nil {
 					return err
 				}

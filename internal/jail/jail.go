@@ -2,6 +2,7 @@ package jail
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	goruntime "runtime"
@@ -117,7 +118,7 @@ type Config struct {
 var system = []string{
 	"/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin",
 	"/etc/ssl", "/etc/ca-certificates", "/etc/pki", "/etc/alternatives",
-	"/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/host.conf", "/etc/gai.conf",
+	"/etc/hosts", "/etc/nsswitch.conf", "/etc/host.conf", "/etc/gai.conf",
 	"/etc/localtime",
 }
 
@@ -180,6 +181,11 @@ func Enter(c Config) error {
 			continue
 		}
 		if err := bind(p, root, p, true); err != nil {
+			return err
+		}
+	}
+	if src := resolvConf(); src != "" {
+		if err := bind(src, root, "/etc/resolv.conf", true); err != nil {
 			return err
 		}
 	}
@@ -456,3 +462,35 @@ func LandlockABI() int {
 
 // Supported reports whether the kernel can load a seccomp filter.
 func Supported() bool { return seccomp.Supported() }
+
+// ResolvConf are the host's resolver configurations, the one to prefer
+// first: /etc/resolv.conf, then the upstream servers systemd-resolved
+// uses.
+var ResolvConf = []string{"/etc/resolv.conf", "/run/systemd/resolve/resolv.conf"}
+
+// resolvConf is the configuration node gets at /etc/resolv.conf: the first
+// of ResolvConf that names a name server off loopback (systemd-resolved's
+// 127.0.0.53 is out of reach of an instance with a network of its own),
+// else the first that exists; "" if none does.
+func resolvConf() string {
+	for _, path := range ResolvConf {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			f := strings.Fields(line)
+			if len(f) >= 2 && f[0] == "nameserver" {
+				if ip, err := netip.ParseAddr(f[1]); err == nil && !ip.IsLoopback() {
+					return path
+				}
+			}
+		}
+	}
+	for _, path := range ResolvConf {
+		if _, err := os.Stat(path); err == nil {
+			return path
+		}
+	}
+	return ""
+}

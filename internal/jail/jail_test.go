@@ -2,6 +2,7 @@ package jail
 
 import (
 	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 
@@ -85,5 +86,35 @@ func TestReceive(t *testing.T) {
 				t.Errorf("the setup socket is still open after Receive")
 			}
 		})
+	}
+}
+
+func TestResolvConf(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	stub := write("stub", "# systemd-resolved\nnameserver 127.0.0.53\noptions edns0\n")
+	upstream := write("upstream", "nameserver 10.0.0.2\nnameserver 1.1.1.1\n")
+	plain := write("plain", "search example\nnameserver 192.0.2.53\n")
+	defer func(old []string) { ResolvConf = old }(ResolvConf)
+	for _, tt := range []struct {
+		name  string
+		paths []string
+		want  string
+	}{
+		{"host_resolver_reachable", []string{plain, upstream}, plain},
+		{"loopback_stub_then_upstream", []string{stub, upstream}, upstream},
+		{"loopback_stub_alone", []string{stub, filepath.Join(dir, "none")}, stub},
+		{"none", []string{filepath.Join(dir, "none")}, ""},
+	} {
+		ResolvConf = tt.paths
+		if got := resolvConf(); got != tt.want {
+			t.Errorf("%s: resolvConf() = %q, want %q", tt.name, got, tt.want)
+		}
 	}
 }

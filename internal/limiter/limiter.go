@@ -121,10 +121,10 @@ func (l *Limiter) Observe(s Signal) int {
 		l.limit = max(1, min(l.limit, peak)/2)
 		l.threshold, l.cut = l.limit, true
 		l.holdUntil, l.congestedAt = s.At.Add(Hold), s.At
-	case congested:
 	case memory >= MemoryHigh:
 		l.limit = max(1, l.limit-max(1, l.limit/4))
 		l.holdUntil = s.At.Add(Hold)
+	case congested:
 	case !s.Full || memory >= MemoryGrow:
 	case headroom:
 		// The loop has room: more on it costs nothing, even if it was cut

@@ -393,3 +393,13 @@ func TestLimiter_CutIOGrowsTheLimitNotLoops(t *testing.T) {
 		}
 	}
 }
+
+// A queue in the first second waits for a second look; memory near the
+// size does not.
+func TestLimiter_MemoryCutsInTheFirstSecond(t *testing.T) {
+	l := New(100, 1000, 40)
+	got := l.Observe(Signal{At: t0, PeakInFlight: 40, CPU: 1, Utilization: 1, DelayMean: 40 * time.Millisecond, RSS: 950})
+	if got != 30 {
+		t.Errorf("limit %d, want 40 cut by a quarter to 30 at 95%% of the memory", got)
+	}
+}

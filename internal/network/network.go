@@ -97,6 +97,32 @@ func New(spare int, hostPorts ...uint16) (*Network, error) {
 	return n, nil
 }
 
+// Check finds out whether New could set up the host here, changing
+// nothing: serve is root, nftables answers, a network namespace can be
+// made.
+func Check() error {
+	if os.Geteuid() != 0 {
+		return errors.New("serve is not root: the host's network cannot be set up for instances")
+	}
+	c, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("network: nftables: %w", err)
+	}
+	if _, err := c.ListTables(); err != nil {
+		return fmt.Errorf("network: nftables: %w", err)
+	}
+	host, err := netns.GetFromPath("/proc/self/ns/net")
+	if err != nil {
+		return fmt.Errorf("network: serve's namespace: %w", err)
+	}
+	defer host.Close()
+	fd, err := (&Network{host: host}).newNamespace()
+	if err != nil {
+		return fmt.Errorf("network: %w", err)
+	}
+	return fd.Close()
+}
+
 // Block is the block of addresses instances of this serve get.
 func (n *Network) Block() netip.Prefix {
 	return netip.PrefixFrom(addrAt(n.block, 0, 0), blockBits)
@@ -301,6 +327,11 @@ func (ns *Namespace) wire() error {
 	if err := netlink.AddrAdd(hostEnd, addr(ns.Gateway)); err != nil {
 		return fmt.Errorf("address %s: %w", ns.link, err)
 	}
+	// No IPv6 from the instance: the rules are IPv4's, and the host's end
+	// would otherwise answer on its link-local address.
+	if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+ns.link+"/disable_ipv6", []byte("1"), 0); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
 	if len(ns.n.ports) > 0 {
 		// What comes in here may be sent on to the host's loopback (the
 		// rules do so for the allowed ports only).
@@ -359,11 +390,17 @@ func (n *Network) newNamespace() (netns.NsHandle, error) {
 			return
 		}
 		fd, err := netns.Get()
-		if err := netns.Set(n.host); err != nil {
-			ch <- made{fd, err} // the thread stays locked and ends
+		if back := netns.Set(n.host); back != nil {
+			if err == nil {
+				fd.Close()
+			}
+			ch <- made{-1, back} // the thread stays locked and ends
 			return
 		}
 		runtime.UnlockOSThread()
+		if err != nil {
+			fd = -1
+		}
 		ch <- made{fd, err}
 	}()
 	m := <-ch
@@ -381,7 +418,11 @@ func (ns *Namespace) Do(f func() error) error {
 			return
 		}
 		err := f()
-		if netns.Set(ns.n.host) == nil {
+		if back := netns.Set(ns.n.host); back != nil {
+			// The thread stays locked and ends with the goroutine: a
+			// process it started gets its parent-death signal.
+			err = errors.Join(err, fmt.Errorf("network: back to serve's namespace: %w", back))
+		} else {
 			runtime.UnlockOSThread()
 		}
 		ch <- err
@@ -389,15 +430,26 @@ func (ns *Namespace) Do(f func() error) error {
 	return <-ch
 }
 
-// Close removes the namespace's veth and lets its address go to another
+// Close removes the namespace's veth and what the host's connection
+// tracking keeps of its connections, then lets its address go to another
 // instance. The namespace itself ends with the last process in it.
 func (ns *Namespace) Close() {
+	gone := true
 	if l, err := netlink.LinkByName(ns.link); err == nil {
-		netlink.LinkDel(l)
+		gone = netlink.LinkDel(l) == nil
 	}
 	if ns.fd >= 0 {
 		ns.fd.Close()
 		ns.fd = -1
+	}
+	// A flow of this instance that the host still tracks (a masqueraded
+	// connection) must not reach the next instance at this address.
+	var f netlink.ConntrackFilter
+	if f.AddIP(netlink.ConntrackOrigSrcIP, net.IP(ns.Addr.AsSlice())) == nil {
+		netlink.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET, &f)
+	}
+	if !gone {
+		return // the address stays taken rather than clash with its veth
 	}
 	ns.n.mu.Lock()
 	ns.n.free = append(ns.n.free, ns.slot)
@@ -426,14 +478,14 @@ func (n *Network) rules() error {
 		pre := c.AddChain(&nftables.Chain{Name: "prerouting", Table: t, Type: nftables.ChainTypeNAT,
 			Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityNATDest})
 		loopback := netip.MustParsePrefix("127.0.0.1/32")
-		for _, port := range n.ports {
+		for _, p := range n.ports {
 			c.AddRule(&nftables.Rule{Table: t, Chain: pre, Exprs: rule(ifname(expr.MetaKeyIIFNAME, n.prefix, true),
-				ipIn(16, netip.PrefixFrom(HostAddr, 32)), tcpPort(port), []expr.Any{
+				ipIn(16, netip.PrefixFrom(HostAddr, 32)), tcpPort(p), []expr.Any{
 					&expr.Immediate{Register: 1, Data: loopback.Addr().AsSlice()},
 					&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1},
 				})})
 			c.AddRule(&nftables.Rule{Table: t, Chain: input, Exprs: rule(ifname(expr.MetaKeyIIFNAME, n.prefix, true),
-				ipIn(16, loopback), tcpPort(port), []expr.Any{&expr.Verdict{Kind: expr.VerdictAccept}})})
+				ipIn(16, loopback), tcpPort(p), accept())})
 		}
 	}
 	c.AddRule(&nftables.Rule{Table: t, Chain: input, Exprs: rule(ifname(expr.MetaKeyIIFNAME, n.prefix, true), notReply(), drop())})
@@ -441,8 +493,15 @@ func (n *Network) rules() error {
 		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter})
 	c.AddRule(&nftables.Rule{Table: t, Chain: forward, Exprs: rule(
 		ifname(expr.MetaKeyIIFNAME, n.prefix, true), ifname(expr.MetaKeyOIFNAME, LinkPrefix, true), drop())})
+	linkLocal := netip.MustParsePrefix("169.254.0.0/16")
+	for _, proto := range []byte{unix.IPPROTO_UDP, unix.IPPROTO_TCP} {
+		// A cloud's resolver may be link-local (GCE's is the metadata
+		// server's address): DNS to it goes, nothing else.
+		c.AddRule(&nftables.Rule{Table: t, Chain: forward, Exprs: rule(
+			ifname(expr.MetaKeyIIFNAME, n.prefix, true), ipIn(16, linkLocal), port(proto, 53), accept())})
+	}
 	c.AddRule(&nftables.Rule{Table: t, Chain: forward, Exprs: rule(
-		ifname(expr.MetaKeyIIFNAME, n.prefix, true), ipIn(16, netip.MustParsePrefix("169.254.0.0/16")), drop())})
+		ifname(expr.MetaKeyIIFNAME, n.prefix, true), ipIn(16, linkLocal), drop())})
 	c.AddRule(&nftables.Rule{Table: t, Chain: forward, Exprs: rule(
 		ifname(expr.MetaKeyOIFNAME, n.prefix, true), notReply(), drop())})
 	nat := c.AddChain(&nftables.Chain{Name: "postrouting", Table: t, Type: nftables.ChainTypeNAT,
@@ -464,6 +523,8 @@ func rule(parts ...[]expr.Any) []expr.Any {
 }
 
 func drop() []expr.Any { return []expr.Any{&expr.Verdict{Kind: expr.VerdictDrop}} }
+
+func accept() []expr.Any { return []expr.Any{&expr.Verdict{Kind: expr.VerdictAccept}} }
 
 // ifname matches an interface name that starts (or, with !starts, does
 // not start) with prefix.
@@ -487,12 +548,15 @@ func ipIn(offset uint32, p netip.Prefix) []expr.Any {
 }
 
 // tcpPort matches TCP to port.
-func tcpPort(port uint16) []expr.Any {
+func tcpPort(p uint16) []expr.Any { return port(unix.IPPROTO_TCP, p) }
+
+// port matches protocol proto (TCP or UDP) to port p.
+func port(proto byte, p uint16) []expr.Any {
 	return []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(port)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(p)},
 	}
 }
 

@@ -1,6 +1,7 @@
 package network
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -20,7 +21,7 @@ func newNetwork(t *testing.T, spare int, hostPorts ...uint16) *Network {
 	if os.Geteuid() != 0 {
 		t.Skip("not root: no instance networks here")
 	}
-	LockDir = t.TempDir()
+	// The real lock folder: a serve of another test holds its block there.
 	n, err := New(spare, hostPorts...)
 	if err != nil {
 		t.Fatal(err)
@@ -93,6 +94,21 @@ func TestNamespace_Wired(t *testing.T) {
 			t.Errorf("inside, a connection to the host's %s:%d worked: %q", target, port, out)
 		}
 	}
+	// Nor over IPv6: the host's end has no address, not even the
+	// link-local one its MAC would give it, and drops what comes.
+	if addrs, _ := netlink.AddrList(host, netlink.FAMILY_V6); len(addrs) > 0 {
+		t.Errorf("the host's end has IPv6 addresses: %v", addrs)
+	}
+	v6 := hostListener(t, "[::]:0")
+	mac := host.Attrs().HardwareAddr
+	ll := fmt.Sprintf("fe80::%02x%02x:%02xff:fe%02x:%02x%02x", mac[0]^2, mac[1], mac[2], mac[3], mac[4], mac[5])
+	out, err = run(t, ns, "node", "-e", `const s = require('net').connect({ host: process.argv[1], port: +process.argv[2] });
+		s.setTimeout(2000, () => process.exit(3)); s.on('data', (d) => { console.log(String(d)); process.exit(0); }); s.on('error', (e) => { console.log(e.code); process.exit(2); });`,
+		ll+"%"+InstanceLink, strconv.Itoa(v6))
+	if err == nil || strings.Contains(out, "host") {
+		t.Errorf("inside, a connection to the host's [%s]:%d worked: %q", ll, v6, out)
+	}
+	t.Logf("IPv6 to the host's end: %v %q", err, out)
 	ns.Close()
 	if _, err := netlink.LinkByName(ns.link); err == nil {
 		t.Errorf("%s is still there after Close", ns.link)

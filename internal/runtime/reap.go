@@ -37,13 +37,20 @@ func reapOrphans(node int, done <-chan struct{}) {
 				break
 			}
 			var ws unix.WaitStatus
-			unix.Wait4(pid, &ws, unix.WNOHANG, nil)
+			if _, err := unix.Wait4(pid, &ws, unix.WNOHANG, nil); err != nil {
+				break
+			}
 		}
 	}
 }
 
-// siginfoPid is si_pid: the first field of the union after signo, errno,
-// code and padding (offset 16 on 64-bit Linux).
+// siginfoPid is si_pid: the first field of the union after signo, errno
+// and code, which is aligned to a pointer (offset 16 on 64-bit Linux, 12
+// on 32-bit).
 func siginfoPid(info *unix.Siginfo) int {
-	return int(*(*int32)(unsafe.Add(unsafe.Pointer(info), 16)))
+	off := 3 * unsafe.Sizeof(int32(0))
+	if unsafe.Sizeof(uintptr(0)) == 8 {
+		off = 16
+	}
+	return int(*(*int32)(unsafe.Add(unsafe.Pointer(info), off)))
 }

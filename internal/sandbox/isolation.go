@@ -157,13 +157,22 @@ func (sb *Sandbox) probeNetwork() Piece {
 	if !sb.jailed {
 		return p
 	}
-	n, err := network.New(SpareNamespaces, sb.cfg.HostPorts...)
-	if err != nil {
-		p.Detail = err.Error() + "; instances share the host's network, so they reach its loopback services"
-		return p
+	block := "a block of " + network.Subnet.String()
+	if sb.cfg.Probe {
+		if err := network.Check(); err != nil {
+			p.Detail = err.Error() + "; instances would share the host's network"
+			return p
+		}
+	} else {
+		n, err := network.New(SpareNamespaces, sb.cfg.HostPorts...)
+		if err != nil {
+			p.Detail = err.Error() + "; instances share the host's network, so they reach its loopback services"
+			return p
+		}
+		sb.net = n
+		block = n.Block().String() + ", serve's block"
 	}
-	sb.net = n
-	p.On, p.Detail = true, fmt.Sprintf("a network namespace each (%s, serve's block), outbound traffic masqueraded (IPv4 forwarding on); the host, its loopback services, other instances and link-local addresses out of reach", n.Block())
+	p.On, p.Detail = true, fmt.Sprintf("a network namespace each (%s), outbound traffic masqueraded (IPv4 forwarding on); the host, its loopback services, other instances and link-local addresses out of reach", block)
 	if len(sb.cfg.HostPorts) > 0 {
 		ports := make([]string, len(sb.cfg.HostPorts))
 		for i, port := range sb.cfg.HostPorts {

@@ -39,6 +39,10 @@ type Config struct {
 	// HostPorts are the host's loopback ports that instances with a
 	// network namespace reach, at network.HostAddr.
 	HostPorts []uint16
+	// Probe makes a sandbox that only reports what applies, as shoal
+	// doctor does: it sets up nothing lasting on the host (no IPv4
+	// forwarding, rules or spare network namespaces).
+	Probe bool
 	// Logs receives every line the runtime writes: stream "stdout" lines are
 	// JSON log records, "stderr" lines the runtime's own text. The line is
 	// valid only during the call. Nil drops them.
@@ -308,6 +312,11 @@ func (sb *Sandbox) start(s Spec, why purpose) (*Process, error) {
 	outW.Close()
 	errW.Close()
 	if err != nil {
+		if cmd.Process != nil {
+			// Started, but serve's thread could not leave its namespace.
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			cmd.Wait()
+		}
 		outR.Close()
 		errR.Close()
 		if ns != nil {

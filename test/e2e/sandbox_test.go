@@ -51,7 +51,7 @@ const attacks = {
   connect: (q) => new Promise((resolve) => {
     const host = q.get('host') === 'gateway' ? gateway() : q.get('host') || '127.0.0.1';
     const s = net.connect(Number(q.get('port')), host);
-    s.setTimeout(2000);
+    s.setTimeout(1000);
     s.on('connect', () => { s.destroy(); resolve({ ok: true }); });
     s.on('error', (e) => resolve({ ok: false, error: e.code }));
     s.on('timeout', () => { s.destroy(); resolve({ ok: false, error: 'timeout' }); });
