@@ -2,7 +2,6 @@ package bench
 
 import (
 	"io/fs"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -117,7 +116,7 @@ func TestWorkloads(t *testing.T) {
 // network namespace each, the serve lets them reach the backend's port,
 // and without that port the benchmark says what to do.
 func TestRun_ExistingServe(t *testing.T) {
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	s := testutil.StartServe(t, testutil.ServeOptions{Args: []string{"--host-port", strconv.Itoa(port)}})
 	token, err := os.ReadFile(filepath.Join(s.DataDir, "token"))
 	if err != nil {
@@ -199,15 +198,4 @@ func TestRun_ExistingServe(t *testing.T) {
 	if rep.LoadCPUShare <= 0 || rep.LoadCPUShare >= 1 || rep.CPUs < 1 || rep.WallSeconds < 4 {
 		t.Errorf("load CPU share %g of %d CPUs over %g s; want some, below 1, over at least 4 s", rep.LoadCPUShare, rep.CPUs, rep.WallSeconds)
 	}
-}
-
-// freePort is a loopback port nothing listens on.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }

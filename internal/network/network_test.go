@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/shoal-dev/shoal/internal/testutil"
 )
 
 // newNetwork sets up a real block on this host, or skips where serve
@@ -88,7 +90,7 @@ func TestNamespace_Wired(t *testing.T) {
 	}
 	// A process inside reaches the host's end but, with the host's input
 	// dropped, gets nothing back.
-	port := hostListener(t, "0.0.0.0:0")
+	port := testutil.Listen(t, "0.0.0.0:0", "host\n")
 	for _, target := range []string{ns.Gateway.String(), "127.0.0.1", HostAddr.String()} {
 		if out, ok := dial(t, ns, target, port); ok {
 			t.Errorf("inside, a connection to the host's %s:%d worked: %q", target, port, out)
@@ -99,7 +101,7 @@ func TestNamespace_Wired(t *testing.T) {
 	if addrs, _ := netlink.AddrList(host, netlink.FAMILY_V6); len(addrs) > 0 {
 		t.Errorf("the host's end has IPv6 addresses: %v", addrs)
 	}
-	v6 := hostListener(t, "[::]:0")
+	v6 := testutil.Listen(t, "[::]:0", "host\n")
 	mac := host.Attrs().HardwareAddr
 	ll := fmt.Sprintf("fe80::%02x%02x:%02xff:fe%02x:%02x%02x", mac[0]^2, mac[1], mac[2], mac[3], mac[4], mac[5])
 	out, err = run(t, ns, "node", "-e", `const s = require('net').connect({ host: process.argv[1], port: +process.argv[2] });
@@ -159,28 +161,6 @@ func TestNetwork_BlocksApart(t *testing.T) {
 	}
 }
 
-// hostListener answers "host" on addr until the test ends and returns its
-// port.
-func hostListener(t *testing.T, addr string) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Write([]byte("host\n"))
-			c.Close()
-		}
-	}()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // dial connects to host:port from inside ns (2 s at most) and reports
 // whether the host's listener answered.
 func dial(t *testing.T, ns *Namespace, host string, port int) (string, bool) {
@@ -195,8 +175,8 @@ func TestNetwork_HostPorts(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("not root")
 	}
-	allowed := hostListener(t, "127.0.0.1:0")
-	other := hostListener(t, "127.0.0.1:0")
+	allowed := testutil.Listen(t, "127.0.0.1:0", "host\n")
+	other := testutil.Listen(t, "127.0.0.1:0", "host\n")
 	n := newNetwork(t, 0, uint16(allowed))
 	ns, err := n.Take()
 	if err != nil {

@@ -400,7 +400,7 @@ func TestSandbox_Attacks(t *testing.T) {
 // nothing of the platform: not the control API, the tunnel listener, a
 // loopback database, the host by its own address, or another instance.
 func TestSandbox_Network(t *testing.T) {
-	tunnelPort := freePort(t)
+	tunnelPort := testutil.FreePort(t)
 	s, iso := isolated(t, "--tunnel-listen", "127.0.0.1:"+strconv.Itoa(tunnelPort))
 	if !pieceOn(iso, sandbox.PieceNetwork) {
 		t.Skip("no network namespaces on this host")
@@ -425,8 +425,8 @@ export default (req, res) => res.end(((os.networkInterfaces().eth0 || []).find((
 		c.Close()
 	}
 	// A "database" on the host's loopback, and one on every address.
-	loopbackDB := listen(t, "127.0.0.1:0")
-	anyDB := listen(t, "0.0.0.0:0")
+	loopbackDB := testutil.Listen(t, "127.0.0.1:0", "")
+	anyDB := testutil.Listen(t, "0.0.0.0:0", "")
 	serveURL, _ := url.Parse(s.URL)
 
 	unreachable := func(t *testing.T, o outcome) {
@@ -459,38 +459,6 @@ export default (req, res) => res.end(((os.networkInterfaces().eth0 || []).find((
 			t.Errorf("fetch %s: ok %v error %q value %q; want the answer, seen from the host's %s", outside, o.OK, o.Error, o.Value, hostAddr)
 		}
 	})
-}
-
-// freePort is a loopback port nothing listens on.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-// listen accepts connections on addr until the test ends, and returns
-// its port.
-func listen(t *testing.T, addr string) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // TestSandbox_MemoryBomb: a function past its memory is killed alone; its
