@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -30,8 +31,8 @@ func newRuntime() *cobra.Command {
 		maxDuration                                time.Duration
 		memory                                     int
 		noHelpers, inCgroup, inJail, check         bool
-		checkBundle                                bool
-		tunnelFD                                   int
+		checkBundle, spare                         bool
+		tunnelFD, nodeUID                          int
 	)
 	cmd := &cobra.Command{
 		Use:   "runtime",
@@ -46,6 +47,18 @@ the tunnel or node goes away. serve starts this; users do not.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, os.Interrupt)
 			defer stop()
+			var missing []string
+			for _, f := range []struct{ name, value string }{{"id", id}, {"bundle", bundle}, {"dir", dir}} {
+				if f.value == "" && (!spare || f.name == "dir") {
+					missing = append(missing, strconv.Quote(f.name))
+				}
+			}
+			if len(missing) > 0 {
+				return fmt.Errorf("required flag(s) %s not set", strings.Join(missing, ", "))
+			}
+			if spare {
+				id = "spare" // until serve says which instance it is
+			}
 			if tunnelFD > 0 {
 				// node, started before the tunnel is used, must not
 				// inherit it.
@@ -53,28 +66,47 @@ the tunnel or node goes away. serve starts this; users do not.`,
 			}
 			var oomKills func() int
 			var setup jail.Setup
-			if inCgroup || inJail {
+			if inJail {
+				// While serve makes the cgroup, or while a spare waits.
+				if err := jail.Prepare(dir); err != nil {
+					return fmt.Errorf("instance %s: jail: %w", id, err)
+				}
+			}
+			if inCgroup || inJail || spare {
 				var err error
-				if setup, err = jail.Receive(jail.FdSetup, inCgroup, inJail); err != nil {
+				if setup, err = jail.Receive(jail.FdSetup, inCgroup, inJail, spare); err != nil {
+					if spare && errors.Is(err, jail.ErrNoSetup) {
+						return nil // not needed after all
+					}
 					return fmt.Errorf("instance %s: %w", id, err)
+				}
+			}
+			var env []string
+			if in := setup.Instance; in != nil {
+				id, bundle, workDir, maxDuration, memory = in.ID, in.Bundle, in.WorkDir, in.MaxDuration, in.MemoryMB
+				noHelpers, env, nodeUID = in.NoHelpers, in.Env, in.NodeUID
+			} else {
+				for _, kv := range os.Environ() {
+					if !strings.HasPrefix(kv, sandbox.TokenEnv+"=") {
+						env = append(env, kv)
+					}
 				}
 			}
 			if setup.OOM != nil {
 				oomKills = cgroupOOMKills(setup.OOM)
 			}
-			nodeUID := 0
 			if inJail {
 				rel, err := filepath.Rel(workDir, bundle)
 				if err != nil || !filepath.IsLocal(rel) {
 					return fmt.Errorf("instance %s: bundle %s is not in %s", id, bundle, workDir)
 				}
-				if err := jail.Enter(jail.Config{Mounts: setup, Root: dir, Hostname: id, Node: node, TmpMB: tmpMB(memory)}); err != nil {
+				if err := jail.Enter(jail.Config{Mounts: setup, Root: dir, Hostname: id, Node: node, TmpMB: tmpMB(memory), NodeUID: nodeUID}); err != nil {
 					return fmt.Errorf("instance %s: jail: %w", id, err)
 				}
 				if err := jail.Lock(node); err != nil {
 					return fmt.Errorf("instance %s: jail: %w", id, err)
 				}
-				dir, nodeUID = jail.Scratch, jail.NodeUID
+				dir = jail.Scratch
 				workDir, bundle = jail.Task, filepath.Join(jail.Task, rel)
 			}
 			if check {
@@ -85,12 +117,6 @@ the tunnel or node goes away. serve starts this; users do not.`,
 				return nil
 			}
 			token := os.Getenv(sandbox.TokenEnv)
-			env := make([]string, 0, len(os.Environ()))
-			for _, kv := range os.Environ() {
-				if !strings.HasPrefix(kv, sandbox.TokenEnv+"=") {
-					env = append(env, kv)
-				}
-			}
 			if checkBundle {
 				return runBundleCheck(ctx, node, bundle, workDir, dir, env, nodeUID, cmd.OutOrStdout())
 			}
@@ -140,9 +166,9 @@ the tunnel or node goes away. serve starts this; users do not.`,
 	f.BoolVar(&inJail, "jail", false, "enter the jail (namespaces made by serve, mounts handed over on fd 3) before node starts")
 	f.BoolVar(&check, "check", false, "only check that node runs in the jail")
 	f.BoolVar(&checkBundle, "check-bundle", false, "only load the bundle as an instance would, and print its config or why it cannot serve")
-	for _, name := range []string{"id", "bundle", "dir"} {
-		cmd.MarkFlagRequired(name)
-	}
+	f.BoolVar(&spare, "spare", false, "start as a spare: wait on fd 3 for the instance to run too (its id, bundle, environment...), which the flags otherwise give")
+	f.IntVar(&nodeUID, "node-uid", 0, "uid (and gid) node runs as, inside the jail's user namespace (default: the runtime's)")
+	f.String("of", "", "the data folder of the serve that started it, for ps to show; unused")
 	cmd.MarkFlagsOneRequired("tunnel", "tunnel-fd")
 	cmd.MarkFlagsMutuallyExclusive("tunnel", "tunnel-fd")
 	return cmd
@@ -186,7 +212,7 @@ func cgroupOOMKills(f *os.File) func() int {
 
 // checkJail runs node in the jail with jail.CheckScript.
 func checkJail(ctx context.Context, node, workDir string, uid int, stderr io.Writer) error {
-	c := exec.CommandContext(ctx, node, "-e", jail.CheckScript())
+	c := exec.CommandContext(ctx, node, "-e", jail.CheckScript(uid))
 	c.Dir = workDir
 	c.Env = []string{"PATH=/usr/bin:/bin", "HOME=/tmp"}
 	c.Stdout, c.Stderr = stderr, stderr

@@ -1,13 +1,17 @@
 package jail
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
 	goruntime "runtime"
 	"strconv"
 	"strings"
+	"time"
 
 	seccomp "github.com/elastic/go-seccomp-bpf"
 	"github.com/landlock-lsm/go-landlock/landlock"
@@ -35,17 +39,48 @@ type Setup struct {
 	// node's binary (read-only), made by serve: the runtime could not
 	// reach them by path. -1 outside the jail.
 	Deployment, Scratch, Node int
+	// Instance is what a spare runtime, started before serve knew which
+	// instance it would be, is to run; nil for a runtime started for one.
+	Instance *Instance
 }
+
+// Instance is what a spare runtime learns at its handover, which the
+// command line tells a runtime started for one instance.
+type Instance struct {
+	ID          string        `json:"id"`
+	Bundle      string        `json:"bundle"`
+	WorkDir     string        `json:"workDir"`
+	MaxDuration time.Duration `json:"maxDuration"`
+	MemoryMB    int           `json:"memoryMB"`
+	NoHelpers   bool          `json:"noHelpers,omitempty"`
+	// Env is node's environment.
+	Env []string `json:"env"`
+	// NodeUID is the uid node runs as, inside the user namespace where
+	// jailed; 0 means the runtime's own.
+	NodeUID int `json:"nodeUID,omitempty"`
+}
+
+// ErrNoSetup is Receive's error when serve closed the socket without a
+// message: a spare it no longer needs.
+var ErrNoSetup = errors.New("serve closed the setup socket")
 
 // Receive waits for serve's setup message on the socket fd (FdSetup in the
 // runtime), then closes it: the OOM file where cgroup, then the three
-// mounts where jail.
-func Receive(fd int, cgroup, jail bool) (Setup, error) {
+// mounts where jail, then for a spare the Instance, as JSON up to the
+// socket's end.
+func Receive(fd int, cgroup, jail, spare bool) (Setup, error) {
 	sup := Setup{Deployment: -1, Scratch: -1, Node: -1}
-	defer unix.Close(fd)
+	defer func() {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+	}()
 	var b [1]byte
 	oob := make([]byte, unix.CmsgSpace(4*4))
 	n, oobn, _, _, err := unix.Recvmsg(fd, b[:], oob, unix.MSG_CMSG_CLOEXEC)
+	if err == nil && n == 0 {
+		return sup, ErrNoSetup
+	}
 	if err != nil || n != 1 {
 		return sup, fmt.Errorf("wait for serve: %v (%d bytes)", err, n)
 	}
@@ -80,12 +115,21 @@ func Receive(fd int, cgroup, jail bool) (Setup, error) {
 	if jail {
 		sup.Deployment, sup.Scratch, sup.Node = fds[0], fds[1], fds[2]
 	}
+	if spare {
+		f := os.NewFile(uintptr(fd), "setup")
+		fd = -1 // closed by f
+		defer f.Close()
+		sup.Instance = new(Instance)
+		if err := json.NewDecoder(io.LimitReader(f, maxInstance)).Decode(sup.Instance); err != nil {
+			return sup, fmt.Errorf("setup from serve: instance: %w", err)
+		}
+	}
 	return sup, nil
 }
 
-// NodeUID is the uid (and gid) node runs as inside the user namespace;
-// the runtime is 0 there. serve maps both to unprivileged host uids.
-const NodeUID = 1000
+// maxInstance bounds an Instance's JSON: the function's environment is
+// most of it.
+const maxInstance = 4 << 20
 
 // Task is where the deployment is inside, read-only, as on AWS Lambda: its
 // path on the host would name serve's data folder.
@@ -99,8 +143,8 @@ const Scratch = "/run/shoal"
 type Config struct {
 	// Mounts are serve's detached mounts (see Setup). Required.
 	Mounts Setup
-	// Root is the scratch folder's path on the host, where the new root is
-	// made. Required.
+	// Root is the scratch folder's path on the host, where Prepare made
+	// the new root. Required.
 	Root string
 	// Node is node's binary; mounted at the same path unless a system
 	// folder already holds it. Required.
@@ -110,6 +154,8 @@ type Config struct {
 	Hostname string
 	// TmpMB bounds /tmp; 0 means 64.
 	TmpMB int
+	// NodeUID is the uid node runs as, named in /etc/passwd. Required.
+	NodeUID int
 }
 
 // system are the host's folders and files node may need, read-only:
@@ -125,25 +171,17 @@ var system = []string{
 // devices are bound from the host's /dev.
 var devices = []string{"null", "zero", "full", "random", "urandom", "tty"}
 
-// Enter replaces the runtime's view of the filesystem with the instance's
-// and sets its hostname. The runtime must be root of fresh user and mount
-// namespaces, and single-purpose from here on: Enter changes the root of
-// every thread of the process.
-func Enter(c Config) error {
-	if c.TmpMB == 0 {
-		c.TmpMB = 64
-	}
+// Prepare makes the instance's new root at root (the scratch folder's path
+// on the host, made for this instance alone), all of it that does not
+// depend on which instance it will be: a tmpfs, /dev, /proc and the host's
+// system folders read-only. A spare does this while it waits. The runtime
+// must be root of fresh user and mount namespaces.
+func Prepare(root string) error {
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return fmt.Errorf("make mounts private: %w", err)
 	}
-	// The new root is a tmpfs mounted over the scratch folder's path,
-	// which serve made for this instance alone.
-	root := c.Root
 	if err := unix.Mount("shoal", root, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=755,size=4m"); err != nil {
 		return fmt.Errorf("new root: %w", err)
-	}
-	if err := writeUsers(root); err != nil {
-		return err
 	}
 	if err := mountDev(root); err != nil {
 		return err
@@ -153,13 +191,6 @@ func Enter(c Config) error {
 	}
 	if err := unix.Mount("proc", filepath.Join(root, "proc"), "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 		return fmt.Errorf("mount /proc: %w", err)
-	}
-	if err := mkdirs(root, "/tmp"); err != nil {
-		return err
-	}
-	opts := "mode=1777,size=" + strconv.Itoa(c.TmpMB) + "m"
-	if err := unix.Mount("tmp", filepath.Join(root, "tmp"), "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
-		return fmt.Errorf("mount /tmp: %w", err)
 	}
 	for _, p := range system {
 		fi, err := os.Lstat(p)
@@ -189,6 +220,29 @@ func Enter(c Config) error {
 			return err
 		}
 	}
+	return nil
+}
+
+// Enter finishes the root Prepare made at c.Root with what is the
+// instance's (its users, its /tmp, node, the deployment and the scratch
+// folder), makes it the runtime's view of the filesystem, read-only, and
+// sets the hostname. The runtime is single-purpose from here on: Enter
+// changes the root of every thread of the process.
+func Enter(c Config) error {
+	if c.TmpMB == 0 {
+		c.TmpMB = 64
+	}
+	root := c.Root
+	if err := writeUsers(root, c.NodeUID); err != nil {
+		return err
+	}
+	if err := mkdirs(root, "/tmp"); err != nil {
+		return err
+	}
+	opts := "mode=1777,size=" + strconv.Itoa(c.TmpMB) + "m"
+	if err := unix.Mount("tmp", filepath.Join(root, "tmp"), "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
+		return fmt.Errorf("mount /tmp: %w", err)
+	}
 	if !underSystem(c.Node) {
 		if err := attach(c.Mounts.Node, root, c.Node, false); err != nil {
 			return err
@@ -216,12 +270,12 @@ func Enter(c Config) error {
 	return nil
 }
 
-// CheckScript is what node runs to check a jail: its uid, its view of
-// processes and files.
-func CheckScript() string {
+// CheckScript is what node, as uid, runs to check a jail: its uid, its
+// view of processes and files.
+func CheckScript(uid int) string {
 	return `
 const fs = require('fs');
-if (process.getuid() !== ` + strconv.Itoa(NodeUID) + `) throw new Error('node runs as uid ' + process.getuid());
+if (process.getuid() !== ` + strconv.Itoa(uid) + `) throw new Error('node runs as uid ' + process.getuid());
 const pids = fs.readdirSync('/proc').filter((d) => /^[0-9]+$/.test(d));
 if (pids.length > 2) throw new Error('/proc shows ' + pids.length + ' processes');
 fs.writeFileSync('/tmp/check', 'x');
@@ -322,10 +376,11 @@ func mountFlags(f int64) uintptr {
 
 // writeUsers gives the instance an /etc/passwd and /etc/group that name
 // only its two users, so os.userInfo() works.
-func writeUsers(root string) error {
+func writeUsers(root string, uid int) error {
+	id := strconv.Itoa(uid)
 	files := map[string]string{
-		"/etc/passwd": "root:x:0:0:runtime:/:/usr/sbin/nologin\nfunction:x:" + strconv.Itoa(NodeUID) + ":" + strconv.Itoa(NodeUID) + ":function:/tmp:/usr/sbin/nologin\n",
-		"/etc/group":  "root:x:0:\nfunction:x:" + strconv.Itoa(NodeUID) + ":\n",
+		"/etc/passwd": "root:x:0:0:runtime:/:/usr/sbin/nologin\nfunction:x:" + id + ":" + id + ":function:/tmp:/usr/sbin/nologin\n",
+		"/etc/group":  "root:x:0:\nfunction:x:" + id + ":\n",
 	}
 	for p, body := range files {
 		if err := mkdirs(root, filepath.Dir(p)); err != nil {

@@ -1,8 +1,10 @@
 package jail
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"testing"
 
@@ -32,14 +34,18 @@ func TestReceive(t *testing.T) {
 		name          string
 		send          int
 		cgroup, jail  bool
+		spare         string // the JSON sent after the descriptors, for a spare
 		wantErr       bool
 		wantOOM, want bool
 	}{
-		{"cgroup_and_jail", 4, true, true, false, true, true},
-		{"cgroup_only", 1, true, false, false, true, false},
-		{"jail_only", 3, false, true, false, false, true},
-		{"too_few", 1, true, true, true, false, false},
-		{"none_sent", 0, true, false, true, false, false},
+		{"cgroup_and_jail", 4, true, true, "", false, true, true},
+		{"cgroup_only", 1, true, false, "", false, true, false},
+		{"jail_only", 3, false, true, "", false, false, true},
+		{"too_few", 1, true, true, "", true, false, false},
+		{"none_sent", 0, true, false, "", true, false, false},
+		{"spare", 4, true, true, `{"id":"i-1","bundle":"/d/index.mjs","env":["A=1"],"nodeUID":7}`, false, true, true},
+		{"spare_without_cgroup", 0, false, false, `{"id":"i-1","bundle":"/d/index.mjs"}`, false, false, false},
+		{"spare_bad_json", 0, false, false, `{"id":`, true, false, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -64,7 +70,13 @@ func TestReceive(t *testing.T) {
 			if err := unix.Sendmsg(pair[0], []byte{1}, oob, nil, 0); err != nil {
 				t.Fatal(err)
 			}
-			sup, err := Receive(pair[1], tt.cgroup, tt.jail)
+			if tt.spare != "" {
+				if _, err := unix.Write(pair[0], []byte(tt.spare)); err != nil {
+					t.Fatal(err)
+				}
+				unix.Shutdown(pair[0], unix.SHUT_WR)
+			}
+			sup, err := Receive(pair[1], tt.cgroup, tt.jail, tt.spare != "")
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("Receive: %v, want error %v", err, tt.wantErr)
 			}
@@ -81,6 +93,13 @@ func TestReceive(t *testing.T) {
 			}
 			if sup.OOM != nil {
 				sup.OOM.Close()
+			}
+			if tt.spare != "" && !tt.wantErr {
+				var want Instance
+				json.Unmarshal([]byte(tt.spare), &want)
+				if sup.Instance == nil || !reflect.DeepEqual(*sup.Instance, want) {
+					t.Errorf("instance %+v, want %+v", sup.Instance, want)
+				}
 			}
 			if _, err := unix.FcntlInt(uintptr(pair[1]), unix.F_GETFD, 0); err == nil {
 				t.Errorf("the setup socket is still open after Receive")

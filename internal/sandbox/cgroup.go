@@ -124,50 +124,66 @@ type cgroup struct {
 	dirs map[string]string // by controller; "" on v2
 }
 
-// create makes the instance's cgroup and sets its limits: memory (no
-// swap), tasks, and a CPU weight in proportion to memory.
-func (fs *cgroupFS) create(id string, memoryMB int) (*cgroup, error) {
+// create makes an instance's cgroup, named name, and bounds its tasks;
+// limit sets the rest once its function is known.
+func (fs *cgroupFS) create(name string) (*cgroup, error) {
 	g := &cgroup{v2: fs.v2, dirs: map[string]string{}}
 	for c, parent := range fs.parents {
-		d := filepath.Join(parent, id)
+		d := filepath.Join(parent, name)
 		if err := os.Mkdir(d, 0o755); err != nil {
 			g.remove()
-			return nil, fmt.Errorf("cgroup of %s: %w", id, err)
+			return nil, fmt.Errorf("cgroup %s: %w", name, err)
 		}
 		g.dirs[c] = d
 	}
+	if err := g.set(setting{"pids", "pids.max", strconv.Itoa(PidsMax), true}); err != nil {
+		g.remove()
+		return nil, err
+	}
+	return g, nil
+}
+
+// limit sets the cgroup's memory (and no swap) to the function's, and its
+// CPU weight in proportion.
+func (g *cgroup) limit(memoryMB int) error {
 	mem := strconv.FormatInt(int64(memoryMB+SlackMB)<<20, 10)
-	var set []setting
-	if fs.v2 {
+	set := []setting{
+		{"memory", "memory.limit_in_bytes", mem, true},
+		// Needs swap accounting; without swap there is none to limit.
+		{"memory", "memory.memsw.limit_in_bytes", mem, false},
+		{"memory", "memory.swappiness", "0", false},
+		// 1024 (the default share) per GB.
+		{"cpu", "cpu.shares", strconv.Itoa(max(2, memoryMB)), false},
+	}
+	if g.v2 {
 		set = []setting{
 			{"", "memory.max", mem, true},
 			{"", "memory.swap.max", "0", false},
-			{"", "pids.max", strconv.Itoa(PidsMax), true},
 			// 100 (the default weight) per GB.
 			{"", "cpu.weight", strconv.Itoa(max(1, min(10000, memoryMB*100/1024))), false},
 		}
-	} else {
-		set = []setting{
-			{"memory", "memory.limit_in_bytes", mem, true},
-			// Needs swap accounting; without swap there is none to limit.
-			{"memory", "memory.memsw.limit_in_bytes", mem, false},
-			{"memory", "memory.swappiness", "0", false},
-			{"pids", "pids.max", strconv.Itoa(PidsMax), true},
-			// 1024 (the default share) per GB.
-			{"cpu", "cpu.shares", strconv.Itoa(max(2, memoryMB)), false},
-		}
 	}
 	for _, s := range set {
-		d, ok := g.dirs[s.controller]
-		if !ok {
-			continue
-		}
-		if err := os.WriteFile(filepath.Join(d, s.file), []byte(s.value), 0); err != nil && s.required {
-			g.remove()
-			return nil, fmt.Errorf("cgroup of %s: set %s: %w", id, s.file, err)
+		if err := g.set(s); err != nil {
+			return err
 		}
 	}
-	return g, nil
+	return nil
+}
+
+// set writes one setting; a failure matters only where it is required.
+func (g *cgroup) set(s setting) error {
+	if g.v2 {
+		s.controller = ""
+	}
+	d, ok := g.dirs[s.controller]
+	if !ok {
+		return nil
+	}
+	if err := os.WriteFile(filepath.Join(d, s.file), []byte(s.value), 0); err != nil && s.required {
+		return fmt.Errorf("cgroup: set %s: %w", s.file, err)
+	}
+	return nil
 }
 
 type setting struct {

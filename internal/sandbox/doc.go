@@ -17,5 +17,9 @@
 //
 // The runtime starts first and waits on a socket while serve makes its
 // cgroup and detached mounts, then receives them in one message: the two
-// overlap, which keeps the cold start short.
+// overlap. Better, Config.Spares runtimes are started ahead, before serve
+// knows which instance each will be: in their namespaces and cgroup, with
+// the part of the jail every instance shares built, they wait on that
+// socket; Start hands one the instance (the message then carries its id,
+// bundle and environment too), so a cold start skips the process start.
 package sandbox

@@ -38,15 +38,17 @@ func TestHostUIDs(t *testing.T) {
 	seen := map[int]string{}
 	for _, p := range []string{"a", "b", "hello", "shop", "api"} {
 		rt, node := HostUIDs(p)
-		if node != rt+1 || rt < uidBase || node >= uidBase+2*uidSlots {
-			t.Errorf("HostUIDs(%q) = %d, %d; want two in a row in [%d, %d)", p, rt, node, uidBase, uidBase+2*uidSlots)
+		// Every namespace maps [uidBase, uidBase+uidSlots] from 0: the
+		// runtime is its root, node the project's uid in it.
+		if rt != uidBase || node <= uidBase || node > uidBase+uidSlots || node-uidBase != nodeUID(p) {
+			t.Errorf("HostUIDs(%q) = %d, %d; want %d and one in (%d, %d] that is %d inside", p, rt, node, uidBase, uidBase, uidBase+uidSlots, nodeUID(p))
 		}
-		if other, ok := seen[rt]; ok {
-			t.Errorf("%q and %q share uid %d", p, other, rt)
+		if other, ok := seen[node]; ok {
+			t.Errorf("%q and %q share node's uid %d", p, other, node)
 		}
-		seen[rt] = p
-		if again, _ := HostUIDs(p); again != rt {
-			t.Errorf("HostUIDs(%q) changed: %d then %d", p, rt, again)
+		seen[node] = p
+		if _, again := HostUIDs(p); again != node {
+			t.Errorf("HostUIDs(%q) changed: %d then %d", p, node, again)
 		}
 	}
 }
@@ -103,11 +105,14 @@ func TestCgroup_Limits(t *testing.T) {
 	}
 	defer fs.close()
 	t.Logf("cgroups: %s", what)
-	g, err := fs.create("t1", 256)
+	g, err := fs.create("t1")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer g.remove()
+	if err := g.limit(256); err != nil {
+		t.Fatal(err)
+	}
 	wantMem := int64(256+SlackMB) << 20
 	if fs.v2 {
 		if got := readInt(filepath.Join(g.dirs[""], "memory.max")); got != wantMem {

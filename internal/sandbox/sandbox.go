@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -15,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -43,6 +45,13 @@ type Config struct {
 	// doctor does: it sets up nothing lasting on the host (no IPv4
 	// forwarding, rules or spare network namespaces).
 	Probe bool
+	// Spares is how many runtimes are kept started ahead, each waiting to
+	// learn which instance it is: a cold start then skips the runtime's
+	// process start (and its namespaces' and cgroup's making).
+	Spares int
+	// Label is named on each runtime's command line (--of), so ps tells
+	// whose it is: serve's data folder.
+	Label string
 	// Logs receives every line the runtime writes: stream "stdout" lines are
 	// JSON log records, "stderr" lines the runtime's own text. The line is
 	// valid only during the call. Nil drops them.
@@ -81,6 +90,11 @@ type Sandbox struct {
 	jailed  bool             // instances start in namespaces, in the jail
 	net     *network.Network // nil: jailed instances share the host's network
 	report  Report
+
+	spares chan *Process  // started spares, up to cfg.Spares
+	refill chan struct{}  // a spare was taken
+	quit   chan struct{}  // closed by Close
+	filler sync.WaitGroup // the goroutine that keeps spares started
 }
 
 // New returns a sandbox that starts instances as cfg says, having worked
@@ -110,14 +124,110 @@ func New(cfg Config) (*Sandbox, error) {
 			return nil, fmt.Errorf("%w:%s", ErrStrict, b.String())
 		}
 	}
+	if cfg.Spares > 0 && !cfg.Probe {
+		sb.spares = make(chan *Process, cfg.Spares)
+		sb.refill = make(chan struct{}, 1)
+		sb.quit = make(chan struct{})
+		sb.filler.Add(1)
+		go sb.keepSpares()
+	}
 	return sb, nil
+}
+
+// keepSpares starts spares until cfg.Spares wait, again each time one is
+// taken, until Close.
+func (sb *Sandbox) keepSpares() {
+	defer sb.filler.Done()
+	failed := 0
+	for {
+		for len(sb.spares) < cap(sb.spares) {
+			p, err := sb.launch(Spec{ID: "spare"}, spare)
+			if err != nil {
+				// Instances start without spares meanwhile; try again later,
+				// each time later.
+				failed++
+				select {
+				case <-sb.quit:
+					return
+				case <-time.After(min(time.Duration(failed)*time.Second, time.Minute)):
+				}
+				continue
+			}
+			failed = 0
+			select {
+			case <-sb.quit:
+				sb.stopSpare(p)
+				return
+			default:
+				sb.spares <- p
+			}
+		}
+		select {
+		case <-sb.quit:
+			return
+		case <-sb.refill:
+		}
+		// The next spare's start would take CPU from the cold start that
+		// took this one: wait until that is likely over.
+		select {
+		case <-sb.quit:
+			return
+		case <-time.After(refillDelay):
+		}
+	}
+}
+
+// refillDelay is how long after a spare is taken the next one starts: a
+// cold start's usual length, node's start included.
+const refillDelay = 500 * time.Millisecond
+
+// takeSpare returns a started spare, or nil if none waits.
+func (sb *Sandbox) takeSpare() *Process {
+	for {
+		select {
+		case p := <-sb.spares:
+			select {
+			case sb.refill <- struct{}{}:
+			default:
+			}
+			select {
+			case <-p.done:
+				continue // it died waiting
+			default:
+				return p
+			}
+		default:
+			return nil
+		}
+	}
+}
+
+// stopSpare stops a spare that was never assigned: its setup socket's end
+// tells it to exit.
+func (sb *Sandbox) stopSpare(p *Process) {
+	p.setup.Close()
+	p.tunnel.Close()
+	select {
+	case <-p.done:
+	case <-time.After(5 * time.Second):
+		syscall.Kill(-p.Pid(), syscall.SIGKILL)
+		<-p.done
+	}
 }
 
 // Report is the isolation instances get.
 func (sb *Sandbox) Report() Report { return sb.report }
 
-// Close removes what New made on the host; instances must be stopped.
+// Close stops the spares and removes what New made on the host; instances
+// must be stopped.
 func (sb *Sandbox) Close() {
+	if sb.quit != nil {
+		close(sb.quit)
+		sb.filler.Wait()
+		for len(sb.spares) > 0 {
+			sb.stopSpare(<-sb.spares)
+		}
+	}
 	if sb.cgroups != nil {
 		sb.cgroups.close()
 	}
@@ -173,20 +283,25 @@ func FunctionEnv(dir string, extra []string) []string {
 	return append(env, extra...)
 }
 
-// Host uids of jailed instances: the runtime of a project's instances is
-// uidBase+2k inside its user namespace's uid 0, node is uidBase+2k+1 as
-// jail.NodeUID, where k is drawn from the project's name.
+// Host uids of jailed instances: the runtimes are uidBase, as their user
+// namespace's uid 0; node is uidBase+nodeUID(project) as uid
+// nodeUID(project) inside.
 const (
 	uidBase  = 1 << 30
 	uidSlots = 1 << 16
 )
 
-// HostUIDs returns the host uids of a project's runtime and node.
-func HostUIDs(project string) (runtime, node int) {
+// nodeUID is the uid a project's node runs as inside its user namespace,
+// drawn from the project's name: in [1, uidSlots].
+func nodeUID(project string) int {
 	h := fnv.New32a()
 	h.Write([]byte(project))
-	k := int(h.Sum32() % uidSlots)
-	return uidBase + 2*k, uidBase + 2*k + 1
+	return 1 + int(h.Sum32()%uidSlots)
+}
+
+// HostUIDs returns the host uids of a project's runtime and node.
+func HostUIDs(project string) (runtime, node int) {
+	return uidBase, uidBase + nodeUID(project)
 }
 
 // Start starts the runtime for spec, isolated as Report says. The process
@@ -202,10 +317,31 @@ const (
 	serving        purpose = iota
 	checkingJail           // run node in the jail and say so (--check)
 	checkingBundle         // load the bundle and print a BundleCheck (--check-bundle)
+	spare                  // wait to serve an instance not yet known (--spare)
 )
 
-// start starts a runtime for purpose.
+// start starts a runtime for purpose: a spare's, one that waits, where it
+// serves on a socket pair tunnel.
 func (sb *Sandbox) start(s Spec, why purpose) (*Process, error) {
+	p := (*Process)(nil)
+	if why == serving && s.Tunnel != nil {
+		p = sb.takeSpare()
+	}
+	if p == nil {
+		var err error
+		if p, err = sb.launch(s, why); err != nil {
+			return nil, err
+		}
+	}
+	if err := sb.assign(p, s); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// launch starts a runtime for purpose; for spare, s holds only an ID. The
+// runtime waits for assign where it has a setup socket.
+func (sb *Sandbox) launch(s Spec, why purpose) (*Process, error) {
 	jailed := sb.jailed || why == checkingJail
 	// A short path: the runtime puts node's unix socket in it. A jailed
 	// runtime reaches it by path as an unprivileged uid.
@@ -217,32 +353,47 @@ func (sb *Sandbox) start(s Spec, why purpose) (*Process, error) {
 	if err != nil {
 		return nil, fmt.Errorf("instance %s scratch folder: %w", s.ID, err)
 	}
+	var undo []func()
 	fail := func(step string, e error) (*Process, error) {
+		for _, f := range undo {
+			f()
+		}
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("instance %s %s: %w", s.ID, step, e)
 	}
 	inCgroup := sb.cgroups != nil && why != checkingJail
+	p := &Process{dir: dir, why: why, jailed: jailed, done: make(chan struct{})}
 	home := dir
 	if jailed {
 		home = "/tmp"
 	}
-	argv := Argv(sb.cfg.Exe, sb.node, dir, s)
-	cmd := exec.Command(argv[0], argv[1:]...)
+	var cmd *exec.Cmd
+	if why == spare {
+		cmd = exec.Command(sb.cfg.Exe, "runtime", "--spare", "--dir", dir, "--node", sb.node)
+		cmd.Env = FunctionEnv(home, nil)
+	} else {
+		argv := Argv(sb.cfg.Exe, sb.node, dir, s)
+		cmd = exec.Command(argv[0], argv[1:]...)
+		cmd.Env = Env(home, s)
+		p.spec.Store(&s)
+	}
+	p.cmd = cmd
+	if sb.cfg.Label != "" {
+		cmd.Args = append(cmd.Args, "--of", sb.cfg.Label)
+	}
 	cmd.Dir = dir
-	cmd.Env = Env(home, s)
 	// SIGTERM, not SIGKILL: the runtime then exits through its own shutdown,
 	// and its node has Pdeathsig SIGKILL of its own.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 
 	// The setup socket: the runtime waits on it while serve makes its
 	// cgroup and mounts, then gets them in one message.
-	var setup *os.File
-	if inCgroup || jailed {
+	if inCgroup || jailed || why == spare {
 		var theirs *os.File
-		if setup, theirs, err = socketPair("setup"); err != nil {
+		if p.setup, theirs, err = socketPair("setup"); err != nil {
 			return fail("setup socket", err)
 		}
-		defer setup.Close()
+		undo = append(undo, func() { p.setup.Close() })
 		defer theirs.Close()
 		cmd.ExtraFiles = []*os.File{theirs}
 		if inCgroup {
@@ -255,25 +406,25 @@ func (sb *Sandbox) start(s Spec, why purpose) (*Process, error) {
 			return fail("jail", err)
 		}
 		defer exe.Close()
-		// The runtime starts in the scratch folder as root of its
-		// namespace; node, which makes its sockets there, owns it.
-		_, nodeUID := HostUIDs(s.Project)
-		if err := os.Chown(dir, nodeUID, nodeUID); err != nil {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, exe)
+		// The runtime, root of its user namespace as uidBase, starts
+		// there; assign gives it to node.
+		if err := os.Chown(dir, uidBase, uidBase); err != nil {
 			return fail("jail", err)
 		}
-		cmd.ExtraFiles = append(cmd.ExtraFiles, exe)
 		cmd.Path = "/proc/self/fd/" + strconv.Itoa(jail.FdExe)
 		cmd.Args = append(cmd.Args, "--jail")
-		sb.namespaces(cmd, s.Project)
+		namespaces(cmd)
+		if why != spare {
+			cmd.Args = append(cmd.Args, "--node-uid", strconv.Itoa(nodeUID(s.Project)))
+		}
 	}
-
-	var tunnelEnd *os.File
-	if s.Tunnel != nil && why == serving {
+	if (s.Tunnel != nil && why == serving) || why == spare {
 		var theirs *os.File
-		if tunnelEnd, theirs, err = socketPair("tunnel"); err != nil {
+		if p.tunnel, theirs, err = socketPair("tunnel"); err != nil {
 			return fail("tunnel socket", err)
 		}
-		defer tunnelEnd.Close()
+		undo = append(undo, func() { p.tunnel.Close() })
 		defer theirs.Close()
 		cmd.ExtraFiles = append(cmd.ExtraFiles, theirs)
 		cmd.Args = append(cmd.Args, "--tunnel-fd", strconv.Itoa(2+len(cmd.ExtraFiles)))
@@ -288,141 +439,150 @@ func (sb *Sandbox) start(s Spec, why purpose) (*Process, error) {
 	if err != nil {
 		return fail("stdout", err)
 	}
+	undo = append(undo, func() { outR.Close() })
+	defer outW.Close()
 	errR, errW, err := os.Pipe()
 	if err != nil {
-		outR.Close()
-		outW.Close()
 		return fail("stderr", err)
 	}
+	undo = append(undo, func() { errR.Close() })
+	defer errW.Close()
 	cmd.Stdout, cmd.Stderr = outW, errW
 	// A jailed instance gets a network namespace of its own, wired to the
 	// host; the jail's check needs none.
-	var ns *network.Namespace
 	switch {
 	case why == checkingJail:
 		cmd.SysProcAttr.Cloneflags |= syscall.CLONE_NEWNET
 		err = cmd.Start()
 	case jailed && sb.net != nil:
-		if ns, err = sb.net.Take(); err == nil {
-			err = ns.Do(cmd.Start)
+		if p.ns, err = sb.net.Take(); err == nil {
+			undo = append(undo, p.ns.Close)
+			err = p.ns.Do(cmd.Start)
 		}
 	default:
 		err = cmd.Start()
 	}
-	outW.Close()
-	errW.Close()
 	if err != nil {
 		if cmd.Process != nil {
 			// Started, but serve's thread could not leave its namespace.
 			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 			cmd.Wait()
 		}
-		outR.Close()
-		errR.Close()
-		if ns != nil {
-			ns.Close()
-		}
 		return fail("start", err)
 	}
-	p := &Process{id: s.ID, cmd: cmd, dir: dir, done: make(chan struct{})}
-	if setup != nil {
-		// While the runtime starts, its cgroup and mounts are made.
-		var err error
-		if p.cg, err = sb.handOver(setup, cmd.Process.Pid, s, dir, inCgroup, jailed); err != nil {
-			err = fmt.Errorf("instance %s: %w", s.ID, err)
-			// The runtime gets no message, and exits.
+	if inCgroup {
+		// While the runtime starts, its cgroup is made.
+		if p.cg, err = sb.cgroups.create(s.ID + "-" + filepath.Base(dir)); err == nil {
+			if err = p.cg.add(cmd.Process.Pid); err != nil {
+				p.cg.remove()
+				p.cg = nil
+			}
+		}
+		if err != nil {
 			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		}
-		p.setupErr = err
-	}
-	if tunnelEnd != nil && p.setupErr == nil {
-		c, err := net.FileConn(tunnelEnd)
-		if err == nil {
-			s.Tunnel(c)
-		} else {
-			p.setupErr = fmt.Errorf("instance %s tunnel: %w", s.ID, err)
-			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			cmd.Wait()
+			return fail("cgroup", err)
 		}
 	}
-	logs := sb.cfg.Logs
-	if why != serving {
-		logs = func(_ *Spec, _ string, line []byte) {
-			p.checkOut.Write(line)
-			p.checkOut.WriteByte('\n')
-		}
-	}
-	cg := p.cg
 	var readers sync.WaitGroup
 	readers.Add(2)
-	go func() { defer readers.Done(); defer outR.Close(); forward(logs, &s, "stdout", outR) }()
-	go func() { defer readers.Done(); defer errR.Close(); forward(logs, &s, "stderr", errR) }()
+	go func() { defer readers.Done(); defer outR.Close(); p.forward("stdout", outR, sb.cfg.Logs) }()
+	go func() { defer readers.Done(); defer errR.Close(); p.forward("stderr", errR, sb.cfg.Logs) }()
 	go func() {
 		p.err = cmd.Wait()
-		if p.setupErr != nil {
-			p.err = p.setupErr
-		}
 		// node (or anything else of the instance) may linger after its
 		// runtime, holding the output pipes: take the whole group, and the
 		// whole cgroup, then read what is left.
 		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		if cg != nil {
-			cg.kill()
+		if p.cg != nil {
+			p.cg.kill()
 		}
 		readers.Wait()
-		if cg != nil {
-			p.final = cg.counts()
-			cg.remove()
+		if p.cg != nil {
+			p.final = p.cg.counts()
+			p.cg.remove()
 		}
-		if ns != nil {
-			ns.Close()
+		if p.ns != nil {
+			p.ns.Close()
 		}
 		os.RemoveAll(dir)
 		close(p.done)
 	}()
-	if p.setupErr != nil {
-		<-p.done
-		return nil, p.setupErr
-	}
 	return p, nil
 }
 
-// handOver puts the started runtime pid in a new cgroup and sends it its
-// setup message (see jail.Setup).
-func (sb *Sandbox) handOver(setup *os.File, pid int, s Spec, dir string, inCgroup, jailed bool) (*cgroup, error) {
+// assign tells the started runtime p which instance it is (s): its
+// cgroup's limits and the mounts on its setup socket, and for a spare the
+// rest of s; then hands its tunnel to s. On failure p is gone.
+func (sb *Sandbox) assign(p *Process, s Spec) error {
+	err := sb.handOver(p, s)
+	if err == nil && p.tunnel != nil {
+		var c net.Conn
+		if c, err = net.FileConn(p.tunnel); err == nil {
+			s.Tunnel(c)
+		}
+	}
+	for _, f := range []*os.File{p.setup, p.tunnel} {
+		if f != nil {
+			f.Close()
+		}
+	}
+	if err != nil {
+		// Without its message the runtime exits; make sure.
+		syscall.Kill(-p.Pid(), syscall.SIGKILL)
+		<-p.done
+		return fmt.Errorf("instance %s: %w", s.ID, err)
+	}
+	return nil
+}
+
+// handOver sends p its setup message (see jail.Setup), once its cgroup has
+// the function's limits.
+func (sb *Sandbox) handOver(p *Process, s Spec) error {
+	wasSpare := p.spec.Load() == nil
+	p.spec.Store(&s)
+	if p.setup == nil {
+		return nil
+	}
 	var files []*os.File
 	defer func() {
 		for _, f := range files {
 			f.Close()
 		}
 	}()
-	var cg *cgroup
-	if inCgroup {
-		var err error
-		if cg, err = sb.cgroups.create(s.ID, s.MemoryMB); err != nil {
-			return nil, err
+	if p.cg != nil {
+		if err := p.cg.limit(s.MemoryMB); err != nil {
+			return err
 		}
-		oom, err := os.Open(cg.oomFile())
-		if err == nil {
-			files = append(files, oom)
-			err = cg.add(pid)
-		}
+		oom, err := os.Open(p.cg.oomFile())
 		if err != nil {
-			cg.remove()
-			return nil, fmt.Errorf("cgroup: %w", err)
+			return fmt.Errorf("cgroup: %w", err)
 		}
+		files = append(files, oom)
 	}
-	if jailed {
+	in := jail.Instance{
+		ID: s.ID, Bundle: s.Bundle, WorkDir: s.WorkDir, MaxDuration: s.MaxDuration,
+		MemoryMB: s.MemoryMB, NoHelpers: s.NoHelpers, Env: FunctionEnv(p.dir, s.Env),
+	}
+	if p.jailed {
+		// The runtime starts in the scratch folder as root of its
+		// namespace; node, which makes its sockets there, owns it.
+		_, host := HostUIDs(s.Project)
+		if err := os.Chown(p.dir, host, host); err != nil {
+			return fmt.Errorf("jail: %w", err)
+		}
+		in.NodeUID, in.Env = nodeUID(s.Project), FunctionEnv("/tmp", s.Env)
 		for _, m := range []struct {
 			path string
 			attr uint64
 		}{
 			{s.WorkDir, unix.MOUNT_ATTR_RDONLY},
-			{dir, 0},
+			{p.dir, 0},
 			{sb.node, unix.MOUNT_ATTR_RDONLY},
 		} {
 			f, err := detachedMount(m.path, m.attr|unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV)
 			if err != nil {
-				return cg, fmt.Errorf("jail: %w", err)
+				return fmt.Errorf("jail: %w", err)
 			}
 			files = append(files, f)
 		}
@@ -431,10 +591,15 @@ func (sb *Sandbox) handOver(setup *os.File, pid int, s Spec, dir string, inCgrou
 	for i, f := range files {
 		fds[i] = int(f.Fd())
 	}
-	if err := unix.Sendmsg(int(setup.Fd()), []byte{1}, unix.UnixRights(fds...), nil, 0); err != nil {
-		return cg, fmt.Errorf("setup message: %w", err)
+	if err := unix.Sendmsg(int(p.setup.Fd()), []byte{1}, unix.UnixRights(fds...), nil, 0); err != nil {
+		return fmt.Errorf("setup message: %w", err)
 	}
-	return cg, nil
+	if wasSpare {
+		if err := json.NewEncoder(p.setup).Encode(in); err != nil {
+			return fmt.Errorf("setup message: %w", err)
+		}
+	}
+	return nil
 }
 
 // socketPair returns the two ends of a new unix socket pair, both
@@ -478,13 +643,13 @@ func detachedMount(path string, attr uint64) (*os.File, error) {
 	return f, nil
 }
 
-// namespaces sets cmd up to start in new namespaces as its project's
-// unprivileged uids.
-func (sb *Sandbox) namespaces(cmd *exec.Cmd, project string) {
-	runtimeUID, nodeUID := HostUIDs(project)
+// namespaces sets cmd up to start in new namespaces, root of its user
+// namespace, in which every project's node uid is mapped: a spare learns
+// its project later.
+func namespaces(cmd *exec.Cmd) {
 	cmd.SysProcAttr.Cloneflags = syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS | syscall.CLONE_NEWPID |
 		syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS | syscall.CLONE_NEWCGROUP
-	maps := []syscall.SysProcIDMap{{ContainerID: 0, HostID: runtimeUID, Size: 1}, {ContainerID: jail.NodeUID, HostID: nodeUID, Size: 1}}
+	maps := []syscall.SysProcIDMap{{ContainerID: 0, HostID: uidBase, Size: 1 + uidSlots}}
 	cmd.SysProcAttr.UidMappings = maps
 	cmd.SysProcAttr.GidMappings = maps
 	cmd.SysProcAttr.GidMappingsEnableSetgroups = true
@@ -493,14 +658,22 @@ func (sb *Sandbox) namespaces(cmd *exec.Cmd, project string) {
 	cmd.SysProcAttr.Credential = &syscall.Credential{Uid: 0, Gid: 0, Groups: []uint32{}}
 }
 
-func forward(logs func(*Spec, string, []byte), s *Spec, stream string, r io.Reader) {
+// forward passes each line r gives to logs, as stream of p's instance;
+// those of a check to its output.
+func (p *Process) forward(stream string, r io.Reader, logs func(*Spec, string, []byte)) {
+	if p.why == checkingJail || p.why == checkingBundle {
+		logs = func(_ *Spec, _ string, line []byte) {
+			p.checkOut.Write(line)
+			p.checkOut.WriteByte('\n')
+		}
+	}
 	br := bufio.NewReaderSize(r, 64<<10)
 	for {
 		line, err := br.ReadSlice('\n')
 		for err == bufio.ErrBufferFull {
 			// A line longer than the buffer: pass it on in pieces.
 			if logs != nil {
-				logs(s, stream, line)
+				logs(p.specOrSpare(), stream, line)
 			}
 			line, err = br.ReadSlice('\n')
 		}
@@ -508,7 +681,7 @@ func forward(logs func(*Spec, string, []byte), s *Spec, stream string, r io.Read
 			line = line[:len(line)-1]
 		}
 		if len(line) > 0 && logs != nil {
-			logs(s, stream, line)
+			logs(p.specOrSpare(), stream, line)
 		}
 		if err != nil {
 			return
@@ -518,18 +691,33 @@ func forward(logs func(*Spec, string, []byte), s *Spec, stream string, r io.Read
 
 // Process is a started instance.
 type Process struct {
-	// immutable
-	id  string
-	cmd *exec.Cmd
-	dir string
-	cg  *cgroup // nil: none
+	// immutable once started
+	why    purpose
+	jailed bool
+	cmd    *exec.Cmd
+	dir    string
+	cg     *cgroup            // nil: none
+	ns     *network.Namespace // nil: none
 
-	checkOut bytes.Buffer // a check's output; owned by its readers until done
-	final    counts       // what the cgroup counted in all; set before done is closed
-	setupErr error        // the cgroup or mounts could not be handed over
+	// Serve's ends of the runtime's sockets, until assign closes them.
+	setup, tunnel *os.File
+
+	spec     atomic.Pointer[Spec] // the instance's; nil while a spare
+	checkOut bytes.Buffer         // a check's output; owned by its readers until done
+	final    counts               // what the cgroup counted in all; set before done is closed
 
 	done chan struct{} // closed when the process exited and was reaped
 	err  error         // its exit status; set before done is closed
+}
+
+// spareSpec names a spare's lines, which it writes only when it fails.
+var spareSpec = &Spec{ID: "spare"}
+
+func (p *Process) specOrSpare() *Spec {
+	if s := p.spec.Load(); s != nil {
+		return s
+	}
+	return spareSpec
 }
 
 // Pid is the runtime's process id, which is also its process group.
@@ -566,7 +754,7 @@ func (p *Process) Stop(ctx context.Context) error {
 	default:
 	}
 	if err := syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
-		return fmt.Errorf("stop instance %s: %w", p.id, err)
+		return fmt.Errorf("stop instance %s: %w", p.specOrSpare().ID, err)
 	}
 	select {
 	case <-p.done:

@@ -71,6 +71,9 @@ type Config struct {
 	// HostPorts are ports of the host's loopback that instances in a
 	// network namespace of their own may reach (at network.HostAddr).
 	HostPorts []uint16
+	// Spares is how many runtimes are kept started ahead of cold starts;
+	// -1 means none, 0 the default (1).
+	Spares int
 }
 
 // Run serves until ctx is done, then stops taking requests, lets in-flight
@@ -96,6 +99,13 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, log *slog.Logger) (e
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	spares := cfg.Spares
+	switch {
+	case spares == 0:
+		spares = 1
+	case spares < 0:
+		spares = 0
 	}
 	dataDir, err := filepath.Abs(cfg.DataDir)
 	if err != nil {
@@ -133,7 +143,10 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, log *slog.Logger) (e
 	logs := observe.NewLogs(st, log)
 	meter := metering.NewRecorder()
 	metrics := observe.NewMetrics()
-	sb, err := sandbox.New(sandbox.Config{Exe: cfg.Exe, Node: cfg.Node, Isolation: cfg.Isolation, HostPorts: cfg.HostPorts, Logs: collect(logs)})
+	sb, err := sandbox.New(sandbox.Config{
+		Exe: cfg.Exe, Node: cfg.Node, Isolation: cfg.Isolation, HostPorts: cfg.HostPorts,
+		Spares: spares, Label: dataDir, Logs: collect(logs),
+	})
 	if err != nil {
 		return err
 	}

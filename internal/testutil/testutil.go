@@ -193,7 +193,7 @@ func (s *Serve) Stop() {
 func (s *Serve) checkNoInstances() {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		pids := InstancePids(s.DataDir)
+		pids := ProcessPids(s.DataDir)
 		if len(pids) == 0 {
 			return
 		}
@@ -249,12 +249,22 @@ func Get(t testing.TB, url string) (int, string, *http.Response) {
 	return resp.StatusCode, string(b), resp
 }
 
-// InstancePids returns the pids of the runtime processes whose command line
-// names dataDir (every instance's bundle lives in it) and of their
-// descendants (node, and what node started).
-func InstancePids(dataDir string) []int {
+// InstancePids returns the pids of dataDir's runtimes that serve an
+// instance (not the spares waiting to) and of their descendants (node, and
+// what node started).
+func InstancePids(dataDir string) []int { return processTree(dataDir, false) }
+
+// ProcessPids returns the pids of all dataDir's runtimes, spares included,
+// and of their descendants: nothing of them should outlive serve.
+func ProcessPids(dataDir string) []int { return processTree(dataDir, true) }
+
+// processTree returns dataDir's runtimes (a runtime's command line names
+// dataDir: its bundle's folder or its --of) and their descendants. A spare
+// counts once it has a child (it started node), or always with spares.
+func processTree(dataDir string, spares bool) []int {
 	abs, _ := filepath.Abs(dataDir)
-	var pids []int
+	var runtimes []int
+	isSpare := map[int]bool{}
 	parents := map[int]int{}
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
@@ -262,16 +272,27 @@ func InstancePids(dataDir string) []int {
 		if err != nil || isZombie(pid) {
 			continue
 		}
-		if b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline")); err == nil && bytes.Contains(b, []byte(abs+"/deployments/")) {
-			pids = append(pids, pid)
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && bytes.Contains(b, []byte("\x00runtime\x00")) &&
+			(bytes.Contains(b, []byte(abs+"/deployments/")) || bytes.Contains(b, []byte("\x00--of\x00"+abs+"\x00"))) {
+			runtimes = append(runtimes, pid)
+			isSpare[pid] = bytes.Contains(b, []byte("\x00--spare\x00"))
 		} else if ppid := parentOf(pid); ppid > 0 {
 			parents[pid] = ppid
 		}
 	}
-	// Descendants, however deep, of the runtimes found.
+	hasChild := map[int]bool{}
+	for _, ppid := range parents {
+		hasChild[ppid] = true
+	}
+	// Descendants, however deep, of the runtimes kept.
+	var pids []int
 	in := map[int]bool{}
-	for _, p := range pids {
-		in[p] = true
+	for _, p := range runtimes {
+		if spares || !isSpare[p] || hasChild[p] {
+			in[p] = true
+			pids = append(pids, p)
+		}
 	}
 	for grew := true; grew; {
 		grew = false
@@ -303,7 +324,7 @@ func parentOf(pid int) int {
 	return ppid
 }
 
-// RuntimePids returns the pids of the `shoal runtime` processes of dataDir.
+// RuntimePids returns the pids of dataDir's runtimes that serve an instance.
 func RuntimePids(dataDir string) []int {
 	var out []int
 	for _, pid := range InstancePids(dataDir) {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os/exec"
 	"slices"
 	"testing"
 	"time"
@@ -13,24 +14,39 @@ import (
 
 // BenchmarkColdStart measures a request to a deployment with zero instances
 // to its response: the process start, node's start, the bundle's load and
-// the tunnel. Each iteration deploys a new version, so nothing is warm. Two
-// serves run side by side, one isolating its instances (cgroup, namespaces,
-// seccomp where the host allows) and one not, and each iteration measures
-// both, so the figures share the machine's noise.
+// the tunnel. Each iteration deploys a new version, so nothing is warm.
+// Serves run side by side, one isolating its instances (cgroup, namespaces,
+// seccomp where the host allows), one not, and one isolating without a
+// spare runtime started ahead; and node's own start (node -e 0). Each
+// iteration measures all, so the figures share the machine's noise.
 //
 //	go test -run '^$' -bench ColdStart -benchtime 50x ./test/e2e
 func BenchmarkColdStart(b *testing.B) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		b.Fatal(err)
+	}
 	serves := []struct {
 		name    string
-		s       *testutil.Serve
+		s       *testutil.Serve // nil: node -e 0
 		samples []time.Duration
 	}{
 		{name: "isolated", s: testutil.StartServe(b, testutil.ServeOptions{Args: []string{"--isolation", "auto"}})},
 		{name: "plain", s: testutil.StartServe(b, testutil.ServeOptions{Args: []string{"--isolation", "off"}})},
+		{name: "isolated-nospare", s: testutil.StartServe(b, testutil.ServeOptions{Args: []string{"--isolation", "auto", "--spares", "0"}})},
+		{name: "node"},
 	}
 	for i := 0; b.Loop(); i++ {
 		for j := range serves {
 			sv := &serves[j]
+			if sv.s == nil {
+				start := time.Now()
+				if out, err := exec.Command(node, "-e", "0").CombinedOutput(); err != nil {
+					b.Fatalf("node -e 0: %v\n%s", err, out)
+				}
+				sv.samples = append(sv.samples, time.Since(start))
+				continue
+			}
 			b.StopTimer()
 			url := sv.s.Deploy(testutil.WriteProject(b, "cold", map[string]string{
 				"index.mjs": fmt.Sprintf("export default (req, res) => res.end(%q)\n", fmt.Sprint("hello ", i)),
@@ -42,7 +58,8 @@ func BenchmarkColdStart(b *testing.B) {
 			})
 			// Then the kernel tears its namespaces down in the background
 			// (its network namespace's veth and rules): measured right
-			// after, that costs the next cold start about 7 ms.
+			// after, that costs the next cold start about 7 ms. The time
+			// also lets serve start its next spare.
 			time.Sleep(300 * time.Millisecond)
 			b.StartTimer()
 			start := time.Now()
@@ -62,15 +79,20 @@ func BenchmarkColdStart(b *testing.B) {
 	// The median of each iteration's difference cancels what drifts
 	// between iterations (the machine's other load) better than the
 	// difference of the medians.
-	var diffs []time.Duration
-	for i := range serves[0].samples {
-		diffs = append(diffs, serves[0].samples[i]-serves[1].samples[i])
+	added := func(a, b int) float64 {
+		var diffs []time.Duration
+		for i := range serves[a].samples {
+			diffs = append(diffs, serves[a].samples[i]-serves[b].samples[i])
+		}
+		slices.Sort(diffs)
+		return float64(diffs[len(diffs)/2].Microseconds()) / 1000
 	}
-	slices.Sort(diffs)
 	for _, sv := range serves {
 		slices.Sort(sv.samples)
 		b.ReportMetric(float64(sv.samples[len(sv.samples)/2].Microseconds())/1000, "ms-p50-"+sv.name)
 		b.ReportMetric(float64(sv.samples[len(sv.samples)*99/100].Microseconds())/1000, "ms-p99-"+sv.name)
 	}
-	b.ReportMetric(float64(diffs[len(diffs)/2].Microseconds())/1000, "ms-added-median")
+	b.ReportMetric(added(0, 1), "ms-added-median")
+	b.ReportMetric(added(2, 1), "ms-added-nospare-median")
+	b.ReportMetric(added(0, 3), "ms-over-node-median")
 }
