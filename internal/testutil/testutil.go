@@ -375,3 +375,41 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+// Memory is a process's memory, in bytes, from /proc/PID/smaps_rollup.
+type Memory struct {
+	RSS     int64 // resident
+	PSS     int64 // resident, each shared page divided among its sharers
+	Private int64 // resident and shared with no other process
+}
+
+// MemoryOf reads pid's memory.
+func MemoryOf(pid int) (Memory, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if err != nil {
+		return Memory{}, err
+	}
+	var m Memory
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 3 || f[2] != "kB" {
+			continue
+		}
+		kb, err := strconv.ParseInt(f[1], 10, 64)
+		if err != nil {
+			return Memory{}, fmt.Errorf("smaps_rollup of %d: %q: %w", pid, line, err)
+		}
+		switch f[0] {
+		case "Rss:":
+			m.RSS = kb << 10
+		case "Pss:":
+			m.PSS = kb << 10
+		case "Private_Clean:", "Private_Dirty:":
+			m.Private += kb << 10
+		}
+	}
+	if m.RSS == 0 {
+		return Memory{}, fmt.Errorf("smaps_rollup of %d: no Rss", pid)
+	}
+	return m, nil
+}

@@ -96,3 +96,53 @@ func BenchmarkColdStart(b *testing.B) {
 	b.ReportMetric(added(2, 1), "ms-added-nospare-median")
 	b.ReportMetric(added(0, 3), "ms-over-node-median")
 }
+
+// BenchmarkInstanceMemory measures what one instance holds in memory after
+// b.N hello invocations: its runtime (the Go supervisor) and its node, each
+// as resident memory (RSS), the part of it no other process shares
+// (private) and its proportional share (PSS). The runtime's RSS is mostly
+// the shoal binary's pages, which serve and every other runtime share.
+//
+//	go test -run '^$' -bench InstanceMemory -benchtime 2000x ./test/e2e
+func BenchmarkInstanceMemory(b *testing.B) {
+	s := testutil.StartServe(b, testutil.ServeOptions{})
+	url := s.Deploy(testutil.WriteProject(b, "mem", map[string]string{
+		"index.mjs": "export default (req, res) => res.end('hello')\n",
+	}))
+	for b.Loop() {
+		resp, err := http.Get(url)
+		if err != nil {
+			b.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			b.Fatalf("GET: %d", resp.StatusCode)
+		}
+	}
+	runtimes := testutil.RuntimePids(s.DataDir)
+	if len(runtimes) != 1 {
+		b.Fatalf("%d instance runtimes, want 1", len(runtimes))
+	}
+	var node int
+	for _, pid := range testutil.InstancePids(s.DataDir) {
+		if pid != runtimes[0] {
+			node = pid
+		}
+	}
+	if node == 0 {
+		b.Fatal("no node process under the runtime")
+	}
+	for _, p := range []struct {
+		name string
+		pid  int
+	}{{"runtime", runtimes[0]}, {"node", node}} {
+		m, err := testutil.MemoryOf(p.pid)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(float64(m.RSS)/(1<<20), "MiB-rss-"+p.name)
+		b.ReportMetric(float64(m.Private)/(1<<20), "MiB-private-"+p.name)
+		b.ReportMetric(float64(m.PSS)/(1<<20), "MiB-pss-"+p.name)
+	}
+}

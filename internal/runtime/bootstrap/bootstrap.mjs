@@ -22,8 +22,10 @@
 //
 //   Load:   import(BUNDLE_PATH), with http.Server.prototype.listen replaced
 //           so that a module calling listen() binds nothing, and
-//           globalThis.Response with a subclass that notes the length of a
-//           body made from a string or bytes, sent as Content-Length. The
+//           globalThis.Response with a subclass (made at its first read:
+//           node's fetch is not loaded until the function uses it) that
+//           notes the length of a body made from a string or bytes, sent as
+//           Content-Length. The
 //           handler is found by pickHandler(), in this order:
 //             default export, unwrapped while it is an object without a
 //             `fetch` method that has a `default` property (CommonJS interop):
@@ -168,19 +170,28 @@
 //   frames the body itself), then the body chunk by chunk as the stream yields
 //   it, honouring backpressure ('drain'). No body for HEAD, 204 and 304.
 
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 import { AsyncLocalStorage, AsyncResource } from 'node:async_hooks';
-import { createHash } from 'node:crypto';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { Readable } from 'node:stream';
 import { parse as parseQueryString } from 'node:querystring';
 import { pathToFileURL } from 'node:url';
 import { format, inspect } from 'node:util';
-import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
+import { createRequire } from 'node:module';
+
+// child_process, crypto and worker_threads are loaded where first needed:
+// each would add milliseconds to every cold start, and most instances never
+// use them (a failed import, an ETag, a second event loop).
+const require = createRequire(import.meta.url);
+
+// A loop's worker thread gets LOOP_ARG after the main thread's three
+// arguments (see startLoop).
+const LOOP_ARG = '--shoal-loop';
+const isMainThread = process.argv[5] !== LOOP_ARG;
+const { parentPort, workerData } = isMainThread ? {} : require('node:worker_threads');
 
 const CONTROL_FD = 3;
 const [socketPath, bundlePath, optionsJSON] = process.argv.slice(2);
@@ -601,7 +612,7 @@ Object.defineProperties(ShoalRequest.prototype, {
 
 // etag is a weak validator of a body: its length and a SHA-1 prefix.
 function etag(buf) {
-  const hash = createHash('sha1').update(buf).digest('base64').slice(0, 27);
+  const hash = require('node:crypto').createHash('sha1').update(buf).digest('base64').slice(0, 27);
   return 'W/"' + buf.length.toString(16) + '-' + hash + '"';
 }
 
@@ -807,6 +818,7 @@ function toRequest(req, signal) {
 }
 
 function isResponse(r) {
+  webResponse();
   if (r instanceof NativeResponse) return true;
   // A Response from a bundled fetch polyfill is accepted by its shape.
   return r !== null && typeof r === 'object' && typeof r.status === 'number' &&
@@ -820,8 +832,10 @@ const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'se
 // buffered responses applies to it while a streamed body stays unbounded.
 // globalThis.Response is replaced, before the bundle loads, by a subclass
 // that notes the body's length (Response.json too); everything else about
-// it is node's own.
-const NativeResponse = globalThis.Response;
+// it is node's own. Node's Response (undici, with fetch) takes ~30 ms to
+// load, which a handler that never uses it should not wait for at every
+// cold start: the subclass is made at the first read of
+// globalThis.Response.
 const BODY_LENGTH = Symbol('shoal.bodyLength');
 
 function bodyLength(body) {
@@ -831,20 +845,46 @@ function bodyLength(body) {
   return undefined;
 }
 
-class Response extends NativeResponse {
-  constructor(body, init) {
-    super(body, init);
-    const n = bodyLength(body);
-    if (n !== undefined) Object.defineProperty(this, BODY_LENGTH, { value: n });
-  }
+const nativeResponseProperty = Object.getOwnPropertyDescriptor(globalThis, 'Response');
+let NativeResponse; // node's Response, once loaded
+let ShoalWebResponse; // the subclass, once made
 
-  static json(data, init) {
-    const r = new Response(JSON.stringify(data), init);
-    if (!r.headers.has('content-type')) r.headers.set('content-type', 'application/json');
-    return r;
-  }
+// webResponse returns the subclass, made (and node's Response loaded) the
+// first time; globalThis.Response is the subclass from then on, unless the
+// function set a Response of its own.
+function webResponse() {
+  if (ShoalWebResponse !== undefined) return ShoalWebResponse;
+  const current = Object.getOwnPropertyDescriptor(globalThis, 'Response');
+  // node's own lazy getter redefines the property with its value.
+  NativeResponse = nativeResponseProperty.get ? nativeResponseProperty.get.call(globalThis) : nativeResponseProperty.value;
+  ShoalWebResponse = class Response extends NativeResponse {
+    constructor(body, init) {
+      super(body, init);
+      const n = bodyLength(body);
+      if (n !== undefined) Object.defineProperty(this, BODY_LENGTH, { value: n });
+    }
+
+    static json(data, init) {
+      const r = new ShoalWebResponse(JSON.stringify(data), init);
+      if (!r.headers.has('content-type')) r.headers.set('content-type', 'application/json');
+      return r;
+    }
+  };
+  if (current === undefined) delete globalThis.Response;
+  else if (current.get === webResponse) setGlobalResponse(ShoalWebResponse);
+  else Object.defineProperty(globalThis, 'Response', current); // the function's own
+  return ShoalWebResponse;
 }
-globalThis.Response = Response;
+
+function setGlobalResponse(value) {
+  Object.defineProperty(globalThis, 'Response', {
+    value, writable: true, configurable: true, enumerable: nativeResponseProperty.enumerable,
+  });
+}
+
+Object.defineProperty(globalThis, 'Response', {
+  get: webResponse, set: setGlobalResponse, configurable: true, enumerable: nativeResponseProperty.enumerable,
+});
 
 function drained(res) {
   return new Promise((resolve) => {
@@ -1048,7 +1088,7 @@ function pickHandler(mod) {
 function syntaxErrorWhere(err) {
   if (!(err instanceof SyntaxError)) return '';
   try {
-    const r = spawnSync(process.execPath, ['--check', bundlePath], { encoding: 'utf8', timeout: 5000 });
+    const r = require('node:child_process').spawnSync(process.execPath, ['--check', bundlePath], { encoding: 'utf8', timeout: 5000 });
     if (r.status === 0 || typeof r.stderr !== 'string') return '';
     return r.stderr.replace(/\n+Node\.js v[^\n]*\n*$/, '').trim();
   } catch {
@@ -1220,8 +1260,9 @@ let loopsFailed = false; // a loop could not start: start no more
 // itself (fatal) or is reported here, and no other loop is started.
 function startLoop(n) {
   let serving = false;
+  const { Worker } = require('node:worker_threads');
   const w = new Worker(new URL(import.meta.url), {
-    argv: process.argv.slice(2),
+    argv: [socketPath, bundlePath, optionsJSON ?? '{}', LOOP_ARG],
     workerData: { loop: n, lock: controlLock },
   });
   w.on('message', (m) => {

@@ -424,6 +424,40 @@ func TestBootstrap_Hello(t *testing.T) {
 			wantHeaders: map[string][]string{"X-Kind": {"empty"}},
 		},
 		{
+			// node's fetch (undici) is left unloaded for a Node style
+			// handler: loading it costs every cold start ~30 ms.
+			name: "node-function-loads-no-fetch",
+			bundle: `export default (req, res) => res.end('undici loaded: ' +
+				process.moduleLoadList.some((m) => m.includes('undici')));`,
+			wantStatus: 200,
+			wantBody:   "undici loaded: false",
+		},
+		{
+			// The subclass, made at the first read of Response, notes a
+			// string body's length.
+			name:        "web-response-has-length",
+			bundle:      `export default { fetch: () => new Response('sized') };`,
+			wantStatus:  200,
+			wantBody:    "sized",
+			wantHeaders: map[string][]string{"Content-Length": {"5"}},
+		},
+		{
+			// fetch loads node's Response without reading the global.
+			name:       "web-returns-fetch-response",
+			bundle:     `export default { fetch: () => fetch('data:text/plain,from%20fetch') };`,
+			wantStatus: 200,
+			wantBody:   "from fetch",
+		},
+		{
+			// A Response the function sets itself stays its own.
+			name: "web-own-response-global",
+			bundle: `class Mine { constructor(body) { this.status = 200; this.headers = new Headers({ 'x-mine': '1' }); this.body = null; this.text = body; } }
+			globalThis.Response = Mine;
+			export default { fetch: () => new Response('ignored') };`,
+			wantStatus:  200,
+			wantHeaders: map[string][]string{"X-Mine": {"1"}},
+		},
+		{
 			name:        "web-head-drops-body",
 			bundle:      `export default { fetch: (request) => new Response('a body', { headers: { 'x-method': request.method } }) };`,
 			method:      http.MethodHead,
