@@ -323,15 +323,17 @@ const (
 // start starts a runtime for purpose: a spare's, one that waits, where it
 // serves on a socket pair tunnel.
 func (sb *Sandbox) start(s Spec, why purpose) (*Process, error) {
-	p := (*Process)(nil)
 	if why == serving && s.Tunnel != nil {
-		p = sb.takeSpare()
-	}
-	if p == nil {
-		var err error
-		if p, err = sb.launch(s, why); err != nil {
-			return nil, err
+		if p := sb.takeSpare(); p != nil {
+			if err := sb.assign(p, s); err == nil {
+				return p, nil
+			}
+			// It died between the check and the handover: start one.
 		}
+	}
+	p, err := sb.launch(s, why)
+	if err != nil {
+		return nil, err
 	}
 	if err := sb.assign(p, s); err != nil {
 		return nil, err
