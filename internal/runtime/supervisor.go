@@ -142,7 +142,7 @@ func Start(ctx context.Context, cfg Config) (*Supervisor, error) {
 	sock := filepath.Join(cfg.Dir, "node.sock")
 	os.Remove(sock)
 
-	args := []string{"--enable-source-maps"}
+	var args []string
 	if cfg.MemoryMB > 0 {
 		args = append(args, "--max-old-space-size="+strconv.Itoa(cfg.MemoryMB*3/4))
 	}

@@ -9,7 +9,7 @@
 //
 // The runtime starts it as
 //
-//	node --enable-source-maps BOOTSTRAP_PATH SOCKET_PATH BUNDLE_PATH [OPTIONS_JSON]
+//	node BOOTSTRAP_PATH SOCKET_PATH BUNDLE_PATH [OPTIONS_JSON]
 //
 // with the deployment folder as working directory, the write end of a pipe
 // as fd 3 and, when OPTIONS_JSON names it, the read end of a command pipe on
@@ -138,7 +138,7 @@ func CheckAs(ctx context.Context, node, bundle, dir, scratch string, env []strin
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.CommandContext(ctx, node, "--enable-source-maps", boot, "--check", bundle)
+	cmd := exec.CommandContext(ctx, node, boot, "--check", bundle)
 	cmd.Dir = dir
 	cmd.Env = env
 	if cmd.Env == nil {

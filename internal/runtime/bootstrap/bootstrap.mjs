@@ -5,7 +5,7 @@
 // Contract with the Go supervisor (internal/runtime). Keep it exactly; the Go
 // side and bootstrap_test.go depend on it.
 //
-//   Start:  node --enable-source-maps BOOTSTRAP_PATH SOCKET_PATH BUNDLE_PATH [OPTIONS_JSON]
+//   Start:  node BOOTSTRAP_PATH SOCKET_PATH BUNDLE_PATH [OPTIONS_JSON]
 //           OPTIONS_JSON: {"helpers":false} turns the Node style helpers off;
 //           "maxDurationMs" (default 60000) bounds each invocation's
 //           waitUntil work, counted from its start; "commandFd" is the
@@ -178,9 +178,9 @@ import { AsyncLocalStorage, AsyncResource } from 'node:async_hooks';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { Readable } from 'node:stream';
 import { parse as parseQueryString } from 'node:querystring';
-import { pathToFileURL } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { format, inspect } from 'node:util';
-import { createRequire } from 'node:module';
+import { SourceMap, createRequire } from 'node:module';
 
 // child_process, crypto and worker_threads are loaded where first needed:
 // each would add milliseconds to every cold start, and most instances never
@@ -1111,9 +1111,61 @@ try {
 const helpers = options.helpers !== false;
 const maxDurationMs = Number(options.maxDurationMs) > 0 ? Number(options.maxDurationMs) : 60000;
 
+// ---------------------------------------------------------------------------
+// Stack traces.
+//
+// A stack names the function's own files and lines, from the bundle's
+// source map, as node --enable-source-maps would; but the map is read and
+// parsed when a stack first needs it, not at every cold start (node's flag
+// parses it as the bundle loads: 24 ms for an Express app).
+
+const bundleFile = path.resolve(bundlePath);
+const bundleURL = pathToFileURL(bundleFile).href;
+let bundleMap; // the bundle's SourceMap; null: none or unreadable
+
+function bundleSourceMap() {
+  if (bundleMap !== undefined) return bundleMap;
+  bundleMap = null;
+  try {
+    const payload = JSON.parse(fs.readFileSync(bundleFile + '.map', 'utf8'));
+    const root = path.resolve(path.dirname(bundleFile), payload.sourceRoot || '');
+    payload.sources = payload.sources.map((src) =>
+      src.startsWith('file://') ? fileURLToPath(src) : path.resolve(root, src));
+    bundleMap = new SourceMap(payload);
+  } catch {
+    // No map: stacks name the bundle.
+  }
+  return bundleMap;
+}
+
+// frame is V8's text for a call site, with a place in the bundle replaced
+// by the place in the source it came from.
+function frame(site) {
+  const text = String(site);
+  const file = site.getFileName();
+  if (file !== bundleURL && file !== bundleFile) return text;
+  const line = site.getLineNumber();
+  const column = site.getColumnNumber();
+  const map = bundleSourceMap();
+  const entry = map && line !== null && column !== null ? map.findEntry(line - 1, column - 1) : undefined;
+  if (!entry || !entry.originalSource) return text;
+  return text.replace(file + ':' + line + ':' + column,
+    entry.originalSource + ':' + (entry.originalLine + 1) + ':' + (entry.originalColumn + 1));
+}
+
+Error.prepareStackTrace = function prepareStackTrace(err, sites) {
+  let head;
+  try {
+    head = Error.prototype.toString.call(err);
+  } catch {
+    head = '<error>';
+  }
+  return sites.length === 0 ? head : head + '\n    at ' + sites.map(frame).join('\n    at ');
+};
+
 let mod;
 try {
-  mod = await import(pathToFileURL(path.resolve(bundlePath)).href);
+  mod = await import(bundleURL);
 } catch (err) {
   fatal('load ' + bundlePath + ': ' + (syntaxErrorWhere(err) || describe(err)));
 }

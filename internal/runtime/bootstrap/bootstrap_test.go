@@ -102,7 +102,7 @@ func startScript(t testing.TB, script, bundle string) *instance {
 		readDone: make(chan struct{}),
 		changed:  make(chan struct{}),
 	}
-	cmd := exec.Command(node, "--enable-source-maps", bootPath, socket, bundlePath)
+	cmd := exec.Command(node, bootPath, socket, bundlePath)
 	cmd.Dir = dir
 	cmd.ExtraFiles = []*os.File{w}
 	killWithParent(cmd) // a test binary that panics or times out skips Cleanup
