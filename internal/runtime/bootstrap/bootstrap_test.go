@@ -1279,3 +1279,41 @@ const pause = (ms) => new Promise((r) => setTimeout(r, ms));
 		})
 	}
 }
+
+// TestBootstrap_StacksFollowTheSourceMap: a stack names the place in the
+// source the bundle's map gives, and the map is read when a stack first
+// needs it (this bundle writes its own map as it loads).
+func TestBootstrap_StacksFollowTheSourceMap(t *testing.T) {
+	const handler = "export default (req, res) => { res.end(new Error('where').stack); };\n"
+	tests := []struct {
+		name, bundle, want, notWant string
+	}{
+		{
+			name: "mapped",
+			// Line 4 (index 3), column 0 maps to src/orig.ts line 11.
+			bundle: "import fs from 'node:fs';\nimport { fileURLToPath } from 'node:url';\n" +
+				`fs.writeFileSync(fileURLToPath(import.meta.url) + '.map', JSON.stringify({ version: 3, sources: ['src/orig.ts'], names: [], mappings: ';;;AAUA' }));` + "\n" +
+				handler,
+			want:    "/src/orig.ts:11:1",
+			notWant: "index.mjs:4",
+		},
+		{
+			name:    "no_map",
+			bundle:  handler,
+			want:    "index.mjs:1:",
+			notWant: "orig.ts",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			inst := startReady(t, tt.bundle)
+			resp := inst.mustDo(t, request{path: "/", id: "inv-1"})
+			stack := string(resp.body)
+			if resp.status != 200 || !strings.HasPrefix(stack, "Error: where\n    at ") ||
+				!strings.Contains(stack, tt.want) || strings.Contains(stack, tt.notWant) {
+				t.Errorf("%d, stack:\n%s\nwant it to name %q, not %q", resp.status, stack, tt.want, tt.notWant)
+			}
+		})
+	}
+}
