@@ -80,5 +80,8 @@ requests, lets in-flight invocations finish and stops every instance.`,
 	f.StringVar(&isolation, "isolation", string(sandbox.Auto), "how instances are isolated: auto (what this host allows, with a warning for each missing piece), strict (refuse to start without every piece) or off")
 	f.IntVar(&spares, "spares", 1, "runtimes kept started ahead, each waiting to become a new instance: a cold start then skips a process start (0: none)")
 	f.BoolVar(&verbose, "verbose", false, "log debug detail")
+	// The tests' serve runs under the race detector and its instances
+	// from a build without it, which starts a second sooner.
+	f.StringVar(&cfg.Exe, "runtime-exe", "", "shoal binary the instances run (as shoal runtime) (default: this one)")
 	return cmd
 }

@@ -26,43 +26,65 @@ import (
 
 var (
 	buildOnce sync.Once
-	binPath   string
+	binDir    string
+	binPath   string // built with -race when the tests are
+	plainPath string // built without: binPath where they are the same
 	buildErr  error
 )
 
-// Binary builds the shoal binary once per test process and returns its path.
+// Binary builds the shoal binary once per test process and returns its
+// path: built with the race detector when the tests are.
 func Binary(t testing.TB) string {
 	t.Helper()
+	build(t)
+	return binPath
+}
+
+// PlainBinary is the shoal binary built without the race detector. A
+// race-built binary takes about a second to start here (mostly the
+// detector clearing shadow memory for the globals, 32 MiB of which are
+// Go's FIPS DRBG buffer), so serves started
+// for tests run their instances' runtimes, and the tests their CLI
+// commands, from this one; serve itself runs under the race detector.
+func PlainBinary(t testing.TB) string {
+	t.Helper()
+	build(t)
+	return plainPath
+}
+
+func build(t testing.TB) {
 	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "shoal-bin-")
-		if err != nil {
-			buildErr = err
+		if binDir, buildErr = os.MkdirTemp("", "shoal-bin-"); buildErr != nil {
 			return
 		}
-		binPath = filepath.Join(dir, "shoal")
 		_, file, _, _ := runtime.Caller(0)
 		root := filepath.Join(filepath.Dir(file), "..", "..")
-		args := []string{"build", "-o", binPath}
-		if raceEnabled {
-			args = append(args, "-race")
+		goBuild := func(out string, flags ...string) error {
+			cmd := exec.Command("go", append(append([]string{"build", "-o", out}, flags...), "./cmd/shoal")...)
+			cmd.Dir = root
+			if b, err := cmd.CombinedOutput(); err != nil {
+				return fmt.Errorf("go build: %v\n%s", err, b)
+			}
+			return nil
 		}
-		cmd := exec.Command("go", append(args, "./cmd/shoal")...)
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		plainPath = filepath.Join(binDir, "shoal")
+		if buildErr = goBuild(plainPath); buildErr != nil || !raceEnabled {
+			binPath = plainPath
+			return
 		}
+		binPath = filepath.Join(binDir, "shoal-race")
+		buildErr = goBuild(binPath, "-race")
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)
 	}
-	return binPath
 }
 
-// RemoveBinary deletes the binary Binary built; call it from TestMain after
-// the tests ran.
+// RemoveBinary deletes the binaries Binary and PlainBinary built; call it
+// from TestMain after the tests ran.
 func RemoveBinary() {
-	if binPath != "" {
-		os.RemoveAll(filepath.Dir(binPath))
+	if binDir != "" {
+		os.RemoveAll(binDir)
 	}
 }
 
@@ -119,7 +141,7 @@ func StartServe(t testing.TB, opt ServeOptions) *Serve {
 	if opt.ConfigHome == "" {
 		opt.ConfigHome = filepath.Join(t.TempDir(), "config")
 	}
-	args := append([]string{"serve", "--listen", "127.0.0.1:0", "--data", opt.DataDir}, opt.Args...)
+	args := append([]string{"serve", "--listen", "127.0.0.1:0", "--data", opt.DataDir, "--runtime-exe", PlainBinary(t)}, opt.Args...)
 	cmd := exec.Command(bin, args...)
 	env := []string{"XDG_CONFIG_HOME=" + opt.ConfigHome, "HOME=" + opt.ConfigHome}
 	cmd.Env = append(os.Environ(), env...)
@@ -210,7 +232,7 @@ func (s *Serve) checkNoInstances() {
 
 // CLICommand returns the shoal binary with args, set to reach this serve.
 func (s *Serve) CLICommand(ctx context.Context, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, Binary(s.t), args...)
+	cmd := exec.CommandContext(ctx, PlainBinary(s.t), args...)
 	cmd.Env = append(append(os.Environ(), s.Env...), "SHOAL_URL="+s.URL)
 	return cmd
 }
