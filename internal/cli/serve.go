@@ -21,7 +21,6 @@ func newServe() *cobra.Command {
 	var verbose bool
 	var isolation string
 	var hostPorts []int
-	var spares int
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the whole platform on this machine",
@@ -41,13 +40,8 @@ requests, lets in-flight invocations finish and stops every instance.`,
 				return err
 			}
 			cfg.Isolation = mode
-			switch {
-			case spares < 0:
-				return fmt.Errorf("--spares %d: want 0 or more", spares)
-			case spares == 0:
-				cfg.Spares = -1
-			default:
-				cfg.Spares = spares
+			if cfg.Spares < 0 {
+				return fmt.Errorf("--spares %d: want 0 or more", cfg.Spares)
 			}
 			for _, p := range hostPorts {
 				if p < 1 || p > 65535 {
@@ -78,7 +72,7 @@ requests, lets in-flight invocations finish and stops every instance.`,
 	f.StringArrayVar(&cfg.Deploy, "deploy", nil, "project folder to deploy at start (repeatable)")
 	f.IntSliceVar(&hostPorts, "host-port", nil, "a TCP port of the host's loopback that instances in a network namespace may reach, at "+network.HostAddr.String()+" (repeatable; a database on this machine)")
 	f.StringVar(&isolation, "isolation", string(sandbox.Auto), "how instances are isolated: auto (what this host allows, with a warning for each missing piece), strict (refuse to start without every piece) or off")
-	f.IntVar(&spares, "spares", 1, "runtimes kept started ahead, each waiting to become a new instance: a cold start then skips a process start (0: none)")
+	f.IntVar(&cfg.Spares, "spares", 1, "runtimes kept started ahead, each waiting to become a new instance: a cold start then skips a process start (0: none)")
 	f.BoolVar(&verbose, "verbose", false, "log debug detail")
 	// The tests' serve runs under the race detector and its instances
 	// from a build without it, which starts a second sooner.

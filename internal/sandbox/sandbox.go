@@ -141,7 +141,7 @@ func (sb *Sandbox) keepSpares() {
 	failed := 0
 	for {
 		for len(sb.spares) < cap(sb.spares) {
-			p, err := sb.launch(Spec{ID: "spare"}, spare)
+			p, err := sb.launch(*spareSpec, spare)
 			if err != nil {
 				// Instances start without spares meanwhile; try again later,
 				// each time later.
@@ -365,18 +365,14 @@ func (sb *Sandbox) launch(s Spec, why purpose) (*Process, error) {
 	}
 	inCgroup := sb.cgroups != nil && why != checkingJail
 	p := &Process{dir: dir, why: why, jailed: jailed, done: make(chan struct{})}
-	home := dir
-	if jailed {
-		home = "/tmp"
-	}
 	var cmd *exec.Cmd
 	if why == spare {
 		cmd = exec.Command(sb.cfg.Exe, "runtime", "--spare", "--dir", dir, "--node", sb.node)
-		cmd.Env = FunctionEnv(home, nil)
+		cmd.Env = FunctionEnv(p.home(), nil)
 	} else {
 		argv := Argv(sb.cfg.Exe, sb.node, dir, s)
 		cmd = exec.Command(argv[0], argv[1:]...)
-		cmd.Env = Env(home, s)
+		cmd.Env = Env(p.home(), s)
 		p.spec.Store(&s)
 	}
 	p.cmd = cmd
@@ -541,7 +537,6 @@ func (sb *Sandbox) assign(p *Process, s Spec) error {
 // handOver sends p its setup message (see jail.Setup), once its cgroup has
 // the function's limits.
 func (sb *Sandbox) handOver(p *Process, s Spec) error {
-	wasSpare := p.spec.Load() == nil
 	p.spec.Store(&s)
 	if p.setup == nil {
 		return nil
@@ -562,10 +557,6 @@ func (sb *Sandbox) handOver(p *Process, s Spec) error {
 		}
 		files = append(files, oom)
 	}
-	in := jail.Instance{
-		ID: s.ID, Bundle: s.Bundle, WorkDir: s.WorkDir, MaxDuration: s.MaxDuration,
-		MemoryMB: s.MemoryMB, NoHelpers: s.NoHelpers, Env: FunctionEnv(p.dir, s.Env),
-	}
 	if p.jailed {
 		// The runtime starts in the scratch folder as root of its
 		// namespace; node, which makes its sockets there, owns it.
@@ -573,7 +564,6 @@ func (sb *Sandbox) handOver(p *Process, s Spec) error {
 		if err := os.Chown(p.dir, host, host); err != nil {
 			return fmt.Errorf("jail: %w", err)
 		}
-		in.NodeUID, in.Env = nodeUID(s.Project), FunctionEnv("/tmp", s.Env)
 		for _, m := range []struct {
 			path string
 			attr uint64
@@ -596,7 +586,14 @@ func (sb *Sandbox) handOver(p *Process, s Spec) error {
 	if err := unix.Sendmsg(int(p.setup.Fd()), []byte{1}, unix.UnixRights(fds...), nil, 0); err != nil {
 		return fmt.Errorf("setup message: %w", err)
 	}
-	if wasSpare {
+	if p.why == spare {
+		in := jail.Instance{
+			ID: s.ID, Bundle: s.Bundle, WorkDir: s.WorkDir, MaxDuration: s.MaxDuration,
+			MemoryMB: s.MemoryMB, NoHelpers: s.NoHelpers, Env: FunctionEnv(p.home(), s.Env),
+		}
+		if p.jailed {
+			in.NodeUID = nodeUID(s.Project)
+		}
 		if err := json.NewEncoder(p.setup).Encode(in); err != nil {
 			return fmt.Errorf("setup message: %w", err)
 		}
@@ -712,8 +709,17 @@ type Process struct {
 	err  error         // its exit status; set before done is closed
 }
 
-// spareSpec names a spare's lines, which it writes only when it fails.
+// spareSpec is what a spare is started with, and names its lines (it
+// writes some only when it fails) until it learns its instance.
 var spareSpec = &Spec{ID: "spare"}
+
+// home is the function's home and temporary folder, as node sees it.
+func (p *Process) home() string {
+	if p.jailed {
+		return "/tmp"
+	}
+	return p.dir
+}
 
 func (p *Process) specOrSpare() *Spec {
 	if s := p.spec.Load(); s != nil {

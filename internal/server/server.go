@@ -72,7 +72,7 @@ type Config struct {
 	// network namespace of their own may reach (at network.HostAddr).
 	HostPorts []uint16
 	// Spares is how many runtimes are kept started ahead of cold starts;
-	// -1 means none, 0 the default (1).
+	// 0: none.
 	Spares int
 }
 
@@ -99,13 +99,6 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, log *slog.Logger) (e
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
-	}
-	spares := cfg.Spares
-	switch {
-	case spares == 0:
-		spares = 1
-	case spares < 0:
-		spares = 0
 	}
 	dataDir, err := filepath.Abs(cfg.DataDir)
 	if err != nil {
@@ -145,7 +138,7 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, log *slog.Logger) (e
 	metrics := observe.NewMetrics()
 	sb, err := sandbox.New(sandbox.Config{
 		Exe: cfg.Exe, Node: cfg.Node, Isolation: cfg.Isolation, HostPorts: cfg.HostPorts,
-		Spares: spares, Label: dataDir, Logs: collect(logs),
+		Spares: cfg.Spares, Label: dataDir, Logs: collect(logs),
 	})
 	if err != nil {
 		return err
