@@ -80,12 +80,14 @@ func build(t testing.TB) {
 	}
 }
 
-// RemoveBinary deletes the binaries Binary and PlainBinary built; call it
-// from TestMain after the tests ran.
-func RemoveBinary() {
+// Main runs the tests, then deletes the binaries Binary and PlainBinary
+// built: the TestMain of a package whose tests start shoal.
+func Main(m *testing.M) {
+	code := m.Run()
 	if binDir != "" {
 		os.RemoveAll(binDir)
 	}
+	os.Exit(code)
 }
 
 // WriteProject writes files (slash paths to contents) into a new folder
