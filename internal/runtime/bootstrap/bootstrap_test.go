@@ -449,15 +449,6 @@ func TestBootstrap_Hello(t *testing.T) {
 			wantBody:   "from fetch",
 		},
 		{
-			// A Response the function sets itself stays its own.
-			name: "web-own-response-global",
-			bundle: `class Mine { constructor(body) { this.status = 200; this.headers = new Headers({ 'x-mine': '1' }); this.body = null; this.text = body; } }
-			globalThis.Response = Mine;
-			export default { fetch: () => new Response('ignored') };`,
-			wantStatus:  200,
-			wantHeaders: map[string][]string{"X-Mine": {"1"}},
-		},
-		{
 			name:        "web-head-drops-body",
 			bundle:      `export default { fetch: (request) => new Response('a body', { headers: { 'x-method': request.method } }) };`,
 			method:      http.MethodHead,
@@ -1315,5 +1306,19 @@ func TestBootstrap_StacksFollowTheSourceMap(t *testing.T) {
 				t.Errorf("%d, stack:\n%s\nwant it to name %q, not %q", resp.status, stack, tt.want, tt.notWant)
 			}
 		})
+	}
+}
+
+// TestBootstrap_OwnResponseKept: a Response the function sets itself stays
+// its own, after the bootstrap looked at a first returned value too.
+func TestBootstrap_OwnResponseKept(t *testing.T) {
+	inst := startReady(t, `class Mine { constructor() { this.status = 200; this.headers = new Headers({ 'x-mine': '1' }); this.body = null; } }
+		globalThis.Response = Mine;
+		export default { fetch: () => new Response('ignored') };`)
+	for i := range 2 {
+		resp := inst.mustDo(t, request{path: "/", id: fmt.Sprint("inv-", i)})
+		if resp.status != 200 || resp.header.Get("X-Mine") != "1" {
+			t.Errorf("request %d: %d, header %v; want 200 from the function's own Response", i, resp.status, resp.header)
+		}
 	}
 }
