@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -64,7 +65,6 @@ the tunnel or node goes away. serve starts this; users do not.`,
 				// inherit it.
 				syscall.CloseOnExec(tunnelFD)
 			}
-			var oomKills func() int
 			var setup jail.Setup
 			if inJail {
 				// While serve makes the cgroup, or while a spare waits.
@@ -74,7 +74,7 @@ the tunnel or node goes away. serve starts this; users do not.`,
 			}
 			if inCgroup || inJail || spare {
 				var err error
-				if setup, err = jail.Receive(jail.FdSetup, inCgroup, inJail, spare); err != nil {
+				if setup, err = jail.Receive(jail.FdSetup, inJail, spare); err != nil {
 					if spare && errors.Is(err, jail.ErrNoSetup) {
 						return nil // not needed after all
 					}
@@ -91,9 +91,6 @@ the tunnel or node goes away. serve starts this; users do not.`,
 						env = append(env, kv)
 					}
 				}
-			}
-			if setup.OOM != nil {
-				oomKills = cgroupOOMKills(setup.OOM)
 			}
 			if inJail {
 				rel, err := filepath.Rel(workDir, bundle)
@@ -123,7 +120,7 @@ the tunnel or node goes away. serve starts this; users do not.`,
 			sup, err := runtime.Start(ctx, runtime.Config{
 				Node: node, Bundle: bundle, WorkDir: workDir, Dir: dir, MaxDuration: maxDuration,
 				MemoryMB: memory, NoHelpers: noHelpers, Env: env, Logs: cmd.OutOrStdout(),
-				NodeUID: nodeUID, OOMKills: oomKills, ReapOrphans: inJail,
+				NodeUID: nodeUID, ReapOrphans: inJail,
 			})
 			if err != nil {
 				return fmt.Errorf("instance %s: %w", id, err)
@@ -146,7 +143,9 @@ the tunnel or node goes away. serve starts this; users do not.`,
 				case <-tctx.Done():
 				}
 			}()
-			h := tunnel.WithReports(tctx, sup, func() tunnel.Report { return report(sup.Stats()) })
+			// Invocations go to node's sockets; the tunnel carries the
+			// reports and the loops.
+			h := tunnel.WithReports(tctx, http.NotFoundHandler(), func() tunnel.Report { return report(sup.Stats()) })
 			tunnel.Serve(tctx, conn, tunnel.WithLoops(h, sup.SetLoops))
 			return nil
 		},
@@ -162,7 +161,7 @@ the tunnel or node goes away. serve starts this; users do not.`,
 	f.DurationVar(&maxDuration, "max-duration", 60*time.Second, "bound of each invocation")
 	f.IntVar(&memory, "memory", 0, "memory size in MB")
 	f.BoolVar(&noHelpers, "no-helpers", false, "serve Node style handlers without the request and response helpers")
-	f.BoolVar(&inCgroup, "cgroup", false, "wait on fd 3 for serve to place the runtime in its cgroup and hand over the file that counts its OOM kills")
+	f.BoolVar(&inCgroup, "cgroup", false, "wait on fd 3 until serve has placed the runtime in its cgroup")
 	f.BoolVar(&inJail, "jail", false, "enter the jail (namespaces made by serve, mounts handed over on fd 3) before node starts")
 	f.BoolVar(&check, "check", false, "only check that node runs in the jail")
 	f.BoolVar(&checkBundle, "check-bundle", false, "only load the bundle as an instance would, and print its config or why it cannot serve")
@@ -198,16 +197,6 @@ func tunnelConn(ctx context.Context, fd int, addr, id, token string) (net.Conn, 
 // against, between 16 and 512 MB.
 func tmpMB(memoryMB int) int {
 	return max(16, min(512, memoryMB/4))
-}
-
-// cgroupOOMKills reads the OOM kill count of the cgroup file f.
-func cgroupOOMKills(f *os.File) func() int {
-	return func() int {
-		var b [512]byte
-		n, _ := f.ReadAt(b[:], 0)
-		kills, _ := sandbox.ParseOOMKills(b[:n])
-		return kills
-	}
 }
 
 // checkJail runs node in the jail with jail.CheckScript.

@@ -12,14 +12,14 @@ import (
 	"net/http"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"golang.org/x/net/http2"
-
 	"github.com/shoal-dev/shoal/internal/metering"
 	"github.com/shoal-dev/shoal/internal/model"
+	"github.com/shoal-dev/shoal/internal/nodelink"
 	"github.com/shoal-dev/shoal/internal/routes"
 	"github.com/shoal-dev/shoal/internal/tunnel"
 )
@@ -132,6 +132,12 @@ type Process interface {
 	Done() <-chan struct{}
 	// Stop ends the process: gracefully until ctx is done, then by force.
 	Stop(ctx context.Context) error
+	// Socket is the unix socket node's first event loop serves on, once
+	// the instance's tunnel is up; loop n serves on Socket() + ".n".
+	Socket() string
+	// Log adds a record of the platform's own to the instance's logs, for
+	// the invocation id.
+	Log(id, msg string)
 }
 
 // Counted is a Process whose resources the host counts (its cgroup): its
@@ -141,6 +147,9 @@ type Counted interface {
 	// Counted returns the CPU time the process used so far and the most
 	// memory it held; ok is false where nothing counts them.
 	Counted() (cpu time.Duration, peakMemory int64, ok bool)
+	// OutOfMemory reports whether a process of the instance was killed at
+	// its memory limit.
+	OutOfMemory() bool
 }
 
 // Meter receives what the invoker sees, for metering; the metering
@@ -369,7 +378,10 @@ func (inv *Invoker) route(project string, req *http.Request) (*function, error) 
 // response body must be closed; closing it frees the slot and meters the
 // invocation with the response's StatusCode as it is then, so a caller that
 // answers the client with another status (a platform error in place of the
-// function's response) sets StatusCode to it before closing.
+// function's response) sets StatusCode to it before closing. An invocation
+// the instance failed (it timed out, node crashed or ran out of memory) is
+// answered with a response carrying ErrorHeader and the error's code, and a
+// record in the function's logs says why.
 func (inv *Invoker) Invoke(project string, req *http.Request) (*http.Response, error) {
 	f, err := inv.route(project, req)
 	if err != nil {
@@ -377,46 +389,38 @@ func (inv *Invoker) Invoke(project string, req *http.Request) (*http.Response, e
 	}
 	key := pathKey(req.URL.Path)
 	p := f.pool(key)
-	// An instance found gone before the invocation was sent is not an
+	// An instance found gone before the invocation reached node is not an
 	// attempt: the invocation is placed again, once.
 	for attempt := 0; ; attempt++ {
 		in, err := p.acquire(req.Context())
 		if err != nil {
 			return nil, err
 		}
-		if !in.conn.Usable() && attempt == 0 {
+		start := time.Now()
+		resp, err := in.node.RoundTrip(req, start.Add(p.fn.Config.MaxDuration))
+		if errors.Is(err, nodelink.ErrUnreached) || errors.Is(err, nodelink.ErrClosed) {
 			p.release(in)
 			p.lost(in)
-			continue
-		}
-		start := time.Now()
-		resp, err := in.conn.RoundTrip(req)
-		if err != nil {
-			p.release(in)
-			var se http2.StreamError
-			if attempt == 0 && errors.As(err, &se) && se.Code == http2.ErrCodeRefusedStream && !hasBody(req) {
-				// The instance is going away and refused the stream
-				// unprocessed.
-				p.lost(in)
+			if attempt == 0 {
 				continue
 			}
-			inv.meter.Invoked(metering.Invocation{Project: p.dep.Project, Deployment: p.dep.ID, Instance: in.id, ID: req.Header.Get(tunnel.IDHeader),
+			return nil, fmt.Errorf("invoke %s on %s: %w: %w", p.dep.ID, in.id, errInstanceGone, err)
+		}
+		id := req.Header.Get(IDHeader)
+		if err != nil && req.Context().Err() == nil {
+			resp = p.failed(in, req, id, err)
+			err = nil
+		}
+		if err != nil {
+			p.release(in)
+			inv.meter.Invoked(metering.Invocation{Project: p.dep.Project, Deployment: p.dep.ID, Instance: in.id, ID: id,
 				Start: start, End: time.Now(), Status: http.StatusInternalServerError})
 			return nil, fmt.Errorf("invoke %s on %s: %w", p.dep.ID, in.id, err)
 		}
-		if resp.Header.Get(tunnel.ErrorHeader) == tunnel.CodeInstanceGone {
-			resp.Body.Close()
-			p.release(in)
-			p.lost(in)
-			if attempt == 0 && !hasBody(req) {
-				continue
-			}
-			return nil, fmt.Errorf("invoke %s on %s: %w", p.dep.ID, in.id, errInstanceGone)
-		}
 		f.observe(key, resp.Header)
-		record := metering.Invocation{Project: p.dep.Project, Deployment: p.dep.ID, Instance: in.id, ID: req.Header.Get(tunnel.IDHeader),
+		record := metering.Invocation{Project: p.dep.Project, Deployment: p.dep.ID, Instance: in.id, ID: id,
 			Start: start, FirstByte: time.Now()}
-		resp.Body = &slotBody{ReadCloser: resp.Body, release: func() {
+		resp.Body = &slotBody{ReadCloser: resp.Body, timedOut: func() { p.timedOut(in, id) }, release: func() {
 			record.End = time.Now()
 			record.Status = resp.StatusCode
 			inv.meter.Invoked(record)
@@ -426,19 +430,91 @@ func (inv *Invoker) Invoke(project string, req *http.Request) (*http.Response, e
 	}
 }
 
-var errInstanceGone = errors.New("instance gone before the invocation reached it")
+// IDHeader carries each invocation's id to node.
+const IDHeader = "x-shoal-id"
 
-// hasBody reports whether req has a body, which the tunnel may have read
-// and which cannot be sent a second time.
-func hasBody(req *http.Request) bool {
-	return req.Body != nil && req.Body != http.NoBody
+// Platform errors of an invocation the instance failed, answered in
+// ErrorHeader.
+const (
+	// ErrorHeader names the header of a response that is a platform error.
+	ErrorHeader     = "x-shoal-error"
+	CodeTimeout     = "FUNCTION_INVOCATION_TIMEOUT"
+	CodeFailed      = "FUNCTION_INVOCATION_FAILED"
+	CodeOutOfMemory = "FUNCTION_OUT_OF_MEMORY"
+)
+
+// failed logs why in failed the invocation id with err and returns the
+// response that says so.
+func (p *pool) failed(in *instance, req *http.Request, id string, err error) *http.Response {
+	switch {
+	case errors.Is(err, nodelink.ErrTimeout):
+		p.timedOut(in, id)
+		return errorResponse(req, http.StatusGatewayTimeout, CodeTimeout)
+	case p.outOfMemory(in):
+		in.proc.Log(id, fmt.Sprintf("invocation failed: the instance ran out of memory (%d MB) and node was killed", p.fn.Config.MemoryMB))
+		return errorResponse(req, http.StatusInternalServerError, CodeOutOfMemory)
+	default:
+		in.proc.Log(id, "invocation failed: "+err.Error())
+		return errorResponse(req, http.StatusInternalServerError, CodeFailed)
+	}
 }
 
-// slotBody frees its invocation's slot when the response body is closed.
+// timedOut logs that the invocation id reached its maxDuration.
+func (p *pool) timedOut(in *instance, id string) {
+	in.proc.Log(id, fmt.Sprintf("invocation timed out after %s (maxDuration)", p.fn.Config.MaxDuration))
+}
+
+// outOfMemory reports whether in's node was killed at its memory limit.
+// The kernel counts the kill as it sends it, so a connection that broke
+// because of it finds the count raised; an instance that is going for
+// another reason is given a moment to exit first.
+func (p *pool) outOfMemory(in *instance) bool {
+	c, ok := in.proc.(Counted)
+	if !ok {
+		return false
+	}
+	if c.OutOfMemory() {
+		return true
+	}
+	t := time.NewTimer(250 * time.Millisecond)
+	defer t.Stop()
+	select {
+	case <-in.proc.Done():
+	case <-in.conn.Done():
+	case <-t.C:
+	}
+	return c.OutOfMemory()
+}
+
+// errorResponse is the response to req that says the platform error code.
+func errorResponse(req *http.Request, status int, code string) *http.Response {
+	return &http.Response{
+		Status: strconv.Itoa(status) + " " + http.StatusText(status), StatusCode: status,
+		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: http.Header{http.CanonicalHeaderKey(ErrorHeader): {code}},
+		Body:   http.NoBody, Request: req,
+	}
+}
+
+var errInstanceGone = errors.New("instance gone before the invocation reached it")
+
+// slotBody frees its invocation's slot when the response body is closed,
+// and logs a timeout that cut it off.
 type slotBody struct {
 	io.ReadCloser
-	once    sync.Once
-	release func()
+	once     sync.Once
+	release  func()
+	timedOut func()
+	logged   bool // timedOut was called
+}
+
+func (b *slotBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && !b.logged && errors.Is(err, nodelink.ErrTimeout) {
+		b.logged = true
+		b.timedOut()
+	}
+	return n, err
 }
 
 func (b *slotBody) Close() error {

@@ -5,9 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -40,11 +44,29 @@ type goStarter struct {
 
 type goProcess struct {
 	id     string
+	socket string
 	cancel context.CancelFunc
 	done   chan struct{}
+
+	mu   sync.Mutex
+	logs []string // guarded by mu; what the invoker logged, as "id: msg"
 }
 
 func (p *goProcess) Done() <-chan struct{} { return p.done }
+
+func (p *goProcess) Socket() string { return p.socket }
+
+func (p *goProcess) Log(id, msg string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.logs = append(p.logs, id+": "+msg)
+}
+
+func (p *goProcess) logged() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.logs)
+}
 
 func (p *goProcess) Stop(ctx context.Context) error {
 	p.cancel()
@@ -64,23 +86,49 @@ func (s *goStarter) Start(ctx context.Context, l Launch) (Process, error) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	pctx, cancel := context.WithCancel(context.Background())
-	p := &goProcess{id: l.Instance, cancel: cancel, done: make(chan struct{})}
-	c, err := tunnel.Dial(ctx, l.TunnelAddr, l.Instance, l.Token)
+	dir, err := os.MkdirTemp("", "invoker")
 	if err != nil {
 		cancel()
 		return nil, err
 	}
+	p := &goProcess{id: l.Instance, socket: filepath.Join(dir, "node.sock"), cancel: cancel, done: make(chan struct{})}
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("x-instance", l.Instance)
+		w.Header().Set("x-function", l.Function.File)
+		s.handler.ServeHTTP(w, r)
+	})
+	// Invocations come to the "node" of the instance on its socket, one
+	// per event loop.
+	var servers sync.WaitGroup
+	listen := func(path string) error {
+		ln, err := net.Listen("unix", path)
+		if err != nil {
+			return err
+		}
+		srv := &http.Server{Handler: h}
+		servers.Add(2)
+		go func() { defer servers.Done(); srv.Serve(ln) }()
+		go func() { defer servers.Done(); <-pctx.Done(); srv.Close() }()
+		return nil
+	}
+	c, err := tunnel.Dial(ctx, l.TunnelAddr, l.Instance, l.Token)
+	if err == nil {
+		err = listen(p.socket)
+	}
+	if err != nil {
+		cancel()
+		os.RemoveAll(dir)
+		return nil, err
+	}
 	go func() {
 		defer close(p.done)
-		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("x-instance", l.Instance)
-			w.Header().Set("x-function", l.Function.File)
-			s.handler.ServeHTTP(w, r)
-		})
+		defer os.RemoveAll(dir)
+		defer servers.Wait()
+		defer cancel()
 		var cpu, busy, loops atomic.Int64
 		loops.Store(1)
 		began := time.Now()
-		reports := tunnel.WithReports(pctx, h, func() tunnel.Report {
+		reports := tunnel.WithReports(pctx, http.NotFoundHandler(), func() tunnel.Report {
 			// 10 ms of CPU per report, like a lightly loaded instance.
 			r := tunnel.Report{TS: time.Now().UnixMilli(), CPUMs: cpu.Add(10), RSS: 50 << 20, LoopKnown: true, ELU: 0.1, DelayMaxMs: 1,
 				Loops: int(loops.Load()), HostIdleCPUs: 1}
@@ -106,7 +154,15 @@ func (s *goStarter) Start(ctx context.Context, l Launch) (Process, error) {
 			}
 		})
 		// The loops asked for serve at once.
-		tunnel.Serve(pctx, c, tunnel.WithLoops(reports, func(n int) error { loops.Store(int64(n)); return nil }))
+		tunnel.Serve(pctx, c, tunnel.WithLoops(reports, func(n int) error {
+			for k := loops.Load(); k < int64(n); k++ {
+				if err := listen(p.socket + "." + strconv.Itoa(int(k))); err != nil {
+					return err
+				}
+			}
+			loops.Store(int64(n))
+			return nil
+		}))
 	}()
 	s.mu.Lock()
 	s.started = append(s.started, p)
@@ -357,6 +413,68 @@ func TestInvoker_StartFailureFailsWaiters(t *testing.T) {
 	}
 }
 
+// TestInvoker_InstanceFailures: an invocation its instance fails is
+// answered with the platform error that says why, and the function's logs
+// say it too.
+func TestInvoker_InstanceFailures(t *testing.T) {
+	inv, st := newInvoker(t, Config{}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/hang":
+			<-r.Context().Done()
+		case "/hang-after-headers":
+			w.WriteHeader(200)
+			w.(http.Flusher).Flush()
+			<-r.Context().Done()
+		case "/crash":
+			// node's connection breaks under the invocation.
+			c, _, _ := http.NewResponseController(w).Hijack()
+			c.Close()
+		}
+	}))
+	d := deployment("d1", 10)
+	d.Functions[0].Config.MaxDuration = 300 * time.Millisecond
+	inv.Deploy(d)
+	tests := []struct {
+		path       string
+		status     int
+		code       string
+		log        string
+		bodyBroken bool
+	}{
+		{"/hang", http.StatusGatewayTimeout, CodeTimeout, "timed out after 300ms (maxDuration)", false},
+		{"/hang-after-headers", http.StatusOK, "", "timed out after 300ms (maxDuration)", true},
+		{"/crash", http.StatusInternalServerError, CodeFailed, "invocation failed: ", false},
+	}
+	for i, tt := range tests {
+		t.Run(strings.TrimPrefix(tt.path, "/"), func(t *testing.T) {
+			id := "inv-" + strconv.Itoa(i)
+			req, _ := http.NewRequest("GET", "http://app"+tt.path, nil)
+			req.Header.Set(IDHeader, id)
+			began := time.Now()
+			resp, err := inv.Invoke("app", req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tt.status || resp.Header.Get(ErrorHeader) != tt.code || (err != nil) != tt.bodyBroken {
+				t.Errorf("got %d %q, body error %v; want %d %q, body broken %v", resp.StatusCode, resp.Header.Get(ErrorHeader), err, tt.status, tt.code, tt.bodyBroken)
+			}
+			if took := time.Since(began); took > 10*time.Second {
+				t.Errorf("took %s", took)
+			}
+			logs := st.started[0].logged()
+			if !slices.ContainsFunc(logs, func(l string) bool { return strings.HasPrefix(l, id+": ") && strings.Contains(l, tt.log) }) {
+				t.Errorf("logs %q, want one for %s saying %q", logs, id, tt.log)
+			}
+		})
+	}
+	// The instance still serves.
+	if _, err := call(inv, "/"); err != nil {
+		t.Errorf("after the failures: %v", err)
+	}
+}
+
 func TestInvoker_NotFound(t *testing.T) {
 	inv, _ := newInvoker(t, Config{}, newGate())
 	if _, err := call(inv, "/"); !errors.Is(err, ErrNotFound) {
@@ -460,7 +578,7 @@ func TestInvoker_ReportsReachTheMeter(t *testing.T) {
 	}))
 	inv.Deploy(deployment("d1", 10))
 	req, _ := http.NewRequest("GET", "http://app/", nil)
-	req.Header.Set(tunnel.IDHeader, "inv-1")
+	req.Header.Set(IDHeader, "inv-1")
 	resp, err := inv.Invoke("app", req)
 	if err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"github.com/shoal-dev/shoal/internal/limiter"
 	"github.com/shoal-dev/shoal/internal/metering"
 	"github.com/shoal-dev/shoal/internal/model"
+	"github.com/shoal-dev/shoal/internal/nodelink"
 	"github.com/shoal-dev/shoal/internal/scaler"
 	"github.com/shoal-dev/shoal/internal/tunnel"
 )
@@ -36,7 +37,9 @@ type pool struct {
 type instance struct {
 	// immutable
 	id          string
-	conn        *tunnel.Conn
+	conn        *tunnel.Conn     // reports and loops
+	node        *nodelink.Client // invocations
+	drained     chan struct{}    // closed once gone with nothing in flight
 	proc        Process
 	reports     context.Context    // the report stream's; done when the instance stops
 	stopReports context.CancelFunc // ends the report stream
@@ -246,7 +249,8 @@ func (p *pool) launch(id string) (*instance, error) {
 		return nil, fmt.Errorf("instance %s tunnel: %w", id, err)
 	}
 	reports, stopReports := context.WithCancel(p.inv.ctx)
-	return &instance{id: id, conn: conn, proc: proc, reports: reports, stopReports: stopReports}, nil
+	return &instance{id: id, conn: conn, node: nodelink.New(proc.Socket()), drained: make(chan struct{}),
+		proc: proc, reports: reports, stopReports: stopReports}, nil
 }
 
 // readReports hands the instance's reports to its limiter and the meter
@@ -254,6 +258,9 @@ func (p *pool) launch(id string) (*instance, error) {
 func (p *pool) readReports(in *instance) {
 	m := p.inv.meter
 	err := in.conn.Reports(in.reports, func(r tunnel.Report) {
+		if r.Loops > 1 {
+			in.node.SetLoops(r.Loops)
+		}
 		p.adapt(in, r)
 		cpu, memory := time.Duration(r.CPUMs)*time.Millisecond, r.RSS
 		if c, ok := in.proc.(Counted); ok {
@@ -363,6 +370,9 @@ func (p *pool) release(in *instance) {
 		in.idleSince = time.Now()
 	}
 	if in.gone {
+		if in.inflight == 0 {
+			close(in.drained)
+		}
 		return
 	}
 	p.dispatchLocked(in)
@@ -400,6 +410,9 @@ func (p *pool) stopLocked(in *instance) {
 		return
 	}
 	in.gone = true
+	if in.inflight == 0 {
+		close(in.drained)
+	}
 	p.inv.meter.InstanceStopped(in.id, time.Now())
 	if i := slices.Index(p.instances, in); i >= 0 {
 		p.instances = slices.Delete(p.instances, i, i+1)
@@ -407,11 +420,16 @@ func (p *pool) stopLocked(in *instance) {
 	p.inv.wg.Add(1)
 	go func() {
 		defer p.inv.wg.Done()
-		// Invocations that picked in just before it went are let through:
-		// a live instance serves them, a dead one answers INSTANCE_GONE and
-		// they are placed again.
+		// The invocations in flight finish first, for a while: a live
+		// instance serves them, a dead one fails them.
 		in.stopReports()
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(p.inv.ctx), p.inv.cfg.StopTimeout)
+		select {
+		case <-in.drained:
+		case <-in.proc.Done():
+		case <-ctx.Done():
+		}
+		in.node.Close()
 		in.conn.Shutdown(ctx)
 		cancel()
 		p.stopProcess(in.proc)

@@ -32,8 +32,6 @@ const (
 
 // Setup is what serve hands the runtime on FdSetup.
 type Setup struct {
-	// OOM is the cgroup file that counts OOM kills; nil without a cgroup.
-	OOM *os.File
 	// Deployment, Scratch and Node are detached mounts (open_tree) of the
 	// deployment folder (read-only), the instance's scratch folder and
 	// node's binary (read-only), made by serve: the runtime could not
@@ -65,10 +63,11 @@ type Instance struct {
 var ErrNoSetup = errors.New("serve closed the setup socket")
 
 // Receive waits for serve's setup message on the socket fd (FdSetup in the
-// runtime), then closes it: the OOM file where cgroup, then the three
-// mounts where jail, then for a spare the Instance, as JSON up to the
-// socket's end.
-func Receive(fd int, cgroup, jail, spare bool) (Setup, error) {
+// runtime), then closes it: the three mounts where jail, then for a spare
+// the Instance, as JSON up to the socket's end. A runtime in a cgroup waits
+// for the message all the same: serve sends it once the cgroup has the
+// function's limits.
+func Receive(fd int, jail, spare bool) (Setup, error) {
 	sup := Setup{Deployment: -1, Scratch: -1, Node: -1}
 	defer func() {
 		if fd >= 0 {
@@ -97,20 +96,14 @@ func Receive(fd int, cgroup, jail, spare bool) (Setup, error) {
 		fds = append(fds, got...)
 	}
 	want := 0
-	if cgroup {
-		want++
-	}
 	if jail {
-		want += 3
+		want = 3
 	}
 	if len(fds) != want {
 		for _, fd := range fds {
 			unix.Close(fd)
 		}
 		return sup, fmt.Errorf("setup from serve: %d descriptors, want %d", len(fds), want)
-	}
-	if cgroup {
-		sup.OOM, fds = os.NewFile(uintptr(fds[0]), "oom"), fds[1:]
 	}
 	if jail {
 		sup.Deployment, sup.Scratch, sup.Node = fds[0], fds[1], fds[2]

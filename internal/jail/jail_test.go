@@ -33,19 +33,18 @@ func TestReceive(t *testing.T) {
 	tests := []struct {
 		name          string
 		send          int
-		cgroup, jail  bool
-		spare         string // the JSON sent after the descriptors, for a spare
-		wantErr       bool
-		wantOOM, want bool
+		jail    bool
+		spare   string // the JSON sent after the descriptors, for a spare
+		wantErr bool
+		want    bool // the mounts
 	}{
-		{"cgroup_and_jail", 4, true, true, "", false, true, true},
-		{"cgroup_only", 1, true, false, "", false, true, false},
-		{"jail_only", 3, false, true, "", false, false, true},
-		{"too_few", 1, true, true, "", true, false, false},
-		{"none_sent", 0, true, false, "", true, false, false},
-		{"spare", 4, true, true, `{"id":"i-1","bundle":"/d/index.mjs","env":["A=1"],"nodeUID":7}`, false, true, true},
-		{"spare_without_cgroup", 0, false, false, `{"id":"i-1","bundle":"/d/index.mjs"}`, false, false, false},
-		{"spare_bad_json", 0, false, false, `{"id":`, true, false, false},
+		{"jail", 3, true, "", false, true},
+		{"cgroup_only", 0, false, "", false, false},
+		{"too_few", 1, true, "", true, false},
+		{"too_many", 1, false, "", true, false},
+		{"spare", 3, true, `{"id":"i-1","bundle":"/d/index.mjs","env":["A=1"],"nodeUID":7}`, false, true},
+		{"spare_not_jailed", 0, false, `{"id":"i-1","bundle":"/d/index.mjs"}`, false, false},
+		{"spare_bad_json", 0, false, `{"id":`, true, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -76,12 +75,12 @@ func TestReceive(t *testing.T) {
 				}
 				unix.Shutdown(pair[0], unix.SHUT_WR)
 			}
-			sup, err := Receive(pair[1], tt.cgroup, tt.jail, tt.spare != "")
+			sup, err := Receive(pair[1], tt.jail, tt.spare != "")
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("Receive: %v, want error %v", err, tt.wantErr)
 			}
-			if (sup.OOM != nil) != tt.wantOOM || (sup.Deployment >= 0 && sup.Scratch >= 0 && sup.Node >= 0) != tt.want {
-				t.Errorf("got %+v, want OOM file %v and mounts %v", sup, tt.wantOOM, tt.want)
+			if (sup.Deployment >= 0 && sup.Scratch >= 0 && sup.Node >= 0) != tt.want {
+				t.Errorf("got %+v, want mounts %v", sup, tt.want)
 			}
 			for _, fd := range []int{sup.Deployment, sup.Scratch, sup.Node} {
 				if fd >= 0 {
@@ -90,9 +89,6 @@ func TestReceive(t *testing.T) {
 					}
 					unix.Close(fd)
 				}
-			}
-			if sup.OOM != nil {
-				sup.OOM.Close()
 			}
 			if tt.spare != "" && !tt.wantErr {
 				var want Instance

@@ -3,7 +3,6 @@ package runtime
 import (
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 )
 
@@ -58,31 +57,8 @@ func (s *Supervisor) addLoop(n int) {
 		s.loops = append(s.loops, nil)
 	}
 	if s.loops[n] == nil {
-		s.loops[n] = &loop{proxy: newProxy(s.sock+"."+strconv.Itoa(n), s.proxyError)}
+		s.loops[n] = &loop{}
 	}
-}
-
-// pick returns the loop serving the fewest invocations (the lowest
-// numbered of those), with one more counted on it. With invocations spread
-// evenly, each loop holds the instance's limit divided by its loops.
-func (s *Supervisor) pick() *loop {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	best := s.loops[0]
-	for _, l := range s.loops[1:] {
-		if l != nil && l.inflight < best.inflight {
-			best = l
-		}
-	}
-	best.inflight++
-	return best
-}
-
-// done counts one invocation fewer on l.
-func (s *Supervisor) done(l *loop) {
-	s.mu.Lock()
-	l.inflight--
-	s.mu.Unlock()
 }
 
 func (s *Supervisor) setLoad(n int, load Loop) {

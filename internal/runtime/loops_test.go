@@ -1,8 +1,6 @@
 package runtime
 
 import (
-	"io"
-	"net/http"
 	"os"
 	"strings"
 	"sync"
@@ -43,6 +41,7 @@ func TestSupervisor_Loops(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitLoops(t, s, 3)
+	c := link(t, s)
 
 	// Three invocations that hold their loop, at once: one on each loop.
 	threads := make([]string, 3)
@@ -51,9 +50,7 @@ func TestSupervisor_Loops(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			resp := invoke(s, "/spin", "spin-"+string(rune('a'+i)))
-			b, _ := io.ReadAll(resp.Body)
-			threads[i] = string(b)
+			_, threads[i], _ = invoke(c, "/spin", "spin-"+string(rune('a'+i)))
 		}()
 		time.Sleep(20 * time.Millisecond) // in flight before the next
 	}
@@ -87,12 +84,12 @@ func TestSupervisor_Loops(t *testing.T) {
 	}
 
 	// A loop that exits ends the instance, as the main thread's would.
-	go invoke(s, "/hang", "hangs") // holds loop 0: /exit goes to loop 1
+	go invoke(c, "/hang", "hangs") // holds loop 0: /exit goes to loop 1
 	for s.Stats().InFlight != 1 {
 		time.Sleep(5 * time.Millisecond)
 	}
-	if resp := invoke(s, "/exit", "exits"); resp.StatusCode != http.StatusInternalServerError {
-		t.Errorf("status %d for the invocation whose loop exited, want 500", resp.StatusCode)
+	if status, _, err := invoke(c, "/exit", "exits"); err == nil {
+		t.Errorf("status %d for the invocation whose loop exited, want the connection broken", status)
 	}
 	select {
 	case <-s.Exited():
@@ -131,9 +128,8 @@ export default (req, res) => res.end('ok');
 	if n := s.Stats().Loops; n != 1 {
 		t.Errorf("%d loops serving, want the main thread's alone", n)
 	}
-	resp := invoke(s, "/", "still")
-	if b, _ := io.ReadAll(resp.Body); resp.StatusCode != 200 || string(b) != "ok" {
-		t.Errorf("after a loop failed: %d %q, want 200 ok", resp.StatusCode, b)
+	if status, body, err := invoke(link(t, s), "/", "still"); status != 200 || body != "ok" {
+		t.Errorf("after a loop failed: %d %q %v, want 200 ok", status, body, err)
 	}
 	if strings.Count(logs.String(), "main thread only") != 1 {
 		t.Errorf("want one failure logged, no second loop tried:\n%s", logs.String())

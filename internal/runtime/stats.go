@@ -15,7 +15,8 @@ type Stats struct {
 	CPU, NodeCPU time.Duration
 	// RSS is node's resident memory in bytes; 0 once node exited.
 	RSS int64
-	// InFlight is how many invocations are being served.
+	// InFlight is how many invocations node is serving, as its loops
+	// last reported.
 	InFlight int
 	// Loops is how many event loops node serves on.
 	Loops int
@@ -33,6 +34,9 @@ type Stats struct {
 
 // Loop is the load of node's event loop over the last ~100 ms.
 type Loop struct {
+	// InFlight is how many invocations it was serving (whose responses
+	// had not finished).
+	InFlight int
 	// Utilization is the share of the time the loop was busy, 0 to 1.
 	Utilization float64
 	// DelayMean and DelayMax are how late a 10 ms timer ran: how long
@@ -97,15 +101,16 @@ func (s *Supervisor) Stats() Stats {
 			continue
 		}
 		st.Loops++
-		st.InFlight += l.inflight
 		if l.loadAt.IsZero() {
 			continue
 		}
 		st.LoopKnown = true
 		load := l.load
-		if age := now.Sub(l.loadAt); age > loopStale && l.inflight > 0 {
-			// User code holds the loop: it is as busy as it gets, and
-			// what waits for it has waited this long already.
+		st.InFlight += load.InFlight
+		if age := now.Sub(l.loadAt); age > loopStale {
+			// Code holds the loop (an idle loop reports on time): it is
+			// as busy as it gets, and what waits for it has waited this
+			// long already.
 			load = Loop{Utilization: 1, DelayMean: age, DelayMax: age}
 		}
 		st.Loop.Utilization = max(st.Loop.Utilization, load.Utilization)

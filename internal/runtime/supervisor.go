@@ -5,12 +5,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
-	"net/http/httputil"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -41,6 +37,10 @@ const (
 	IDHeader = "x-shoal-id"
 )
 
+// SocketName is the name of the unix socket node's first event loop serves
+// on, in Config.Dir; loop n serves on SocketName + ".n".
+const SocketName = "node.sock"
+
 // Config says what the supervisor runs.
 type Config struct {
 	// Node is the node binary; "" means "node" from PATH.
@@ -67,10 +67,6 @@ type Config struct {
 	StartTimeout time.Duration
 	// NodeUID, when not 0, is the uid and gid node runs as.
 	NodeUID int
-	// OOMKills, when set, counts the instance's processes killed at its
-	// memory limit (its cgroup's count); nil: node's deaths are not told
-	// apart.
-	OOMKills func() int
 	// ReapOrphans makes the runtime reap the processes node's children
 	// leave behind: it is pid 1 of its pid namespace, which inherits them.
 	ReapOrphans bool
@@ -85,7 +81,8 @@ type Record struct {
 	TS     int64  `json:"ts"` // unix milliseconds
 }
 
-// Supervisor runs one node process and proxies invocations to it.
+// Supervisor runs one node process, which serves invocations on its
+// sockets (see SocketName), and watches it.
 type Supervisor struct {
 	// immutable
 	cfg  Config
@@ -97,8 +94,6 @@ type Supervisor struct {
 	exitErr error         // set before exited is closed
 
 	readers sync.WaitGroup // log pipe readers
-
-	oomBase int // OOM kills counted before node started
 
 	commands   *os.File   // node's command pipe, write end
 	commandsMu sync.Mutex // one command at a time
@@ -112,16 +107,12 @@ type Supervisor struct {
 	idleAt time.Time     // guarded by mu; when it was read
 }
 
-// loop is one of node's event loops and the invocations it serves.
+// loop is one of node's event loops.
 type loop struct {
-	proxy *httputil.ReverseProxy
 	// guarded by Supervisor.mu
-	inflight int
-	load     Loop      // its last load report
-	loadAt   time.Time // when it came; zero: none yet
+	load   Loop      // its last load report
+	loadAt time.Time // when it came; zero: none yet
 }
-
-var errTimeout = errors.New("invocation timed out")
 
 // Start starts node and returns once the bootstrap reported ready, or with
 // the error it reported (a bundle that throws at import, no usable export).
@@ -139,7 +130,7 @@ func Start(ctx context.Context, cfg Config) (*Supervisor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("write bootstrap: %w", err)
 	}
-	sock := filepath.Join(cfg.Dir, "node.sock")
+	sock := filepath.Join(cfg.Dir, SocketName)
 	os.Remove(sock)
 
 	var args []string
@@ -191,15 +182,14 @@ func Start(ctx context.Context, cfg Config) (*Supervisor, error) {
 	for _, f := range []*os.File{ctrl[1], commands[0], out[1], stderr[1]} {
 		f.Close()
 	}
-	if cfg.OOMKills != nil {
+	if cfg.ReapOrphans {
 		// At the memory limit, node is the one to kill: the runtime must
-		// live to tell its invocations why.
+		// live on to tell serve.
 		os.WriteFile("/proc/"+strconv.Itoa(cmd.Process.Pid)+"/oom_score_adj", []byte("500"), 0)
 	}
 
 	s := &Supervisor{
 		cfg:      cfg,
-		oomBase:  oomKills(cfg),
 		cmd:      cmd,
 		sock:     sock,
 		logs:     &lockedWriter{w: cfg.Logs},
@@ -207,7 +197,7 @@ func Start(ctx context.Context, cfg Config) (*Supervisor, error) {
 		commands: commands[1],
 		asked:    1,
 	}
-	s.loops = []*loop{{proxy: newProxy(sock, s.proxyError)}}
+	s.loops = []*loop{{}}
 	if cfg.ReapOrphans {
 		go reapOrphans(cmd.Process.Pid, s.exited)
 	}
@@ -273,13 +263,14 @@ func (s *Supervisor) readControl(r io.ReadCloser, ready chan<- error) {
 				s.logs.writeLine(line)
 			case bytes.HasPrefix(line, []byte(`{"type":"load"`)):
 				var l struct {
-					Loop    int     `json:"loop"`
-					ELU     float64 `json:"elu"`
+					Loop     int     `json:"loop"`
+					InFlight int     `json:"inflight"`
+					ELU      float64 `json:"elu"`
 					ELDMean float64 `json:"eld_mean"`
 					ELDMax  float64 `json:"eld_max"`
 				}
 				if json.Unmarshal(line, &l) == nil {
-					s.setLoad(l.Loop, Loop{Utilization: l.ELU, DelayMean: ms(l.ELDMean), DelayMax: ms(l.ELDMax)})
+					s.setLoad(l.Loop, Loop{InFlight: l.InFlight, Utilization: l.ELU, DelayMean: ms(l.ELDMean), DelayMax: ms(l.ELDMax)})
 				}
 			case bytes.HasPrefix(line, []byte(`{"type":"loop"`)):
 				var l struct{ Loop int }
@@ -370,82 +361,6 @@ func (s *Supervisor) write(r Record) {
 	s.logs.writeLine(b)
 }
 
-// ServeHTTP passes one invocation to node and bounds it by MaxDuration.
-func (s *Supervisor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	select {
-	case <-s.exited:
-		w.Header().Set(ErrorHeader, CodeInstanceGone)
-		w.WriteHeader(http.StatusServiceUnavailable)
-		return
-	default:
-	}
-	l := s.pick()
-	defer s.done(l)
-	ctx, cancel := context.WithTimeoutCause(r.Context(), s.cfg.MaxDuration, errTimeout)
-	defer cancel()
-	defer func() {
-		if context.Cause(ctx) == errTimeout {
-			s.System(r.Header.Get(IDHeader), fmt.Sprintf("invocation timed out after %s (maxDuration)", s.cfg.MaxDuration))
-		}
-	}()
-	l.proxy.ServeHTTP(w, r.WithContext(ctx))
-}
-
-func (s *Supervisor) proxyError(w http.ResponseWriter, r *http.Request, err error) {
-	switch {
-	case context.Cause(r.Context()) == errTimeout:
-		w.Header().Set(ErrorHeader, CodeTimeout)
-		w.WriteHeader(http.StatusGatewayTimeout)
-	case r.Context().Err() != nil:
-		// The invoker went away; nobody reads this.
-		w.Header().Set(ErrorHeader, CodeFailed)
-		w.WriteHeader(http.StatusBadGateway)
-	case isDialError(err):
-		// node's socket is gone: nothing reached user code.
-		w.Header().Set(ErrorHeader, CodeInstanceGone)
-		w.WriteHeader(http.StatusServiceUnavailable)
-	case s.outOfMemory():
-		s.System(r.Header.Get(IDHeader), fmt.Sprintf("invocation failed: the instance ran out of memory (%d MB) and node was killed", s.cfg.MemoryMB))
-		w.Header().Set(ErrorHeader, CodeOutOfMemory)
-		w.WriteHeader(http.StatusInternalServerError)
-	default:
-		s.System(r.Header.Get(IDHeader), "invocation failed: "+err.Error())
-		w.Header().Set(ErrorHeader, CodeFailed)
-		w.WriteHeader(http.StatusInternalServerError)
-	}
-}
-
-// outOfMemory reports whether node was killed at the memory limit. The
-// kernel counts the kill as it sends it, so a connection that broke
-// because of it finds the count raised; a node that is dying for another
-// reason is given a moment to exit first.
-func (s *Supervisor) outOfMemory() bool {
-	if s.cfg.OOMKills == nil {
-		return false
-	}
-	if s.cfg.OOMKills() > s.oomBase {
-		return true
-	}
-	select {
-	case <-s.exited:
-	case <-time.After(250 * time.Millisecond):
-	}
-	return s.cfg.OOMKills() > s.oomBase
-}
-
-func oomKills(cfg Config) int {
-	if cfg.OOMKills == nil {
-		return 0
-	}
-	return cfg.OOMKills()
-}
-
-// isDialError reports whether err is a failure to connect to node.
-func isDialError(err error) bool {
-	var oe *net.OpError
-	return errors.As(err, &oe) && oe.Op == "dial"
-}
-
 // Exited is closed when node has exited.
 func (s *Supervisor) Exited() <-chan struct{} { return s.exited }
 
@@ -471,52 +386,6 @@ func closeAll(pipes [][2]*os.File) {
 	}
 }
 
-func newProxy(sock string, onError func(http.ResponseWriter, *http.Request, error)) *httputil.ReverseProxy {
-	transport := &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", sock)
-		},
-		MaxIdleConns:        0,
-		MaxIdleConnsPerHost: 4096,
-		IdleConnTimeout:     5 * time.Minute,
-		DisableCompression:  true,
-	}
-	return &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.Out.URL.Scheme = "http"
-			pr.Out.URL.Host = "node"
-			pr.Out.Host = pr.In.Host
-			// The gateway set these; Rewrite drops them by default.
-			for _, h := range []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
-				if v := pr.In.Header[h]; v != nil {
-					pr.Out.Header[h] = v
-				}
-			}
-			if pr.Out.Body == nil || pr.Out.Body == http.NoBody {
-				// net/http replays a bodiless GET on a fresh connection when
-				// a reused one breaks after the request was written: that
-				// would run user code twice. A body that is not NoBody makes
-				// the request not replayable; an empty one sends nothing.
-				// (Its price: net/http probes it with a short-lived goroutine.)
-				pr.Out.Body = emptyBody{}
-				pr.Out.ContentLength = 0
-			}
-		},
-		Transport:     transport,
-		FlushInterval: -1,
-		BufferPool:    bufferPool{},
-		ErrorHandler:  onError,
-	}
-}
-
-// emptyBody is an empty request body that net/http does not treat as
-// replayable.
-type emptyBody struct{}
-
-func (emptyBody) Read([]byte) (int, error) { return 0, io.EOF }
-func (emptyBody) Close() error             { return nil }
-
 type lockedWriter struct {
 	mu sync.Mutex
 	w  io.Writer
@@ -528,10 +397,3 @@ func (l *lockedWriter) writeLine(b []byte) {
 	// One write per line keeps lines whole on a pipe shared with others.
 	l.w.Write(append(b, '\n'))
 }
-
-type bufferPool struct{}
-
-var buffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
-
-func (bufferPool) Get() []byte  { return *(buffers.Get().(*[]byte)) }
-func (bufferPool) Put(b []byte) { buffers.Put(&b) }

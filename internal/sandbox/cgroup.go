@@ -210,6 +210,14 @@ func (g *cgroup) oomFile() string {
 	return filepath.Join(g.dirs["memory"], "memory.oom_control")
 }
 
+// oomKills is how many of the instance's processes were killed at its
+// memory limit so far.
+func (g *cgroup) oomKills() int {
+	b, _ := os.ReadFile(g.oomFile())
+	n, _ := ParseOOMKills(b)
+	return n
+}
+
 // counts are what an instance's cgroup counted so far.
 type counts struct {
 	// CPU is the CPU time of all its processes; zero where not counted.

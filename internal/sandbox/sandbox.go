@@ -24,6 +24,7 @@ import (
 
 	"github.com/shoal-dev/shoal/internal/jail"
 	"github.com/shoal-dev/shoal/internal/network"
+	"github.com/shoal-dev/shoal/internal/runtime"
 )
 
 // TokenEnv is the environment variable that carries the one-time tunnel
@@ -364,7 +365,7 @@ func (sb *Sandbox) launch(s Spec, why purpose) (*Process, error) {
 		return nil, fmt.Errorf("instance %s %s: %w", s.ID, step, e)
 	}
 	inCgroup := sb.cgroups != nil && why != checkingJail
-	p := &Process{dir: dir, why: why, jailed: jailed, done: make(chan struct{})}
+	p := &Process{dir: dir, why: why, jailed: jailed, logs: sb.cfg.Logs, done: make(chan struct{})}
 	var cmd *exec.Cmd
 	if why == spare {
 		cmd = exec.Command(sb.cfg.Exe, "runtime", "--spare", "--dir", dir, "--node", sb.node)
@@ -497,7 +498,7 @@ func (sb *Sandbox) launch(s Spec, why purpose) (*Process, error) {
 		}
 		readers.Wait()
 		if p.cg != nil {
-			p.final = p.cg.counts()
+			p.final, p.finalOOMKills = p.cg.counts(), p.cg.oomKills()
 			p.cg.remove()
 		}
 		if p.ns != nil {
@@ -551,11 +552,6 @@ func (sb *Sandbox) handOver(p *Process, s Spec) error {
 		if err := p.cg.limit(s.MemoryMB); err != nil {
 			return err
 		}
-		oom, err := os.Open(p.cg.oomFile())
-		if err != nil {
-			return fmt.Errorf("cgroup: %w", err)
-		}
-		files = append(files, oom)
 	}
 	if p.jailed {
 		// The runtime starts in the scratch folder as root of its
@@ -697,6 +693,7 @@ type Process struct {
 	dir    string
 	cg     *cgroup            // nil: none
 	ns     *network.Namespace // nil: none
+	logs   func(s *Spec, stream string, line []byte)
 
 	// Serve's ends of the runtime's sockets, until assign closes them.
 	setup, tunnel *os.File
@@ -704,6 +701,9 @@ type Process struct {
 	spec     atomic.Pointer[Spec] // the instance's; nil while a spare
 	checkOut bytes.Buffer         // a check's output; owned by its readers until done
 	final    counts               // what the cgroup counted in all; set before done is closed
+	// finalOOMKills is the cgroup's count of OOM kills; set before done
+	// is closed.
+	finalOOMKills int
 
 	done chan struct{} // closed when the process exited and was reaped
 	err  error         // its exit status; set before done is closed
@@ -748,6 +748,37 @@ func (p *Process) Counted() (cpu time.Duration, peakMemory int64, ok bool) {
 	}
 	// Zero: the cgroup is being removed as the process ends.
 	return u.CPU, u.PeakMemory, u.CPU > 0 || u.PeakMemory > 0
+}
+
+// OutOfMemory reports whether a process of the instance was killed at its
+// memory limit; false without a cgroup.
+func (p *Process) OutOfMemory() bool {
+	if p.cg == nil {
+		return false
+	}
+	select {
+	case <-p.done:
+		return p.finalOOMKills > 0
+	default:
+		return p.cg.oomKills() > 0
+	}
+}
+
+// Socket is the unix socket node's first event loop serves on, once the
+// instance is ready (its tunnel is up): node makes it in the scratch
+// folder, which is /run/shoal in the jail.
+func (p *Process) Socket() string { return filepath.Join(p.dir, runtime.SocketName) }
+
+// Log adds a record of the platform's own to the instance's logs, for the
+// invocation id, as the runtime writes its own.
+func (p *Process) Log(id, msg string) {
+	if p.logs == nil {
+		return
+	}
+	b, err := json.Marshal(runtime.Record{Type: "log", ID: id, Stream: "system", Msg: msg, TS: time.Now().UnixMilli()})
+	if err == nil {
+		p.logs(p.specOrSpare(), "stdout", b)
+	}
 }
 
 // Err is the exit status; valid after Done.

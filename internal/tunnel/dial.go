@@ -48,28 +48,16 @@ func (r *oneByteReader) Read(p []byte) (int, error) {
 	return r.c.Read(p)
 }
 
-// The header and code by which the runtime answers an invocation that
-// reached no user code because node had exited (PROTOCOL.md). The runtime
-// package, which may not import this one, spells them again.
-const (
-	ErrorHeader      = "x-shoal-error"
-	CodeInstanceGone = "INSTANCE_GONE"
-)
-
-// IDHeader carries each invocation's id (PROTOCOL.md).
-const IDHeader = "x-shoal-id"
-
 // DrainTimeout bounds how long Serve lets the invocations in flight finish
 // after its context is done.
 const DrainTimeout = 10 * time.Second
 
-// Serve answers invocations arriving on the dialed connection c with h
-// until the connection closes or ctx is done. Each request's context is
-// cancelled when the invoker resets its stream. When ctx is done, Serve
-// sends GOAWAY, so the invoker starts nothing new here and streams it sent
-// meanwhile are refused (REFUSED_STREAM: never processed, safe to place
-// elsewhere), lets the streams in flight finish for up to DrainTimeout,
-// and closes the connection.
+// Serve answers the invoker's requests (reports, loops) arriving on the
+// connection c with h until the connection closes or ctx is done. Each
+// request's context is cancelled when the invoker resets its stream. When
+// ctx is done, Serve sends GOAWAY, so the invoker starts nothing new here,
+// lets the streams in flight finish for up to DrainTimeout, and closes the
+// connection.
 func Serve(ctx context.Context, c net.Conn, h http.Handler) {
 	hs := &http.Server{Handler: h}
 	srv := &http2.Server{

@@ -70,11 +70,11 @@
 //       event loop n (1, 2...) could not start (see Loops).
 //     {"type":"log","id":"<invocation id or empty>","stream":"stdout"|"stderr",
 //      "msg":"<one line, no trailing newline>","ts":<epoch ms>}
-//     {"type":"load","loop":<n>,"elu":<0..1>,"eld_mean":<ms>,"eld_max":<ms>}
-//       every 100 ms from each event loop once it serves: the loop's
-//       utilisation over the last interval and how late a 10 ms timer ran
-//       (mean and max). A loop blocked by user code sends nothing until it
-//       unblocks.
+//     {"type":"load","loop":<n>,"inflight":<n>,"elu":<0..1>,"eld_mean":<ms>,"eld_max":<ms>}
+//       every 100 ms from each event loop once it serves: the invocations
+//       it serves (their responses not finished), the loop's utilisation
+//       over the last interval and how late a 10 ms timer ran (mean and
+//       max). A loop blocked by user code sends nothing until it unblocks.
 //     {"type":"loop","loop":<n>}
 //       event loop n (1, 2...) serves on SOCKET_PATH.n (see Loops).
 //     {"type":"waited","id":"<invocation id>","from":<epoch ms>,"to":<epoch ms>}
@@ -1268,6 +1268,21 @@ try {
   // nothing there
 }
 
+// The server's connections: each carries one invocation at a time, whose
+// response is the socket's _httpMessage until it finishes.
+const connections = new Set();
+server.on('connection', (socket) => {
+  connections.add(socket);
+  socket.once('close', () => connections.delete(socket));
+});
+
+// inFlight counts the invocations whose responses have not finished.
+function inFlight() {
+  let n = 0;
+  for (const socket of connections) if (socket._httpMessage) n++;
+  return n;
+}
+
 // reportLoad writes the event loop's load every 100 ms; the timer does not
 // keep node alive. The delay is the worst of what the 10 ms sampler saw and
 // how late this timer itself ran, which a long block always shows.
@@ -1289,7 +1304,7 @@ function reportLoad() {
     const mean = n > 0 ? Math.max(0, delay.mean / 1e6 - 10) : 0;
     const max = Math.max(n > 0 ? delay.max / 1e6 - 10 : 0, own);
     delay.reset();
-    writeControl('{"type":"load","loop":' + loopIndex + ',"elu":' + elu.toFixed(3) + ',"eld_mean":' +
+    writeControl('{"type":"load","loop":' + loopIndex + ',"inflight":' + inFlight() + ',"elu":' + elu.toFixed(3) + ',"eld_mean":' +
       mean.toFixed(2) + ',"eld_max":' + max.toFixed(2) + '}\n');
   }, 100).unref();
 }

@@ -1,0 +1,12 @@
+// Package nodelink is the invoker's HTTP/1.1 client to one instance's node
+// process: each invocation goes straight to node over a unix socket of one
+// of its event loops, with no process between serve and node.
+//
+// Connections are pooled per event loop and carry one invocation at a time.
+// A connection has no goroutine of its own: the invocation's goroutine
+// writes the request and reads the response (a request body is written
+// from a goroutine of its own, so that node may answer while it still
+// streams in). The invocation's deadline is the connection's, and the
+// client going away closes the connection, which node sees as its request
+// ending.
+package nodelink

@@ -1,0 +1,380 @@
+package nodelink
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"os"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Errors callers branch on.
+var (
+	// ErrUnreached: the request did not reach node (its socket refused
+	// the connection, or the connection broke before the request was
+	// written whole): no user code ran, so it may be placed again.
+	ErrUnreached = errors.New("nodelink: the invocation did not reach node")
+	// ErrTimeout: the invocation's deadline passed.
+	ErrTimeout = errors.New("nodelink: the invocation's deadline passed")
+	// ErrClosed: the client was closed.
+	ErrClosed = errors.New("nodelink: client closed")
+)
+
+// MaxLoops bounds the event loops a client sends to.
+const MaxLoops = 16
+
+// IdleTimeout is how long a connection may wait in the pool: well under
+// the bootstrap's keep-alive timeout (10 minutes), so that node never
+// closes a connection the client is about to use.
+const IdleTimeout = 5 * time.Minute
+
+// Client sends invocations to one node process's event loops.
+type Client struct {
+	// immutable
+	socket string
+
+	mu     sync.Mutex
+	loops  []*loop // guarded by mu; loop n serves on socket, or socket.n for n > 0
+	closed bool    // guarded by mu
+}
+
+// loop is one event loop's socket and its connections.
+type loop struct {
+	path string
+	// guarded by Client.mu
+	inflight int
+	idle     []*conn // most recently used last
+	dead     bool    // its socket refused a connection: not serving
+}
+
+// conn is one connection to a loop, idle in its pool or carrying one
+// invocation.
+type conn struct {
+	nc     net.Conn
+	br     *bufio.Reader
+	loop   *loop
+	idleAt time.Time // when it was put back in the pool
+}
+
+// New returns a client of the node process whose first event loop serves
+// on the unix socket at socket.
+func New(socket string) *Client {
+	return &Client{socket: socket, loops: []*loop{{path: socket}}}
+}
+
+// SetLoops says that node serves on n event loops: loop k > 0 on the
+// socket's path with ".k" added. Loops are not taken away.
+func (c *Client) SetLoops(n int) {
+	n = min(n, MaxLoops)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for len(c.loops) < n {
+		c.loops = append(c.loops, &loop{path: c.socket + "." + strconv.Itoa(len(c.loops))})
+	}
+}
+
+// Close closes the idle connections; invocations in flight go on, and the
+// connections they hold close when they end.
+func (c *Client) Close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closed = true
+	for _, l := range c.loops {
+		for _, cn := range l.idle {
+			cn.nc.Close()
+		}
+		l.idle = nil
+	}
+}
+
+// pickLocked returns the serving loop with the fewest invocations in
+// flight, the lowest numbered of those, with one more counted on it.
+func (c *Client) pickLocked() *loop {
+	best := c.loops[0]
+	for _, l := range c.loops[1:] {
+		if !l.dead && l.inflight < best.inflight {
+			best = l
+		}
+	}
+	best.inflight++
+	return best
+}
+
+// take returns a connection to the least busy loop, pooled or new, with an
+// invocation counted on its loop.
+func (c *Client) take(deadline time.Time) (*conn, error) {
+	for {
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			return nil, ErrClosed
+		}
+		l := c.pickLocked()
+		for len(l.idle) > 0 {
+			cn := l.idle[len(l.idle)-1]
+			l.idle = l.idle[:len(l.idle)-1]
+			if time.Since(cn.idleAt) < IdleTimeout {
+				c.mu.Unlock()
+				return cn, nil
+			}
+			cn.nc.Close()
+		}
+		c.mu.Unlock()
+		nc, err := dial(l.path, deadline)
+		if err == nil {
+			return &conn{nc: nc, br: bufio.NewReaderSize(nc, 4<<10), loop: l}, nil
+		}
+		c.mu.Lock()
+		l.inflight--
+		if l == c.loops[0] {
+			c.mu.Unlock()
+			return nil, fmt.Errorf("%w: %w", ErrUnreached, err)
+		}
+		// A loop that does not serve (it failed as it started): the
+		// others take its share.
+		l.dead = true
+		c.mu.Unlock()
+	}
+}
+
+// dial connects to a loop's socket. A listen queue that is full (a burst
+// of new connections) is waited out until the deadline.
+func dial(path string, deadline time.Time) (net.Conn, error) {
+	for wait := 100 * time.Microsecond; ; wait = min(2*wait, 10*time.Millisecond) {
+		nc, err := net.Dial("unix", path)
+		if err == nil || !errors.Is(err, syscall.EAGAIN) || time.Now().Add(wait).After(deadline) {
+			return nc, err
+		}
+		time.Sleep(wait)
+	}
+}
+
+// done counts the invocation on cn's loop as ended and puts cn back in the
+// pool when reusable, else closes it.
+func (c *Client) done(cn *conn, reusable bool) {
+	c.mu.Lock()
+	cn.loop.inflight--
+	if reusable && !c.closed {
+		cn.idleAt = time.Now()
+		cn.loop.idle = append(cn.loop.idle, cn)
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	cn.nc.Close()
+}
+
+// longAgo is a deadline in the past: it fails a connection's reads and
+// writes at once.
+var longAgo = time.Unix(1, 0)
+
+// RoundTrip sends req to node and returns its response, whose body must be
+// closed. The invocation ends at deadline (ErrTimeout) or when req's
+// context is done. Errors: ErrUnreached when no user code can have run,
+// ErrTimeout, the context's error, or another error for a connection that
+// broke (node crashed or closed it).
+func (c *Client) RoundTrip(req *http.Request, deadline time.Time) (*http.Response, error) {
+	cn, err := c.take(deadline)
+	if err != nil {
+		return nil, err
+	}
+	ex := &exchange{c: c, cn: cn, ctx: req.Context()}
+	cn.nc.SetDeadline(deadline)
+	ex.stop = context.AfterFunc(ex.ctx, func() { cn.nc.SetDeadline(longAgo) })
+
+	head := heads.Get().(*[]byte)
+	*head = appendHead((*head)[:0], req)
+	_, err = cn.nc.Write(*head)
+	heads.Put(head)
+	if err != nil {
+		ex.finish(false)
+		if e := ex.cause(err); e != err {
+			return nil, e
+		}
+		return nil, fmt.Errorf("%w: %w", ErrUnreached, err)
+	}
+	if hasBody(req) {
+		ex.wrote = make(chan error, 1)
+		go func() {
+			err := writeBody(cn.nc, req)
+			if err != nil {
+				// node waits for the rest of the body: end its request.
+				cn.nc.Close()
+			}
+			ex.wrote <- err
+		}()
+	}
+	resp, err := readResponse(cn.br, req)
+	if err != nil {
+		ex.finish(false)
+		return nil, ex.cause(err)
+	}
+	ex.close = resp.Close || resp.StatusCode == http.StatusSwitchingProtocols
+	resp.Body = &body{rc: resp.Body, ex: ex}
+	return resp, nil
+}
+
+// readResponse reads the response to req, past any informational (1xx)
+// ones node sends first (103 Early Hints).
+func readResponse(br *bufio.Reader, req *http.Request) (*http.Response, error) {
+	for {
+		resp, err := http.ReadResponse(br, req)
+		if err != nil {
+			return nil, err
+		}
+		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
+			return resp, nil
+		}
+	}
+}
+
+// exchange is one invocation on one connection.
+type exchange struct {
+	c     *Client
+	cn    *conn
+	ctx   context.Context
+	stop  func() bool // stops the context's watch; false once it fired
+	wrote chan error  // the body writer's result; nil without a body
+	close bool        // the response says the connection ends with it
+	ended bool
+}
+
+// cause turns an I/O error of the exchange into what the caller branches
+// on: the context's error once it is done, ErrTimeout once the deadline
+// passed.
+func (ex *exchange) cause(err error) error {
+	if e := ex.ctx.Err(); e != nil {
+		return e
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return ErrTimeout
+	}
+	return err
+}
+
+// finish ends the exchange once: the connection goes back to the pool if
+// complete says the response was read whole and nothing else holds it.
+func (ex *exchange) finish(complete bool) {
+	if ex.ended {
+		return
+	}
+	ex.ended = true
+	reusable := ex.stop() && complete && !ex.close
+	if ex.wrote != nil {
+		select {
+		case err := <-ex.wrote:
+			reusable = reusable && err == nil
+		default:
+			reusable = false // the request body still streams
+		}
+	}
+	ex.c.done(ex.cn, reusable)
+}
+
+// body is a response body; reading it to its end or closing it ends the
+// exchange.
+type body struct {
+	rc io.ReadCloser
+	ex *exchange
+}
+
+func (b *body) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	switch {
+	case err == io.EOF:
+		b.ex.finish(true)
+	case err != nil:
+		b.ex.finish(false)
+		err = b.ex.cause(err)
+	}
+	return n, err
+}
+
+// Close ends the exchange; a body not read to its end closes the
+// connection, which ends the invocation in node.
+func (b *body) Close() error {
+	if !b.ex.ended {
+		b.ex.finish(b.rc == http.NoBody)
+	}
+	return nil
+}
+
+// hasBody reports whether req has a body to send.
+func hasBody(req *http.Request) bool {
+	return req.Body != nil && req.Body != http.NoBody
+}
+
+var heads = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+// skipped are the request headers appendHead writes itself or leaves out:
+// framing and connection management are this hop's own.
+var skipped = map[string]bool{
+	"Host": true, "Content-Length": true, "Transfer-Encoding": true, "Connection": true,
+	"Keep-Alive": true, "Expect": true, "Te": true, "Upgrade": true, "Proxy-Connection": true,
+	"Trailer": true,
+}
+
+// appendHead appends req's request line and headers to b.
+func appendHead(b []byte, req *http.Request) []byte {
+	b = append(b, req.Method...)
+	b = append(b, ' ')
+	b = append(b, req.URL.RequestURI()...)
+	b = append(b, " HTTP/1.1\r\nHost: "...)
+	b = append(b, req.Host...)
+	b = append(b, "\r\n"...)
+	for k, vs := range req.Header {
+		if skipped[k] {
+			continue
+		}
+		for _, v := range vs {
+			b = append(b, k...)
+			b = append(b, ": "...)
+			b = append(b, v...)
+			b = append(b, "\r\n"...)
+		}
+	}
+	switch {
+	case hasBody(req) && req.ContentLength > 0:
+		b = append(b, "Content-Length: "...)
+		b = strconv.AppendInt(b, req.ContentLength, 10)
+		b = append(b, "\r\n"...)
+	case hasBody(req):
+		b = append(b, "Transfer-Encoding: chunked\r\n"...)
+	case req.Method == http.MethodPost || req.Method == http.MethodPut || req.Method == http.MethodPatch:
+		b = append(b, "Content-Length: 0\r\n"...)
+	}
+	return append(b, "\r\n"...)
+}
+
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// writeBody writes req's body: as it is when its length is known, else
+// chunked.
+func writeBody(w io.Writer, req *http.Request) error {
+	buf := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(buf)
+	if req.ContentLength > 0 {
+		n, err := io.CopyBuffer(w, io.LimitReader(req.Body, req.ContentLength), *buf)
+		if err == nil && n < req.ContentLength {
+			err = io.ErrUnexpectedEOF
+		}
+		return err
+	}
+	cw := httputil.NewChunkedWriter(w)
+	if _, err := io.CopyBuffer(cw, req.Body, *buf); err != nil {
+		return err
+	}
+	if err := cw.Close(); err != nil {
+		return err
+	}
+	_, err := io.WriteString(w, "\r\n")
+	return err
+}
