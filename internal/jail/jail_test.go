@@ -31,8 +31,8 @@ func TestPolicy_Assembles(t *testing.T) {
 // TestReceive hands descriptors over a real socket pair, as serve does.
 func TestReceive(t *testing.T) {
 	tests := []struct {
-		name          string
-		send          int
+		name    string
+		send    int
 		jail    bool
 		spare   string // the JSON sent after the descriptors, for a spare
 		wantErr bool

@@ -266,8 +266,8 @@ func (s *Supervisor) readControl(r io.ReadCloser, ready chan<- error) {
 					Loop     int     `json:"loop"`
 					InFlight int     `json:"inflight"`
 					ELU      float64 `json:"elu"`
-					ELDMean float64 `json:"eld_mean"`
-					ELDMax  float64 `json:"eld_max"`
+					ELDMean  float64 `json:"eld_mean"`
+					ELDMax   float64 `json:"eld_max"`
 				}
 				if json.Unmarshal(line, &l) == nil {
 					s.setLoad(l.Loop, Loop{InFlight: l.InFlight, Utilization: l.ELU, DelayMean: ms(l.ELDMean), DelayMax: ms(l.ELDMax)})
