@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	goruntime "runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -48,6 +49,9 @@ the tunnel or node goes away. serve starts this; users do not.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, os.Interrupt)
 			defer stop()
+			// A runtime only supervises node and reports its load: one P
+			// is plenty, and fewer threads keep its memory down.
+			goruntime.GOMAXPROCS(1)
 			var missing []string
 			for _, f := range []struct{ name, value string }{{"id", id}, {"bundle", bundle}, {"dir", dir}} {
 				if f.value == "" && (!spare || f.name == "dir") {

@@ -1,15 +1,14 @@
 package gateway
 
 import (
-	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
-	"net/http/httputil"
+	"net/textproto"
 	"net/url"
 	"strings"
 	"sync"
@@ -76,11 +75,10 @@ const (
 // Gateway is the client-facing http.Handler.
 type Gateway struct {
 	// immutable
-	cfg   Config
-	inv   Invoker
-	api   http.Handler
-	log   *slog.Logger
-	proxy *httputil.ReverseProxy
+	cfg Config
+	inv Invoker
+	api http.Handler
+	log *slog.Logger
 }
 
 // New returns a gateway that sends invocations to inv and control API
@@ -104,16 +102,7 @@ func New(cfg Config, inv Invoker, api http.Handler, log *slog.Logger) *Gateway {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	g := &Gateway{cfg: cfg, inv: inv, api: api, log: log}
-	g.proxy = &httputil.ReverseProxy{
-		Rewrite:        g.rewrite,
-		Transport:      invokeTransport{g.inv},
-		FlushInterval:  -1,
-		BufferPool:     bufferPool{},
-		ModifyResponse: g.modifyResponse,
-		ErrorHandler:   g.proxyError,
-	}
-	return g
+	return &Gateway{cfg: cfg, inv: inv, api: api, log: log}
 }
 
 // ServerMaxHeaderBytes is what the http.Server in front of g should set as
@@ -129,13 +118,6 @@ type invocation struct {
 	id      string
 	project string
 	body    *limitedBody
-}
-
-type ctxKey struct{}
-
-func invocationOf(r *http.Request) *invocation {
-	inv, _ := r.Context().Value(ctxKey{}).(*invocation)
-	return inv
 }
 
 // ServeHTTP routes r to the control API or to a project's function.
@@ -166,14 +148,13 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		inv.body = &limitedBody{r: r.Body, left: g.cfg.MaxBodyBytes}
 		r.Body = inv.body
 	}
-	r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, inv))
 	r.URL.Path = path
 	r.URL.RawPath = ""
 	// The function may answer while the body still streams in; without
 	// full duplex net/http would discard the unread body when the
 	// response starts.
 	http.NewResponseController(w).EnableFullDuplex()
-	g.proxy.ServeHTTP(w, r)
+	g.forward(w, r, inv)
 }
 
 // checkRequest returns the platform error for a request target or headers
@@ -243,40 +224,135 @@ func route(host, path string) (project, rest string, ok bool) {
 	return name, "/" + after, true
 }
 
-func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
-	inv := invocationOf(pr.In)
-	pr.Out.URL.Scheme = "http"
-	pr.Out.URL.Host = pr.In.Host
-	pr.Out.Host = pr.In.Host
-	for k := range pr.Out.Header {
-		if len(k) > 8 && strings.EqualFold(k[:8], "x-shoal-") {
-			delete(pr.Out.Header, k)
+// forward sends r to the function and copies its response to w. It is a
+// reverse proxy's work cut to what one hop to node needs: r is the
+// gateway's own to change, node's response has no trailers and no
+// upgrades (nodelink), and every write is flushed as it comes, so a
+// streamed response reaches the client as the function writes it.
+func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, inv *invocation) {
+	prepare(r, inv.id)
+	resp, err := g.inv.Invoke(inv.project, r)
+	if err == nil {
+		if err = g.checkResponse(r, resp); err != nil {
+			resp.Body.Close()
 		}
 	}
-	pr.SetXForwarded()
-	pr.Out.Header.Set(IDHeader, inv.id)
+	if err != nil {
+		g.proxyError(w, r, inv, err)
+		return
+	}
+	defer resp.Body.Close()
+	h := w.Header()
+	removeHopHeaders(resp.Header)
+	for k, vs := range resp.Header {
+		h[k] = vs
+	}
+	h.Set(IDHeader, inv.id)
+	w.WriteHeader(resp.StatusCode)
+	if err := copyFlushing(w, resp.Body); err != nil {
+		// Ends the client's connection mid-response: a response cut short
+		// must not look whole.
+		if r.Context().Err() == nil {
+			g.log.Debug("response cut off", "id", inv.id, "project", inv.project, "err", err)
+		}
+		panic(http.ErrAbortHandler)
+	}
 }
 
-func (g *Gateway) modifyResponse(resp *http.Response) error {
-	inv := invocationOf(resp.Request)
+// prepare makes r the request the function sees: no header of the
+// platform's but the request id, no hop-by-hop header, and X-Forwarded-For,
+// -Host and -Proto as the gateway saw the client.
+func prepare(r *http.Request, id string) {
+	removeHopHeaders(r.Header)
+	for k := range r.Header {
+		if len(k) > 8 && strings.EqualFold(k[:8], "x-shoal-") {
+			delete(r.Header, k)
+		}
+	}
+	if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		r.Header["X-Forwarded-For"] = []string{ip}
+	} else {
+		delete(r.Header, "X-Forwarded-For")
+	}
+	r.Header["X-Forwarded-Host"] = []string{r.Host}
+	proto := "http"
+	if r.TLS != nil {
+		proto = "https"
+	}
+	r.Header["X-Forwarded-Proto"] = []string{proto}
+	r.Header[canonicalIDHeader] = []string{id}
+}
+
+var canonicalIDHeader = http.CanonicalHeaderKey(IDHeader)
+
+// hopHeaders are the headers of one connection, not of the message
+// (RFC 9110, 7.6.1).
+var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+
+// removeHopHeaders deletes hop-by-hop headers from h: those named in its
+// Connection header and the standard ones.
+func removeHopHeaders(h http.Header) {
+	for _, v := range h["Connection"] {
+		for name := range strings.SplitSeq(v, ",") {
+			if name = textproto.TrimString(name); name != "" {
+				delete(h, http.CanonicalHeaderKey(name))
+			}
+		}
+	}
+	for _, k := range hopHeaders {
+		delete(h, k)
+	}
+}
+
+// copyFlushing copies body to w, flushing after every write. It returns
+// the first read or write error; the end of body is none.
+func copyFlushing(w http.ResponseWriter, body io.Reader) error {
+	bufp := buffers.Get().(*[]byte)
+	defer buffers.Put(bufp)
+	buf := *bufp
+	rc := http.NewResponseController(w)
+	for {
+		n, rerr := body.Read(buf)
+		if n > 0 {
+			if _, err := w.Write(buf[:n]); err != nil {
+				return err
+			}
+			if err := rc.Flush(); err != nil {
+				return err
+			}
+		}
+		if rerr == io.EOF {
+			return nil
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+}
+
+// checkResponse returns the platform error that resp is, or that it would
+// break: a response the instance marked as one (ErrorHeader), or one with a
+// Content-Length over the limit.
+func (g *Gateway) checkResponse(r *http.Request, resp *http.Response) error {
 	if code := resp.Header.Get(ErrorHeader); code != "" {
 		return fromFunction(code)
 	}
-	if resp.ContentLength > g.cfg.MaxResponseBytes && resp.Request.Method != http.MethodHead {
-		// The client gets a 500, and so does the meter (see Invoker). The
-		// proxy closes the body, which ends the stream to the instance
-		// like a client that went away.
+	if resp.ContentLength > g.cfg.MaxResponseBytes && r.Method != http.MethodHead {
+		// The client gets a 500, and so does the meter (see Invoker).
+		// Closing the body ends the stream to the instance like a client
+		// that went away.
 		resp.StatusCode = http.StatusInternalServerError
 		return &HTTPError{Status: http.StatusInternalServerError, Code: CodeResponseTooLarge,
 			Msg: fmt.Sprintf("the function's response is over the limit of %d bytes; stream larger responses", g.cfg.MaxResponseBytes),
 			Err: fmt.Errorf("response content-length %d over %d", resp.ContentLength, g.cfg.MaxResponseBytes)}
 	}
-	resp.Header.Set(IDHeader, inv.id)
 	return nil
 }
 
-func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) {
-	inv := invocationOf(r)
+// proxyError answers the invocation inv of r, which failed with err, with
+// the platform error err is or stands for.
+func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, inv *invocation, err error) {
 	if inv.body != nil && inv.body.exceeded.Load() {
 		err = tooLarge(g.cfg.MaxBodyBytes)
 	}
@@ -315,13 +391,6 @@ func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 func tooLarge(limit int64) *HTTPError {
 	return &HTTPError{Status: http.StatusRequestEntityTooLarge, Code: CodePayloadTooLarge,
 		Msg: fmt.Sprintf("request body over the limit of %d bytes", limit)}
-}
-
-// invokeTransport is the proxy's RoundTripper: the invoker.
-type invokeTransport struct{ inv Invoker }
-
-func (t invokeTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	return t.inv.Invoke(invocationOf(r).project, r)
 }
 
 // errBodyTooLarge fails the read of a body over the limit.
@@ -371,20 +440,22 @@ func linger(w http.ResponseWriter, body io.Reader) {
 	io.CopyN(io.Discard, body, lingerBytes)
 }
 
-// newRequestID returns a random request id.
+// newRequestID returns a random request id: 80 bits, from math/rand/v2's
+// generator (ChaCha8, seeded by the system; no system call per id, unlike
+// crypto/rand). An id names a request; it grants nothing.
 func newRequestID() string {
 	const alphabet = "0123456789abcdefghijklmnopqrstuv"
 	var b [16]byte
-	rand.Read(b[:])
+	n := rand.Uint64()
+	m := rand.Uint64()
 	for i := range b {
-		b[i] = alphabet[b[i]&31]
+		if i == 12 {
+			n = m
+		}
+		b[i] = alphabet[n&31]
+		n >>= 5
 	}
 	return string(b[:])
 }
 
-type bufferPool struct{}
-
 var buffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
-
-func (bufferPool) Get() []byte  { return *(buffers.Get().(*[]byte)) }
-func (bufferPool) Put(b []byte) { buffers.Put(&b) }

@@ -111,15 +111,31 @@ func TestGateway_PassesRequest(t *testing.T) {
 			t.Errorf("project = %q, want app", project)
 		}
 		got = r
-		return &http.Response{StatusCode: 201, Header: http.Header{}, Body: io.NopCloser(strings.NewReader("made")), Request: r}, nil
+		h := http.Header{"Connection": {"x-conn-only"}, "X-Conn-Only": {"1"}, "Keep-Alive": {"timeout=5"}, "X-Made": {"yes"}}
+		return &http.Response{StatusCode: 201, Header: h, Body: io.NopCloser(strings.NewReader("made")), Request: r}, nil
 	}), nil, nil)
 	req := httptest.NewRequest("POST", "http://127.0.0.1:3000/app/items?x=1", strings.NewReader("body"))
 	req.Header.Set("x-shoal-id", "spoofed")
 	req.Header.Set("x-shoal-error", "spoofed")
+	req.Header.Set("x-forwarded-for", "10.9.9.9")
+	req.Header.Set("connection", "x-hop")
+	req.Header.Set("x-hop", "1")
+	req.Header.Set("x-kept", "1")
 	w := httptest.NewRecorder()
 	g.ServeHTTP(w, req)
 	if w.Code != 201 || w.Body.String() != "made" {
 		t.Fatalf("got %d %q, want 201 made", w.Code, w.Body)
+	}
+	for name, want := range map[string]string{"X-Forwarded-For": "192.0.2.1", "X-Forwarded-Host": "127.0.0.1:3000",
+		"X-Forwarded-Proto": "http", "X-Kept": "1", "X-Hop": "", "Connection": ""} {
+		if v := got.Header.Get(name); v != want {
+			t.Errorf("function saw %s %q, want %q", name, v, want)
+		}
+	}
+	for name, want := range map[string]string{"X-Made": "yes", "X-Conn-Only": "", "Keep-Alive": "", "Connection": ""} {
+		if v := w.Header().Get(name); v != want {
+			t.Errorf("client got %s %q, want %q", name, v, want)
+		}
 	}
 	if got.URL.Path != "/items" || got.URL.RawQuery != "x=1" {
 		t.Errorf("function saw %s?%s, want /items?x=1", got.URL.Path, got.URL.RawQuery)
