@@ -247,7 +247,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, inv *invocatio
 	for k, vs := range resp.Header {
 		h[k] = vs
 	}
-	h.Set(IDHeader, inv.id)
+	h[canonicalIDHeader] = []string{inv.id}
 	w.WriteHeader(resp.StatusCode)
 	if err := copyFlushing(w, resp.Body); err != nil {
 		// Ends the client's connection mid-response: a response cut short

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/shoal-dev/shoal/internal/metering"
@@ -418,14 +419,9 @@ func (inv *Invoker) Invoke(project string, req *http.Request) (*http.Response, e
 			return nil, fmt.Errorf("invoke %s on %s: %w", p.dep.ID, in.id, err)
 		}
 		f.observe(key, resp.Header)
-		record := metering.Invocation{Project: p.dep.Project, Deployment: p.dep.ID, Instance: in.id, ID: id,
-			Start: start, FirstByte: time.Now()}
-		resp.Body = &slotBody{ReadCloser: resp.Body, timedOut: func() { p.timedOut(in, id) }, release: func() {
-			record.End = time.Now()
-			record.Status = resp.StatusCode
-			inv.meter.Invoked(record)
-			p.release(in)
-		}}
+		resp.Body = &slotBody{ReadCloser: resp.Body, inv: inv, p: p, in: in, resp: resp,
+			record: metering.Invocation{Project: p.dep.Project, Deployment: p.dep.ID, Instance: in.id, ID: id,
+				Start: start, FirstByte: time.Now()}}
 		return resp, nil
 	}
 }
@@ -499,27 +495,36 @@ func errorResponse(req *http.Request, status int, code string) *http.Response {
 var errInstanceGone = errors.New("instance gone before the invocation reached it")
 
 // slotBody frees its invocation's slot when the response body is closed,
-// and logs a timeout that cut it off.
+// and meters the invocation with the response's status then; it logs a
+// timeout that cut the body off.
 type slotBody struct {
 	io.ReadCloser
-	once     sync.Once
-	release  func()
-	timedOut func()
-	logged   bool // timedOut was called
+	inv    *Invoker
+	p      *pool
+	in     *instance
+	resp   *http.Response
+	record metering.Invocation
+	logged bool // the timeout was logged
+	closed atomic.Bool
 }
 
 func (b *slotBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	if err != nil && !b.logged && errors.Is(err, nodelink.ErrTimeout) {
 		b.logged = true
-		b.timedOut()
+		b.p.timedOut(b.in, b.record.ID)
 	}
 	return n, err
 }
 
 func (b *slotBody) Close() error {
 	err := b.ReadCloser.Close()
-	b.once.Do(b.release)
+	if b.closed.CompareAndSwap(false, true) {
+		b.record.End = time.Now()
+		b.record.Status = b.resp.StatusCode
+		b.inv.meter.Invoked(b.record)
+		b.p.release(b.in)
+	}
 	return err
 }
 

@@ -222,7 +222,7 @@ func Percentile(ds []time.Duration, p float64) time.Duration {
 }
 
 // MaxInvocations is about how many invocation records are kept per
-// deployment (up to a tenth more); the oldest go first, so a window
+// deployment (up to chunkLen more); the oldest go first, so a window
 // reaching further back is undercounted.
 const MaxInvocations = 200_000
 
@@ -230,14 +230,14 @@ const MaxInvocations = 200_000
 // concurrent use.
 type Recorder struct {
 	mu          sync.Mutex
-	invocations map[string][]Invocation // guarded by mu; deployment -> records, oldest first
-	instances   map[string]*Instance    // guarded by mu; instance id -> life
-	early       map[string]time.Time    // guarded by mu; invocation id -> end of work reported before the invocation
+	invocations map[string]*records  // guarded by mu; deployment -> its invocations
+	instances   map[string]*Instance // guarded by mu; instance id -> life
+	early       map[string]time.Time // guarded by mu; invocation id -> end of work reported before the invocation
 }
 
 // NewRecorder returns an empty recorder.
 func NewRecorder() *Recorder {
-	return &Recorder{invocations: map[string][]Invocation{}, instances: map[string]*Instance{}, early: map[string]time.Time{}}
+	return &Recorder{invocations: map[string]*records{}, instances: map[string]*Instance{}, early: map[string]time.Time{}}
 }
 
 // Sample spacing and count kept per instance: enough for CPU over any
@@ -281,11 +281,10 @@ const searchBack = 10_000
 func (r *Recorder) Waited(w Invocation) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	recs := r.invocations[w.Deployment]
-	for i := len(recs) - 1; i >= max(0, len(recs)-searchBack); i-- {
-		if recs[i].ID == w.ID {
-			if w.End.After(recs[i].End) {
-				recs[i].End = w.End
+	if recs := r.invocations[w.Deployment]; recs != nil {
+		if rec := recs.findBack(w.ID, searchBack); rec != nil {
+			if w.End.After(rec.End) {
+				rec.End = w.End
 			}
 			return
 		}
@@ -346,13 +345,62 @@ func (r *Recorder) Invoked(inv Invocation) {
 			inv.End = end
 		}
 	}
-	recs := append(r.invocations[inv.Deployment], inv)
-	// Drop the oldest in chunks of a tenth, so appending stays O(1)
-	// amortized.
-	if len(recs) > MaxInvocations+MaxInvocations/10 {
-		recs = slices.Delete(recs, 0, len(recs)-MaxInvocations)
+	recs := r.invocations[inv.Deployment]
+	if recs == nil {
+		recs = &records{}
+		r.invocations[inv.Deployment] = recs
 	}
-	r.invocations[inv.Deployment] = recs
+	recs.add(inv)
+}
+
+// chunkLen is the length of one chunk of records: MaxInvocations is kept
+// to within one chunk.
+const chunkLen = 4096
+
+// records are one deployment's invocations, oldest first, in chunks of
+// chunkLen: adding one never copies the others, and the oldest go a whole
+// chunk at a time.
+type records struct {
+	chunks [][]Invocation
+	n      int // records in all chunks
+}
+
+func (rs *records) add(inv Invocation) {
+	last := len(rs.chunks) - 1
+	if last < 0 || len(rs.chunks[last]) == chunkLen {
+		rs.chunks = append(rs.chunks, make([]Invocation, 0, chunkLen))
+		last++
+	}
+	rs.chunks[last] = append(rs.chunks[last], inv)
+	rs.n++
+	if rs.n-len(rs.chunks[0]) >= MaxInvocations {
+		rs.n -= len(rs.chunks[0])
+		rs.chunks[0] = nil
+		rs.chunks = rs.chunks[1:]
+	}
+}
+
+// findBack returns the record with id among the newest limit records, or
+// nil.
+func (rs *records) findBack(id string, limit int) *Invocation {
+	for c := len(rs.chunks) - 1; c >= 0 && limit > 0; c-- {
+		chunk := rs.chunks[c]
+		for i := len(chunk) - 1; i >= 0 && limit > 0; i-- {
+			if chunk[i].ID == id {
+				return &chunk[i]
+			}
+			limit--
+		}
+	}
+	return nil
+}
+
+// appendTo appends the records to invs, oldest first.
+func (rs *records) appendTo(invs []Invocation) []Invocation {
+	for _, chunk := range rs.chunks {
+		invs = append(invs, chunk...)
+	}
+	return invs
 }
 
 // Usage computes the usage of the given deployments over [since, until).
@@ -361,7 +409,9 @@ func (r *Recorder) Usage(deployments []string, since, until time.Time) Usage {
 	var invs []Invocation
 	var insts []Instance
 	for _, d := range deployments {
-		invs = append(invs, r.invocations[d]...)
+		if recs := r.invocations[d]; recs != nil {
+			invs = recs.appendTo(invs)
+		}
 	}
 	for _, in := range r.instances {
 		if slices.Contains(deployments, in.Deployment) {

@@ -189,6 +189,37 @@ func TestRecorder_Waited(t *testing.T) {
 	}
 }
 
+func TestRecorder_KeepsTheNewest(t *testing.T) {
+	r := NewRecorder()
+	r.InstanceStarted(Instance{Deployment: "d", Instance: "i1", MemoryMB: 1024, Start: at(0)})
+	const n = MaxInvocations + 2*chunkLen + 10
+	for i := range n {
+		r.Invoked(Invocation{Deployment: "d", Instance: "i1", ID: fmt.Sprint(i), Start: at(i), End: at(i + 1), Status: 200})
+	}
+	// The newest record and one a chunk before it, across a chunk's edge.
+	r.Waited(Invocation{Deployment: "d", Instance: "i1", ID: fmt.Sprint(n - 1), Start: at(n - 1), End: at(n + 1)})
+	r.Waited(Invocation{Deployment: "d", Instance: "i1", ID: fmt.Sprint(n - chunkLen - 5), Start: at(n - chunkLen - 5), End: at(n - chunkLen - 2)})
+	recs := r.invocations["d"].appendTo(nil)
+	if len(recs) < MaxInvocations || len(recs) > MaxInvocations+chunkLen {
+		t.Fatalf("%d records kept, want %d to %d", len(recs), MaxInvocations, MaxInvocations+chunkLen)
+	}
+	first := n - len(recs)
+	for i, rec := range recs {
+		if rec.ID != fmt.Sprint(first+i) {
+			t.Fatalf("record %d is %s, want %d: the newest, oldest first", i, rec.ID, first+i)
+		}
+	}
+	if end := recs[len(recs)-1].End; !end.Equal(at(n + 1)) {
+		t.Errorf("newest record ends at %v, want the end Waited gave, %v", end, at(n+1))
+	}
+	if end := recs[len(recs)-chunkLen-5].End; !end.Equal(at(n - chunkLen - 2)) {
+		t.Errorf("record %d ends at %v, want the end Waited gave, %v", n-chunkLen-5, end, at(n-chunkLen-2))
+	}
+	if len(r.early) != 0 {
+		t.Errorf("%d early ends, want none: Waited found both records", len(r.early))
+	}
+}
+
 func TestRecorder_InstanceSampled(t *testing.T) {
 	r := NewRecorder()
 	r.InstanceStarted(Instance{Deployment: "d", Instance: "i1", MemoryMB: 1024, Start: at(0)})
