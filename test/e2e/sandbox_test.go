@@ -363,7 +363,8 @@ func TestSandbox_Attacks(t *testing.T) {
 		o := attack(t, base, "fork", url.Values{"n": {"600"}})
 		var count map[string]int
 		if err := json.Unmarshal([]byte(o.Value), &count); err != nil {
-			t.Fatalf("fork: %q", o.Value)
+			logs, _, _ := s.CLI(t.Context(), "logs", "attacker")
+			t.Fatalf("fork: %q\nthe attacker's logs:\n%s", o.Value, logs)
 		}
 		if count["spawned"] > sandbox.PidsMax || count["EAGAIN"] == 0 {
 			t.Errorf("600 children: %v, want at most %d started and the rest refused (EAGAIN)", count, sandbox.PidsMax)
