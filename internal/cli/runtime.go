@@ -101,7 +101,7 @@ the tunnel or node goes away. serve starts this; users do not.`,
 				if err != nil || !filepath.IsLocal(rel) {
 					return fmt.Errorf("instance %s: bundle %s is not in %s", id, bundle, workDir)
 				}
-				if err := jail.Enter(jail.Config{Mounts: setup, Root: dir, Hostname: id, Node: node, TmpMB: tmpMB(memory), NodeUID: nodeUID}); err != nil {
+				if err := jail.Enter(jail.Config{Mounts: setup, Root: dir, Hostname: id, Node: node, TmpMB: tmpMB(memory), NodeUID: nodeUID, NodeTasks: sandbox.PidsMax - sandbox.RuntimeTasks}); err != nil {
 					return fmt.Errorf("instance %s: jail: %w", id, err)
 				}
 				if err := jail.Lock(node); err != nil {

@@ -149,6 +149,11 @@ type Config struct {
 	TmpMB int
 	// NodeUID is the uid node runs as, named in /etc/passwd. Required.
 	NodeUID int
+	// NodeTasks bounds the tasks (processes and threads) of NodeUID in
+	// the jail's user namespace (RLIMIT_NPROC, which the kernel counts per
+	// namespace). Set below the cgroup's bound, it makes what node starts
+	// run out first and leaves the runtime threads to start; 0 sets none.
+	NodeTasks int
 }
 
 // system are the host's folders and files node may need, read-only:
@@ -255,6 +260,14 @@ func Enter(c Config) error {
 	}
 	if err := unix.Sethostname([]byte(c.Hostname)); err != nil {
 		return fmt.Errorf("hostname: %w", err)
+	}
+	if c.NodeTasks > 0 {
+		// The runtime, root of the namespace, is not held to it; node,
+		// which inherits it, cannot raise it.
+		n := uint64(c.NodeTasks)
+		if err := unix.Setrlimit(unix.RLIMIT_NPROC, &unix.Rlimit{Cur: n, Max: n}); err != nil {
+			return fmt.Errorf("bound node's tasks: %w", err)
+		}
 	}
 	// These lead outside the new root: node must not inherit them.
 	for _, fd := range []int{c.Mounts.Deployment, c.Mounts.Scratch, c.Mounts.Node, FdExe} {

@@ -18,6 +18,11 @@ const (
 	// PidsMax bounds the tasks (processes and threads) of one instance:
 	// node with its loops uses about 30, the runtime about 12.
 	PidsMax = 256
+	// RuntimeTasks of PidsMax are the runtime's alone: in a jail, node
+	// and what it starts may have the rest (jail.Config.NodeTasks), so a
+	// fork bomb cannot keep the runtime from starting a thread, which
+	// would end it and the instance.
+	RuntimeTasks = 32
 	// SlackMB is added to a function's memory for the runtime beside node.
 	SlackMB = 32
 )

@@ -740,9 +740,10 @@ func (p *Process) Counted() (cpu time.Duration, peakMemory int64, ok bool) {
 	if p.cg == nil {
 		return 0, 0, false
 	}
-	u := p.final
+	var u counts
 	select {
 	case <-p.done:
+		u = p.final
 	default:
 		u = p.cg.counts()
 	}
