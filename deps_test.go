@@ -35,6 +35,29 @@ var forbidden = map[string][]string{
 // links no SQLite and no bundler.
 var heavy = []string{"modernc.org/sqlite", "github.com/evanw/esbuild"}
 
+// TestRuntimeBinaryIsSmall: shoal-runtime, which runs beside every node
+// process, links none of serve's parts or their heavy dependencies; each
+// package it links is mapped, and resident, in every instance.
+func TestRuntimeBinaryIsSmall(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "./cmd/shoal-runtime").Output()
+	if err != nil {
+		t.Fatalf("go list shoal-runtime: %v", err)
+	}
+	bad := append([]string{"github.com/prometheus/", module + "server", module + "gateway", module + "invoker",
+		module + "store", module + "build", module + "metering", module + "cli"}, heavy...)
+	deps := strings.Fields(string(out))
+	for _, dep := range deps {
+		for _, b := range bad {
+			if strings.HasPrefix(dep, b) {
+				t.Errorf("shoal-runtime links %s", dep)
+			}
+		}
+	}
+	if len(deps) < 10 {
+		t.Fatalf("go list shoal-runtime: %d packages (%q), want its whole graph", len(deps), out)
+	}
+}
+
 func TestImportGraph(t *testing.T) {
 	for pkg, bad := range forbidden {
 		t.Run(pkg, func(t *testing.T) {

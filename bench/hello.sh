@@ -13,7 +13,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-go build -o "$work/shoal" ./cmd/shoal
+CGO_ENABLED=0 go build -o "$work/" ./cmd/shoal ./cmd/shoal-runtime
 # examples/hello logs every request; the benchmark handler does not.
 mkdir -p "$work/hello"
 sed '/console.log/d' examples/hello/index.mjs > "$work/hello/index.mjs"

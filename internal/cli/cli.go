@@ -11,6 +11,7 @@ import (
 
 	"github.com/shoal-dev/shoal/internal/apiclient"
 	"github.com/shoal-dev/shoal/internal/credentials"
+	"github.com/shoal-dev/shoal/internal/runtimecmd"
 )
 
 // Main runs the command line args and returns the process exit code.
@@ -46,7 +47,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(newServe(), newDeploy(), newLs(), newRm(), newEnv(), newLogs(), newUsage(), newRuntime(), newBench(), newDoctor())
+	root.AddCommand(newServe(), newDeploy(), newLs(), newRm(), newEnv(), newLogs(), newUsage(), runtimecmd.New(), newBench(), newDoctor())
 	return root
 }
 

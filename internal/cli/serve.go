@@ -78,7 +78,7 @@ requests, lets in-flight invocations finish and stops every instance.`,
 	f.BoolVar(&verbose, "verbose", false, "log debug detail")
 	// The tests' serve runs under the race detector and its instances
 	// from a build without it, which starts a second sooner.
-	f.StringVar(&cfg.Exe, "runtime-exe", "", "shoal binary the instances run (as shoal runtime) (default: this one)")
+	f.StringVar(&cfg.Exe, "runtime-exe", "", "binary each instance runs as its supervisor, with the arguments runtime ... (default: shoal-runtime beside this binary, else this one)")
 	return cmd
 }
 

@@ -37,8 +37,9 @@ type Config struct {
 	DataDir string
 	// TunnelListen is where instances dial back; "" means 127.0.0.1:0.
 	TunnelListen string
-	// Exe is the shoal binary started as each instance's runtime; "" means
-	// this process's executable.
+	// Exe is the binary started (with the arguments runtime ...) as each
+	// instance's supervisor; "" means RuntimeBinary beside this process's
+	// executable, else that executable.
 	Exe string
 	// Node is the node binary; "" means "node" from PATH.
 	Node string
@@ -92,13 +93,18 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, log *slog.Logger) (e
 	if cfg.ShutdownTimeout == 0 {
 		cfg.ShutdownTimeout = 30 * time.Second
 	}
-	if cfg.Exe == "" {
-		if cfg.Exe, err = os.Executable(); err != nil {
-			return fmt.Errorf("find own binary: %w", err)
-		}
-	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Exe == "" {
+		self, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("find own binary: %w", err)
+		}
+		cfg.Exe = runtimeExe(self)
+		if filepath.Base(cfg.Exe) != RuntimeBinary {
+			log.Info("instances run serve's own binary as their supervisor; " + RuntimeBinary + " beside it (CGO_ENABLED=0 go build -o bin/ ./cmd/...) takes half the memory or less", "binary", cfg.Exe)
+		}
 	}
 	dataDir, err := filepath.Abs(cfg.DataDir)
 	if err != nil {
@@ -358,4 +364,19 @@ func collect(logs *observe.Logs) func(s *sandbox.Spec, stream string, line []byt
 		}
 		logs.Add(l)
 	}
+}
+
+// RuntimeBinary is the small binary that runs beside each node process,
+// which serve prefers to itself when it sits in the same folder.
+const RuntimeBinary = "shoal-runtime"
+
+// runtimeExe is what each instance runs as its supervisor: RuntimeBinary
+// beside self (serve's binary) if it is there, else self (as shoal
+// runtime), which links all of serve and so maps three times the memory.
+func runtimeExe(self string) string {
+	small := filepath.Join(filepath.Dir(self), RuntimeBinary)
+	if fi, err := os.Stat(small); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+		return small
+	}
+	return self
 }

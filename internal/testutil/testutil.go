@@ -43,9 +43,10 @@ func Binary(t testing.TB) string {
 // PlainBinary is the shoal binary built without the race detector. A
 // race-built binary takes about a second to start here (mostly the
 // detector clearing shadow memory for the globals, 32 MiB of which are
-// Go's FIPS DRBG buffer), so serves started
-// for tests run their instances' runtimes, and the tests their CLI
-// commands, from this one; serve itself runs under the race detector.
+// Go's FIPS DRBG buffer), so the tests run their CLI commands from this
+// one, and serves started for tests (under the race detector) run their
+// instances from shoal-runtime, built without it beside this one, which
+// serve finds there as it would beside a user's build.
 func PlainBinary(t testing.TB) string {
 	t.Helper()
 	build(t)
@@ -59,21 +60,25 @@ func build(t testing.TB) {
 		}
 		_, file, _, _ := runtime.Caller(0)
 		root := filepath.Join(filepath.Dir(file), "..", "..")
-		goBuild := func(out string, flags ...string) error {
-			cmd := exec.Command("go", append(append([]string{"build", "-o", out}, flags...), "./cmd/shoal")...)
+		goBuild := func(env []string, out string, args ...string) error {
+			cmd := exec.Command("go", append([]string{"build", "-o", out}, args...)...)
 			cmd.Dir = root
+			cmd.Env = append(os.Environ(), env...)
 			if b, err := cmd.CombinedOutput(); err != nil {
 				return fmt.Errorf("go build: %v\n%s", err, b)
 			}
 			return nil
 		}
+		// Both binaries in one folder, built as the README says (without
+		// cgo, so shoal-runtime links no libc): serve finds shoal-runtime
+		// beside itself.
 		plainPath = filepath.Join(binDir, "shoal")
-		if buildErr = goBuild(plainPath); buildErr != nil || !raceEnabled {
+		if buildErr = goBuild([]string{"CGO_ENABLED=0"}, binDir+"/", "./cmd/shoal", "./cmd/shoal-runtime"); buildErr != nil || !raceEnabled {
 			binPath = plainPath
 			return
 		}
 		binPath = filepath.Join(binDir, "shoal-race")
-		buildErr = goBuild(binPath, "-race")
+		buildErr = goBuild(nil, binPath, "-race", "./cmd/shoal")
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)
@@ -143,7 +148,7 @@ func StartServe(t testing.TB, opt ServeOptions) *Serve {
 	if opt.ConfigHome == "" {
 		opt.ConfigHome = filepath.Join(t.TempDir(), "config")
 	}
-	args := append([]string{"serve", "--listen", "127.0.0.1:0", "--data", opt.DataDir, "--runtime-exe", PlainBinary(t)}, opt.Args...)
+	args := append([]string{"serve", "--listen", "127.0.0.1:0", "--data", opt.DataDir}, opt.Args...)
 	cmd := exec.Command(bin, args...)
 	env := []string{"XDG_CONFIG_HOME=" + opt.ConfigHome, "HOME=" + opt.ConfigHome}
 	cmd.Env = append(os.Environ(), env...)

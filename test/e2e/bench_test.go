@@ -101,11 +101,17 @@ func BenchmarkColdStart(b *testing.B) {
 // b.N hello invocations: its runtime (the Go supervisor) and its node, each
 // as resident memory (RSS), the part of it no other process shares
 // (private) and its proportional share (PSS). The runtime's RSS is mostly
-// the shoal binary's pages, which serve and every other runtime share.
+// its binary's pages, which every other runtime shares: the sub-benchmarks
+// run it as shoal-runtime, serve's default, and as the whole shoal binary.
 //
 //	go test -run '^$' -bench InstanceMemory -benchtime 2000x ./test/e2e
 func BenchmarkInstanceMemory(b *testing.B) {
-	s := testutil.StartServe(b, testutil.ServeOptions{})
+	b.Run("runtime=shoal-runtime", func(b *testing.B) { instanceMemory(b) })
+	b.Run("runtime=shoal", func(b *testing.B) { instanceMemory(b, "--runtime-exe", testutil.PlainBinary(b)) })
+}
+
+func instanceMemory(b *testing.B, args ...string) {
+	s := testutil.StartServe(b, testutil.ServeOptions{Args: args})
 	url := s.Deploy(testutil.WriteProject(b, "mem", map[string]string{
 		"index.mjs": "export default (req, res) => res.end('hello')\n",
 	}))

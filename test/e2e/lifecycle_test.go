@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -26,6 +27,31 @@ func TestScaling_IdleInstancesStopAndComeBack(t *testing.T) {
 	}
 	if first == second {
 		t.Errorf("served by pid %s again, want a new instance after scale to zero", second)
+	}
+}
+
+// TestServe_InstancesRunTheSmallRuntime: with shoal-runtime beside shoal,
+// as the tests build them, each instance's supervisor is shoal-runtime,
+// not serve's own binary.
+func TestServe_InstancesRunTheSmallRuntime(t *testing.T) {
+	s := testutil.StartServe(t, testutil.ServeOptions{})
+	url := s.Deploy(testutil.WriteProject(t, "small", map[string]string{"index.mjs": pidHandler}))
+	if code, body, _ := testutil.Get(t, url); code != 200 {
+		t.Fatalf("GET: %d %s", code, body)
+	}
+	runtimes := testutil.RuntimePids(s.DataDir)
+	if len(runtimes) == 0 {
+		t.Fatal("no instance runtime after an invocation")
+	}
+	for _, pid := range runtimes {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		argv0, _, _ := strings.Cut(string(b), "\x00")
+		if filepath.Base(argv0) != "shoal-runtime" {
+			t.Errorf("runtime %d runs %s, want shoal-runtime", pid, argv0)
+		}
 	}
 }
 

@@ -1,4 +1,9 @@
-package cli
+// Package runtimecmd is the runtime command, what runs beside each node
+// process: it enters the instance's jail, starts node with the bundle, and
+// reports node's load to serve over the tunnel until either goes away.
+// Both binaries carry it: shoal-runtime, small, which serve starts when it
+// sits beside shoal, and shoal itself (as shoal runtime) otherwise.
+package runtimecmd
 
 import (
 	"context"
@@ -27,7 +32,8 @@ import (
 	"github.com/shoal-dev/shoal/internal/tunnel"
 )
 
-func newRuntime() *cobra.Command {
+// New is the runtime command. serve starts it; users do not.
+func New() *cobra.Command {
 	var (
 		id, tunnelAddr, bundle, workDir, dir, node string
 		maxDuration                                time.Duration
