@@ -12,6 +12,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/evanw/esbuild/pkg/api"
@@ -21,9 +22,9 @@ import (
 )
 
 // BundlePrefix starts the name of every bundle: a function built from
-// api/hello.ts is bundled into api/.shoal-hello.ts.mjs, next to its source,
-// with its source map beside it (+ ".map"). The dot keeps it from being a
-// route.
+// api/hello.ts is bundled into api/.shoal-hello.ts.cjs (or .mjs, see
+// bundle), next to its source, with its source map beside it (+ ".map").
+// The dot keeps it from being a route.
 const BundlePrefix = ".shoal-"
 
 // entryCandidates are the files tried, in order, before package.json "main".
@@ -73,10 +74,12 @@ type Result struct {
 
 // Options holds what Build needs from outside.
 type Options struct {
-	// Inspect loads a bundle (its absolute path) as an instance would and
-	// returns its `config` export as JSON, nil when it has none; an error
-	// refuses the build. nil skips the inspection.
-	Inspect func(ctx context.Context, bundle string) (json.RawMessage, error)
+	// Inspect loads a bundle (its absolute path) as an instance of memoryMB
+	// would and returns its `config` export as JSON, nil when it has none;
+	// an error refuses the build. memoryMB is the function's memory unless
+	// that export sets it (vercel.json and shoal.json come after it). nil
+	// skips the inspection.
+	Inspect func(ctx context.Context, bundle string, memoryMB int) (json.RawMessage, error)
 }
 
 // Error is a mistake in the user's project, such as a syntax error, an
@@ -164,9 +167,16 @@ func Build(ctx context.Context, dir string, opts Options) (*Result, error) {
 		if err != nil {
 			return nil, err
 		}
+		// The files' patches apply after the source's, which only the
+		// inspection reads.
+		patches := append(vc.patches(file), shoalPatch)
 		cfg := model.DefaultFunctionConfig()
 		if opts.Inspect != nil {
-			raw, err := opts.Inspect(ctx, filepath.Join(dir, filepath.FromSlash(bundle)))
+			memory := cfg
+			for _, p := range patches {
+				memory = memory.With(p)
+			}
+			raw, err := opts.Inspect(ctx, filepath.Join(dir, filepath.FromSlash(bundle)), memory.MemoryMB)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", file, err)
 			}
@@ -176,10 +186,9 @@ func Build(ctx context.Context, dir string, opts Options) (*Result, error) {
 			}
 			cfg = cfg.With(patch)
 		}
-		for _, p := range vc.patches(file) {
+		for _, p := range patches {
 			cfg = cfg.With(p)
 		}
-		cfg = cfg.With(shoalPatch)
 		if err := cfg.Validate(); err != nil {
 			return nil, &Error{File: file, Msg: err.Error()}
 		}
@@ -333,28 +342,49 @@ func isFile(name string) (bool, error) {
 
 // bundle runs esbuild on the function file entry, writes its bundle and
 // source map next to it, and returns the bundle's path relative to dir,
-// slash-separated.
+// slash-separated. The bundle is CommonJS (BundlePrefix + the entry's name
+// + ".cjs") where the code allows: node loads it as a vm.Script, whose
+// compiled code V8 can cache (the deploy writes the cache; see
+// bootstrap.CodeCache), which it cannot for an ES module in Node 20. Code
+// with a top-level await, an import() of something other than a string, or
+// that uses import.meta beyond url, dirname and filename, gets an ES module
+// (".mjs") instead, as it does where CommonJS fails to build at all; that
+// build's errors are the ones reported.
 func bundle(ctx context.Context, dir, entry string) (string, error) {
 	if err := ctx.Err(); err != nil {
 		return "", fmt.Errorf("bundle %s: %w", entry, err)
 	}
-	out := path.Join(path.Dir(entry), BundlePrefix+path.Base(entry)+".mjs")
-	outfile := filepath.Join(dir, filepath.FromSlash(out))
-	if ok, err := isFile(outfile); err != nil || ok {
-		if err == nil {
-			err = &Error{File: out, Msg: "this name is shoal's, for the bundle of " + entry + ": rename the file"}
+	for _, ext := range []string{".cjs", ".mjs"} {
+		out := path.Join(path.Dir(entry), BundlePrefix+path.Base(entry)+ext)
+		if ok, err := isFile(filepath.Join(dir, filepath.FromSlash(out))); err != nil || ok {
+			if err == nil {
+				err = &Error{File: out, Msg: "this name is shoal's, for the bundle of " + entry + ": rename the file"}
+			}
+			return "", err
 		}
-		return "", err
 	}
-	bc, cerr := api.Context(api.BuildOptions{
+	out, err := esbuild(ctx, dir, entry, api.FormatCommonJS)
+	if _, ok := errors.AsType[*fallback](err); ok {
+		out, err = esbuild(ctx, dir, entry, api.FormatESModule)
+	}
+	return out, err
+}
+
+// fallback is why a CommonJS bundle was not made.
+type fallback struct{ msgs []api.Message }
+
+func (f *fallback) Error() string { return messagesError(f.msgs).Error() }
+
+// esbuild bundles entry in format; for CommonJS, what would change the
+// code's meaning there is a *fallback, and nothing is written.
+func esbuild(ctx context.Context, dir, entry string, format api.Format) (string, error) {
+	opts := api.BuildOptions{
 		EntryPoints:   []string{filepath.Join(dir, filepath.FromSlash(entry))},
 		AbsWorkingDir: dir,
 		Bundle:        true,
 		Platform:      api.PlatformNode,
 		Engines:       []api.Engine{{Name: api.EngineNode, Version: "20"}},
-		Format:        api.FormatESModule,
-		Outfile:       outfile,
-		Write:         true,
+		Format:        format,
 		Sourcemap:     api.SourceMapLinked,
 		// The sources are in the deployment beside it; without their
 		// text the map is a third the size, and node (which reads it at
@@ -368,9 +398,32 @@ func bundle(ctx context.Context, dir, entry string) (string, error) {
 			".cts": api.LoaderTS,
 		},
 		External: []string{"*.node"},
-		Banner:   map[string]string{"js": requireBanner},
-		Inject:   []string{filepath.Join(dir, injectFile)},
-	})
+	}
+	ext := ".mjs"
+	if format == api.FormatCommonJS {
+		ext = ".cjs"
+		// The bootstrap's wrapper passes the bundle's path as __filename,
+		// its folder as __dirname and import.meta's values as
+		// __shoalImportMeta; __filename becomes the source's, as on Vercel.
+		opts.Banner = map[string]string{"js": "__filename = require(\"node:path\").join(__dirname, " + strconv.Quote(path.Base(entry)) + ");"}
+		opts.Define = map[string]string{
+			"import.meta.url":      "__shoalImportMeta.url",
+			"import.meta.dirname":  "__shoalImportMeta.dirname",
+			"import.meta.filename": "__shoalImportMeta.filename",
+		}
+		// No import() is left in the bundle: node 20 loses a vm.Script's
+		// import() callback when the script comes from a code cache. One
+		// of a string (a built-in, a file) becomes a require, or the file
+		// is bundled; one of anything else makes an ES module instead.
+		opts.Supported = map[string]bool{"dynamic-import": false}
+		opts.LogOverride = map[string]api.LogLevel{"unsupported-dynamic-import": api.LogLevelWarning}
+	} else {
+		opts.Banner = map[string]string{"js": requireBanner}
+		opts.Inject = []string{filepath.Join(dir, injectFile)}
+	}
+	out := path.Join(path.Dir(entry), BundlePrefix+path.Base(entry)+ext)
+	opts.Outfile = filepath.Join(dir, filepath.FromSlash(out))
+	bc, cerr := api.Context(opts)
 	if cerr != nil {
 		return "", messagesError(cerr.Errors)
 	}
@@ -381,10 +434,26 @@ func bundle(ctx context.Context, dir, entry string) (string, error) {
 	if err := ctx.Err(); err != nil {
 		return "", fmt.Errorf("bundle %s: %w", entry, err)
 	}
+	if format == api.FormatCommonJS {
+		var why []api.Message
+		for _, w := range res.Warnings {
+			if w.ID == "empty-import-meta" || w.ID == "unsupported-dynamic-import" {
+				why = append(why, w)
+			}
+		}
+		if why = append(why, res.Errors...); len(why) > 0 {
+			return "", &fallback{why}
+		}
+	}
 	if len(res.Errors) > 0 {
 		return "", messagesError(res.Errors)
 	}
-	if ok, err := isFile(outfile); err != nil || !ok {
+	for _, f := range res.OutputFiles {
+		if err := os.WriteFile(f.Path, f.Contents, 0o644); err != nil {
+			return "", fmt.Errorf("bundle %s: %w", entry, err)
+		}
+	}
+	if ok, err := isFile(opts.Outfile); err != nil || !ok {
 		return "", fmt.Errorf("bundle %s: esbuild wrote no %s (%v)", entry, out, err)
 	}
 	return out, nil

@@ -32,11 +32,29 @@ func writeProject(t *testing.T, files map[string]string) string {
 	return dir
 }
 
-// runScript imports the bundle with Node.js, calls its default export the
-// way the runtime would (as a function, or its fetch method with a Request
-// for http://x/path) and prints what it returned.
+// runScript loads the bundle with Node.js as the bootstrap does (an ES
+// module imported; a CommonJS one run in node's wrapper with the arguments
+// the bootstrap's loadCommonJS passes), calls its default export the way
+// the runtime would (as a function, or its fetch method with a Request for
+// http://x/path) and prints what it returned.
 const runScript = `
-const m = await import(process.argv[1]);
+import { createRequire } from "node:module";
+import { readFileSync } from "node:fs";
+import { dirname } from "node:path";
+import { runInThisContext } from "node:vm";
+import { fileURLToPath } from "node:url";
+let m;
+if (process.argv[1].endsWith(".cjs")) {
+  const file = fileURLToPath(process.argv[1]);
+  const wrapped = '(function (exports, require, module, __filename, __dirname, __shoalImportMeta) {"use strict";\n' +
+    readFileSync(file, "utf8") + '\n})';
+  const module = { exports: {} };
+  runInThisContext(wrapped, { filename: file, lineOffset: -1 })(module.exports, createRequire(file), module, file, dirname(file),
+    { url: process.argv[1], dirname: dirname(file), filename: file });
+  m = module.exports && module.exports.__esModule ? module.exports : { default: module.exports };
+} else {
+  m = await import(process.argv[1]);
+}
 const h = m.default;
 let out;
 if (typeof h === "function") {
@@ -86,6 +104,7 @@ module.exports = (p) => path.basename(p) + (typeof os.cpus === "function" ? "" :
 		files     map[string]string
 		wantEntry string
 		want      string // what calling the default export returns
+		esm       bool   // bundled as an ES module, not CommonJS
 	}{
 		{
 			name:      "mjs",
@@ -174,6 +193,50 @@ export default () => "own " + base("/q/r") + " " + typeof require("node:path").j
 			want:      "own r function",
 		},
 		{
+			name: "import_meta",
+			files: map[string]string{"index.mjs": `import { fileURLToPath } from "node:url";
+export default () => [fileURLToPath(import.meta.url) === import.meta.filename, import.meta.dirname === __dirname, typeof require].join(" ");
+`},
+			wantEntry: "index.mjs",
+			want:      "true true function",
+		},
+		{
+			name: "top_level_await",
+			files: map[string]string{"index.mjs": `const v = await Promise.resolve("tla");
+export default () => v + " " + typeof require + " " + __filename.slice(__dirname.length);
+`},
+			wantEntry: "index.mjs",
+			want:      "tla function /index.mjs",
+			esm:       true,
+		},
+		{
+			name: "dynamic_import",
+			files: map[string]string{
+				"index.mjs": `export default async () => (await import("node:path")).basename("/a/b") + " " + (await import("./lazy.mjs")).v;`,
+				"lazy.mjs":  `export const v = "lazy";`,
+			},
+			wantEntry: "index.mjs",
+			want:      "b lazy",
+		},
+		{
+			name: "dynamic_import_of_a_variable",
+			files: map[string]string{
+				"index.mjs":                  `import load from "dep"; export default async () => (await load("node:os")).EOL.length;`,
+				"node_modules/dep/package.json": `{"name": "dep", "main": "index.mjs"}`,
+				"node_modules/dep/index.mjs":    `export default (name) => import(name);`,
+			},
+			wantEntry: "index.mjs",
+			want:      "1",
+			esm:       true,
+		},
+		{
+			name:      "import_meta_resolve",
+			files:     map[string]string{"index.mjs": `export default () => typeof import.meta.resolve;`},
+			wantEntry: "index.mjs",
+			want:      "function",
+			esm:       true,
+		},
+		{
 			name: "own_require_alone",
 			files: map[string]string{"index.mjs": `import { createRequire } from "node:module";
 const require = createRequire(import.meta.url);
@@ -200,6 +263,9 @@ export default () => typeof require("node:path").join;
 			fn := res.Functions[0]
 			if got, want := fn.Config, model.DefaultFunctionConfig(); got != want {
 				t.Errorf("Config = %+v, want %+v", got, want)
+			}
+			if ext := filepath.Ext(fn.Bundle); ext != map[bool]string{false: ".cjs", true: ".mjs"}[tt.esm] {
+				t.Errorf("bundle %s; want CommonJS (.cjs) unless the code needs an ES module (.mjs): esm %v", fn.Bundle, tt.esm)
 			}
 			bundle := filepath.Join(src, filepath.FromSlash(fn.Bundle))
 			if _, err := os.Stat(bundle + ".map"); err != nil {
@@ -424,8 +490,8 @@ func TestBuild_APIFolder(t *testing.T) {
 	}
 	def := model.DefaultFunctionConfig()
 	want := []model.Function{
-		{File: "api/hello.ts", Bundle: "api/.shoal-hello.ts.mjs", Config: model.FunctionConfig{MaxConcurrency: def.MaxConcurrency, MaxDuration: 7 * time.Second, MemoryMB: def.MemoryMB}},
-		{File: "api/users/[id].js", Bundle: "api/users/.shoal-[id].js.mjs", Config: model.FunctionConfig{MaxConcurrency: def.MaxConcurrency, MaxDuration: 7 * time.Second, MemoryMB: 512}},
+		{File: "api/hello.ts", Bundle: "api/.shoal-hello.ts.cjs", Config: model.FunctionConfig{MaxConcurrency: def.MaxConcurrency, MaxDuration: 7 * time.Second, MemoryMB: def.MemoryMB}},
+		{File: "api/users/[id].js", Bundle: "api/users/.shoal-[id].js.cjs", Config: model.FunctionConfig{MaxConcurrency: def.MaxConcurrency, MaxDuration: 7 * time.Second, MemoryMB: 512}},
 	}
 	if len(res.Functions) != len(want) {
 		t.Fatalf("Functions = %+v, want %+v", res.Functions, want)
@@ -437,10 +503,10 @@ func TestBuild_APIFolder(t *testing.T) {
 	}
 	// __dirname and __filename are the source file's, in the folder that
 	// keeps the project's files.
-	if got, want := runBundle(t, filepath.Join(src, "api", ".shoal-hello.ts.mjs")), "hello /hello.ts"; got != want {
+	if got, want := runBundle(t, filepath.Join(src, "api", ".shoal-hello.ts.cjs")), "hello /hello.ts"; got != want {
 		t.Errorf("api/hello.ts returned %q, want %q", got, want)
 	}
-	if got, want := runBundle(t, filepath.Join(src, "api", "users", ".shoal-[id].js.mjs")), "ada"; got != want {
+	if got, want := runBundle(t, filepath.Join(src, "api", "users", ".shoal-[id].js.cjs")), "ada"; got != want {
 		t.Errorf("api/users/[id].js returned %q, want %q", got, want)
 	}
 	if _, err := os.Stat(filepath.Join(src, injectFile)); !errors.Is(err, os.ErrNotExist) {

@@ -93,6 +93,8 @@ type Supervisor struct {
 	exited  chan struct{} // closed by the wait goroutine when node exited
 	exitErr error         // set before exited is closed
 
+	codeCache string // what became of the code cache; set before Start returns
+
 	readers sync.WaitGroup // log pipe readers
 
 	commands   *os.File   // node's command pipe, write end
@@ -106,6 +108,14 @@ type Supervisor struct {
 	idle   time.Duration // guarded by mu; the host's idle CPU time at the last Stats
 	idleAt time.Time     // guarded by mu; when it was read
 }
+
+// codeCacheRejected is what the bootstrap's ready message says when V8
+// refused the bundle's code cache (bootstrap.CodeCache).
+const codeCacheRejected = "rejected"
+
+// CodeCache says what became of the bundle's code cache at node's start:
+// "none" (an ES module bundle, or no cache), "accepted" or "rejected".
+func (s *Supervisor) CodeCache() string { return s.codeCache }
 
 // loop is one of node's event loops.
 type loop struct {
@@ -133,16 +143,13 @@ func Start(ctx context.Context, cfg Config) (*Supervisor, error) {
 	sock := filepath.Join(cfg.Dir, SocketName)
 	os.Remove(sock)
 
-	var args []string
-	if cfg.MemoryMB > 0 {
-		args = append(args, "--max-old-space-size="+strconv.Itoa(cfg.MemoryMB*3/4))
-	}
-	args = append(args, bootPath, sock, cfg.Bundle)
+	args := append(bootstrap.NodeFlags(cfg.MemoryMB), bootPath, sock, cfg.Bundle)
 	opts, _ := json.Marshal(struct {
-		Helpers       bool  `json:"helpers"`
-		MaxDurationMs int64 `json:"maxDurationMs"`
-		CommandFd     int   `json:"commandFd"`
-	}{!cfg.NoHelpers, cfg.MaxDuration.Milliseconds(), 4})
+		Helpers       bool   `json:"helpers"`
+		MaxDurationMs int64  `json:"maxDurationMs"`
+		CommandFd     int    `json:"commandFd"`
+		CodeCache     string `json:"codeCache"`
+	}{!cfg.NoHelpers, cfg.MaxDuration.Milliseconds(), 4, bootstrap.CodeCache(cfg.Bundle)})
 	args = append(args, string(opts))
 	cmd := exec.Command(cfg.Node, args...)
 	cmd.Dir = cfg.WorkDir
@@ -286,8 +293,13 @@ func (s *Supervisor) readControl(r io.ReadCloser, ready chan<- error) {
 					s.addWaited(Waited{ID: m.ID, From: time.UnixMilli(m.From), To: time.UnixMilli(m.To)})
 				}
 			case bytes.HasPrefix(line, []byte(`{"type":"ready"`)):
+				var m struct{ CodeCache string }
+				if json.Unmarshal(line, &m) == nil && m.CodeCache == codeCacheRejected {
+					s.System("", "node refused the bundle's code cache (node, or its flags, changed since the deploy): it compiled the bundle instead; deploy again to make a new one")
+				}
 				if !readySent {
 					readySent = true
+					s.codeCache = m.CodeCache
 					ready <- nil
 				}
 			default:

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/shoal-dev/shoal/internal/nodelink"
+	"github.com/shoal-dev/shoal/internal/runtime/bootstrap"
 )
 
 // logBuffer collects what the supervisor writes to Config.Logs.
@@ -294,5 +295,84 @@ export default function (req, res) {
 	}
 	if late < 500*time.Millisecond {
 		t.Errorf("node reported its timer at most %v late after an 800 ms block", late)
+	}
+}
+
+// cjsBundle is a CommonJS bundle as the build makes one from an ES module
+// (esbuild marks its exports __esModule): its banner makes __filename the
+// source's, and import.meta's values come in __shoalImportMeta.
+const cjsBundle = `__filename = require("node:path").join(__dirname, "index.mjs");
+var path = require("node:path");
+module.exports = { __esModule: true, config: { maxDuration: 7 }, default: (req, res) =>
+  res.end([path.basename(__filename), path.basename(__shoalImportMeta.filename), __shoalImportMeta.url.startsWith("file:///"), this === undefined].join(" ")) };
+`
+
+// TestSupervisor_CodeCache: the check makes a CommonJS bundle's code
+// cache; an instance with the memory it was made for takes it, one with
+// another memory (other node flags) compiles the bundle instead and says
+// so in a record; without a cache there is nothing to take. Each serves.
+func TestSupervisor_CodeCache(t *testing.T) {
+	dir, err := os.MkdirTemp("", "shoal-rt-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	bundle := filepath.Join(dir, ".shoal-index.mjs.cjs")
+	if err := os.WriteFile(bundle, []byte(cjsBundle), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	checked, err := bootstrap.Check(t.Context(), "", bundle, dir, t.TempDir(), nil, 256)
+	if err != nil {
+		t.Fatalf("Check: %v", err)
+	}
+	if string(checked.Config) != `{"maxDuration":7}` || len(checked.CodeCache) == 0 {
+		t.Fatalf("Check = config %s, %d bytes of code cache; want the config and a cache", checked.Config, len(checked.CodeCache))
+	}
+	for _, tc := range []struct {
+		name     string
+		cache    bool
+		memoryMB int
+		want     string
+	}{
+		{"same_flags", true, 256, "accepted"},
+		{"other_flags", true, 512, "rejected"},
+		{"no_cache", false, 256, "none"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			os.Remove(bootstrap.CodeCache(bundle))
+			if tc.cache {
+				if err := os.WriteFile(bootstrap.CodeCache(bundle), checked.CodeCache, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			logs := &logBuffer{}
+			s, err := Start(t.Context(), Config{Bundle: bundle, Dir: dir, MaxDuration: 5 * time.Second, MemoryMB: tc.memoryMB, Logs: logs})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			if got := s.CodeCache(); got != tc.want {
+				t.Errorf("code cache %s, want %s", got, tc.want)
+			}
+			if said := strings.Contains(logs.String(), "refused the bundle's code cache"); said != (tc.want == "rejected") {
+				t.Errorf("a record says the cache was refused: %v, want %v; logs:\n%s", said, !said, logs)
+			}
+			if status, body, err := invoke(link(t, s), "/", "inv1"); err != nil || status != 200 || body != "index.mjs .shoal-index.mjs.cjs true true" {
+				t.Errorf("got %d %q %v, want 200 with the names", status, body, err)
+			}
+		})
+	}
+}
+
+// TestCheck_NoCodeCacheForESModules: an ES module bundle gets no cache.
+func TestCheck_NoCodeCacheForESModules(t *testing.T) {
+	dir := t.TempDir()
+	bundle := filepath.Join(dir, ".shoal-index.mjs.mjs")
+	if err := os.WriteFile(bundle, []byte("await 0; export default (req, res) => res.end()\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	checked, err := bootstrap.Check(t.Context(), "", bundle, dir, t.TempDir(), nil, 256)
+	if err != nil || checked.CodeCache != nil {
+		t.Fatalf("Check = %d bytes of code cache, %v; want none", len(checked.CodeCache), err)
 	}
 }

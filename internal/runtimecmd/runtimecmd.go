@@ -125,7 +125,7 @@ the tunnel or node goes away. serve starts this; users do not.`,
 			}
 			token := os.Getenv(sandbox.TokenEnv)
 			if checkBundle {
-				return runBundleCheck(ctx, node, bundle, workDir, dir, env, nodeUID, cmd.OutOrStdout())
+				return runBundleCheck(ctx, node, bundle, workDir, dir, env, memory, nodeUID, cmd.OutOrStdout())
 			}
 			sup, err := runtime.Start(ctx, runtime.Config{
 				Node: node, Bundle: bundle, WorkDir: workDir, Dir: dir, MaxDuration: maxDuration,
@@ -224,12 +224,12 @@ func checkJail(ctx context.Context, node, workDir string, uid int, stderr io.Wri
 	return nil
 }
 
-// runBundleCheck loads the bundle with bootstrap.CheckAs and prints the
-// outcome as one sandbox.BundleCheck line; only a failure to check at all is
-// an error.
-func runBundleCheck(ctx context.Context, node, bundle, workDir, scratch string, env []string, uid int, stdout io.Writer) error {
-	config, err := bootstrap.CheckAs(ctx, node, bundle, workDir, scratch, env, uid)
-	out := sandbox.BundleCheck{Type: sandbox.BundleCheckType, Config: config}
+// runBundleCheck loads the bundle with bootstrap.CheckAs, as an instance of
+// memoryMB would, and prints the outcome as one sandbox.BundleCheck line;
+// only a failure to check at all is an error.
+func runBundleCheck(ctx context.Context, node, bundle, workDir, scratch string, env []string, memoryMB, uid int, stdout io.Writer) error {
+	checked, err := bootstrap.CheckAs(ctx, node, bundle, workDir, scratch, env, memoryMB, uid)
+	out := sandbox.BundleCheck{Type: sandbox.BundleCheckType, Config: checked.Config, CodeCache: checked.CodeCache}
 	var ce *bootstrap.CheckError
 	switch {
 	case errors.As(err, &ce):

@@ -223,12 +223,13 @@ func (sb *Sandbox) checkJail() error {
 // BundleCheckType marks the line a runtime prints for --check-bundle.
 const BundleCheckType = "bundle-check"
 
-// BundleCheck is what a runtime found loading a bundle: its config export,
-// or why it cannot serve.
+// BundleCheck is what a runtime found loading a bundle: its config export
+// and code cache (bootstrap.Checked), or why it cannot serve.
 type BundleCheck struct {
-	Type   string          `json:"type"`
-	Config json.RawMessage `json:"config,omitempty"`
-	Error  string          `json:"error,omitempty"`
+	Type      string          `json:"type"`
+	Config    json.RawMessage `json:"config,omitempty"`
+	CodeCache []byte          `json:"codeCache,omitempty"`
+	Error     string          `json:"error,omitempty"`
 }
 
 // ChecksBundles reports whether CheckBundle runs bundles in the sandbox; if
@@ -236,20 +237,21 @@ type BundleCheck struct {
 func (sb *Sandbox) ChecksBundles() bool { return sb.jailed }
 
 // CheckBundle loads s's bundle in an instance's sandbox, as bootstrap.Check
-// does outside it: its top-level code runs jailed, in a cgroup, with s.Env.
-// It returns the bundle's config export, and a *bootstrap.CheckError when
-// the bundle does not load or exports nothing that serves.
-func (sb *Sandbox) CheckBundle(ctx context.Context, s Spec) (json.RawMessage, error) {
+// does outside it: its top-level code runs jailed, in a cgroup, with s.Env,
+// in a node with the flags of an instance of s.MemoryMB. It returns what it
+// found, and a *bootstrap.CheckError when the bundle does not load or
+// exports nothing that serves.
+func (sb *Sandbox) CheckBundle(ctx context.Context, s Spec) (bootstrap.Checked, error) {
 	p, err := sb.start(s, checkingBundle)
 	if err != nil {
-		return nil, err
+		return bootstrap.Checked{}, err
 	}
 	select {
 	case <-p.Done():
 	case <-ctx.Done():
 		syscall.Kill(-p.Pid(), syscall.SIGKILL)
 		<-p.Done()
-		return nil, &bootstrap.CheckError{Msg: "loading the bundle did not finish in time"}
+		return bootstrap.Checked{}, &bootstrap.CheckError{Msg: "loading the bundle did not finish in time"}
 	}
 	out := p.checkOut.Bytes()
 	for _, line := range slices.Backward(bytes.Split(out, []byte("\n"))) {
@@ -258,9 +260,9 @@ func (sb *Sandbox) CheckBundle(ctx context.Context, s Spec) (json.RawMessage, er
 			continue
 		}
 		if c.Error != "" {
-			return nil, &bootstrap.CheckError{Msg: c.Error}
+			return bootstrap.Checked{}, &bootstrap.CheckError{Msg: c.Error}
 		}
-		return c.Config, nil
+		return bootstrap.Checked{Config: c.Config, CodeCache: c.CodeCache}, nil
 	}
-	return nil, fmt.Errorf("check bundle %s in the sandbox: %v: %s", s.Bundle, p.Err(), bytes.TrimSpace(out))
+	return bootstrap.Checked{}, fmt.Errorf("check bundle %s in the sandbox: %v: %s", s.Bundle, p.Err(), bytes.TrimSpace(out))
 }

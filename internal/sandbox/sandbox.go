@@ -657,10 +657,16 @@ func namespaces(cmd *exec.Cmd) {
 // those of a check to its output.
 func (p *Process) forward(stream string, r io.Reader, logs func(*Spec, string, []byte)) {
 	if p.why == checkingJail || p.why == checkingBundle {
-		logs = func(_ *Spec, _ string, line []byte) {
-			p.checkOut.Write(line)
+		// Read whole, for when the check is done: a BundleCheck line
+		// carries the code cache, which can be megabytes.
+		b, _ := io.ReadAll(r)
+		p.checkMu.Lock()
+		defer p.checkMu.Unlock()
+		p.checkOut.Write(b)
+		if len(b) > 0 && b[len(b)-1] != '\n' {
 			p.checkOut.WriteByte('\n')
 		}
+		return
 	}
 	br := bufio.NewReaderSize(r, 64<<10)
 	for {
@@ -699,7 +705,8 @@ type Process struct {
 	setup, tunnel *os.File
 
 	spec     atomic.Pointer[Spec] // the instance's; nil while a spare
-	checkOut bytes.Buffer         // a check's output; owned by its readers until done
+	checkMu  sync.Mutex           // held by a reader writing checkOut
+	checkOut bytes.Buffer         // a check's output, stdout's and stderr's; its readers' until done
 	final    counts               // what the cgroup counted in all; set before done is closed
 	// finalOOMKills is the cgroup's count of OOM kills; set before done
 	// is closed.

@@ -120,8 +120,11 @@ func (c *control) Deploy(ctx context.Context, project string, upload io.Reader) 
 		}
 		return api.Deployment{}, fmt.Errorf("%w: %v", adminapi.ErrBadRequest, err)
 	}
-	inspect := func(ctx context.Context, bundle string) (json.RawMessage, error) {
-		return c.check(ctx, project, work, src, bundle, env)
+	checked := map[string]codeCache{} // by bundle
+	inspect := func(ctx context.Context, bundle string, memoryMB int) (json.RawMessage, error) {
+		out, err := c.check(ctx, project, work, src, bundle, env, memoryMB)
+		checked[bundle] = codeCache{memoryMB, out.CodeCache}
+		return out.Config, err
 	}
 	res, err := build.Build(ctx, src, build.Options{Inspect: inspect})
 	if be, ok := errors.AsType[*build.Error](err); ok {
@@ -141,6 +144,7 @@ func (c *control) Deploy(ctx context.Context, project string, upload io.Reader) 
 	id := "d-" + hex.EncodeToString(mac.Sum(nil)[:6])
 	final := c.deploymentDir(id)
 	if _, err := os.Stat(final); errors.Is(err, os.ErrNotExist) {
+		c.writeCodeCaches(ctx, project, work, src, env, res.Functions, checked)
 		if err := os.Rename(src, final); err != nil {
 			return api.Deployment{}, fmt.Errorf("store deployment: %w", err)
 		}
@@ -169,12 +173,12 @@ func (c *control) Deploy(ctx context.Context, project string, upload io.Reader) 
 // deploy.
 const checkTimeout = 30 * time.Second
 
-// check loads a bundle in node, as an instance would, with the deployment's
-// environment and src as its working directory: in an instance's sandbox
-// where instances have one. It returns the bundle's `config` export, and a
-// *bootstrap.CheckError when the bundle fails to load or exports nothing
-// that serves.
-func (c *control) check(ctx context.Context, project, work, src, bundle string, env []string) (json.RawMessage, error) {
+// check loads a bundle in node, as an instance of memoryMB would, with the
+// deployment's environment and src as its working directory: in an
+// instance's sandbox where instances have one. It returns the bundle's
+// `config` export and code cache, and a *bootstrap.CheckError when the
+// bundle fails to load or exports nothing that serves.
+func (c *control) check(ctx context.Context, project, work, src, bundle string, env []string, memoryMB int) (bootstrap.Checked, error) {
 	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
 	defer cancel()
 	if c.sandbox.ChecksBundles() {
@@ -182,15 +186,52 @@ func (c *control) check(ctx context.Context, project, work, src, bundle string, 
 		rand.Read(id[:])
 		return c.sandbox.CheckBundle(ctx, sandbox.Spec{
 			ID: "check-" + hex.EncodeToString(id[:]), Project: project, Deployment: "check",
-			WorkDir: src, Bundle: bundle, Env: env, MemoryMB: model.DefaultMemoryMB, MaxDuration: checkTimeout,
+			WorkDir: src, Bundle: bundle, Env: env, MemoryMB: memoryMB, MaxDuration: checkTimeout,
 		})
 	}
 	scratch, err := os.MkdirTemp(work, "check-")
 	if err != nil {
-		return nil, err
+		return bootstrap.Checked{}, err
 	}
 	defer os.RemoveAll(scratch)
-	return bootstrap.Check(ctx, c.node, bundle, src, scratch, sandbox.FunctionEnv(scratch, env))
+	return bootstrap.Check(ctx, c.node, bundle, src, scratch, sandbox.FunctionEnv(scratch, env), memoryMB)
+}
+
+// codeCache is the V8 code cache a check made for a bundle (nil for an ES
+// module), with the memory of the instance it checked as.
+type codeCache struct {
+	memoryMB int
+	data     []byte
+}
+
+// writeCodeCaches writes each function's code cache beside its bundle in
+// src (bootstrap.CodeCache), outside the digest, which is of the code. V8
+// takes a cache only from a node with the same flags, which depend on the
+// memory: where a function's config export set another memory than it was
+// checked with, it is checked again with that one. A cache that cannot be
+// made is logged and left out: instances then compile the bundle.
+func (c *control) writeCodeCaches(ctx context.Context, project, work, src string, env []string, fns []model.Function, checked map[string]codeCache) {
+	for _, fn := range fns {
+		bundle := filepath.Join(src, filepath.FromSlash(fn.Bundle))
+		cc := checked[bundle]
+		if cc.data != nil && cc.memoryMB != fn.Config.MemoryMB {
+			out, err := c.check(ctx, project, work, src, bundle, env, fn.Config.MemoryMB)
+			if err != nil {
+				c.log.Warn("code cache not made", "project", project, "function", fn.File, "err", err)
+				continue
+			}
+			cc.data = out.CodeCache
+		}
+		if cc.data == nil {
+			if strings.HasSuffix(bundle, ".cjs") {
+				c.log.Warn("code cache not made", "project", project, "function", fn.File)
+			}
+			continue
+		}
+		if err := os.WriteFile(bootstrap.CodeCache(bundle), cc.data, 0o644); err != nil {
+			c.log.Warn("code cache not written", "project", project, "function", fn.File, "err", err)
+		}
+	}
 }
 
 // DeployDir deploys a folder on this machine, named after the folder.

@@ -103,7 +103,7 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, log *slog.Logger) (e
 		}
 		cfg.Exe = runtimeExe(self)
 		if filepath.Base(cfg.Exe) != RuntimeBinary {
-			log.Info("instances run serve's own binary as their supervisor; " + RuntimeBinary + " beside it (CGO_ENABLED=0 go build -o bin/ ./cmd/...) takes half the memory or less", "binary", cfg.Exe)
+			log.Info("instances run serve's own binary as their supervisor; "+RuntimeBinary+" beside it (CGO_ENABLED=0 go build -o bin/ ./cmd/...) takes half the memory or less", "binary", cfg.Exe)
 		}
 	}
 	dataDir, err := filepath.Abs(cfg.DataDir)

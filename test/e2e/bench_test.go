@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -95,6 +97,101 @@ func BenchmarkColdStart(b *testing.B) {
 	b.ReportMetric(added(0, 1), "ms-added-median")
 	b.ReportMetric(added(2, 1), "ms-added-nospare-median")
 	b.ReportMetric(added(0, 3), "ms-over-node-median")
+}
+
+// BenchmarkColdStartExpress measures what the V8 code cache does for the
+// cold start of an Express app (a 1.2 MB bundle): from a request to a
+// deployment with zero instances to its response, three ways side by side
+// in each iteration, each a new deployment: as deployed (a CommonJS bundle
+// with the code cache its check made), the same with the cache removed,
+// and as an ES module bundle (a top-level await makes the build choose
+// one), how every bundle loaded before the cache. And node's own start
+// (node -e 0).
+//
+//	go test -run '^$' -bench ColdStartExpress -benchtime 20x ./test/e2e
+func BenchmarkColdStartExpress(b *testing.B) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := testutil.StartServe(b, testutil.ServeOptions{Args: []string{"--isolation", "auto"}})
+	ways := []struct {
+		name         string
+		esm, noCache bool
+		samples      []time.Duration
+	}{{name: "cache"}, {name: "nocache", noCache: true}, {name: "esm", esm: true}, {name: "node"}}
+	for i := 0; b.Loop(); i++ {
+		for j := range ways {
+			w := &ways[j]
+			if w.name == "node" {
+				start := time.Now()
+				if out, err := exec.Command(node, "-e", "0").CombinedOutput(); err != nil {
+					b.Fatalf("node -e 0: %v\n%s", err, out)
+				}
+				w.samples = append(w.samples, time.Since(start))
+				continue
+			}
+			b.StopTimer()
+			src := "import express from 'express';\n"
+			if w.esm {
+				src += "await 0;\n"
+			}
+			src += fmt.Sprintf("const app = express();\napp.get('/', (req, res) => res.send(%q));\nexport default app;\n", fmt.Sprint("hi ", i))
+			url := s.Deploy(frameworkProject(b, "express-"+w.name, map[string]string{"index.mjs": src}))
+			dir := newestDeployment(b, s.DataDir)
+			cache := filepath.Join(dir, ".shoal-index.mjs.cjs.v8cache")
+			want := cache
+			if w.esm {
+				want = filepath.Join(dir, ".shoal-index.mjs.mjs")
+			}
+			if _, err := os.Stat(want); err != nil {
+				b.Fatalf("%s: %v", w.name, err)
+			}
+			if w.noCache {
+				if err := os.Remove(cache); err != nil {
+					b.Fatal(err)
+				}
+			}
+			testutil.Eventually(b, 30*time.Second, "the previous instance stopped", func() bool {
+				return len(testutil.InstancePids(s.DataDir)) == 0
+			})
+			time.Sleep(300 * time.Millisecond) // see BenchmarkColdStart
+			b.StartTimer()
+			start := time.Now()
+			resp, err := http.Get(url)
+			if err != nil {
+				b.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			d := time.Since(start)
+			if resp.StatusCode != 200 {
+				b.Fatalf("%s cold request: %d", w.name, resp.StatusCode)
+			}
+			w.samples = append(w.samples, d)
+		}
+	}
+	for _, w := range ways {
+		slices.Sort(w.samples)
+		b.ReportMetric(float64(w.samples[len(w.samples)/2].Microseconds())/1000, "ms-p50-"+w.name)
+		b.ReportMetric(float64(w.samples[len(w.samples)*99/100].Microseconds())/1000, "ms-p99-"+w.name)
+	}
+}
+
+// newestDeployment is the folder of the deployment made last.
+func newestDeployment(b *testing.B, dataDir string) string {
+	dirs, err := filepath.Glob(filepath.Join(dataDir, "deployments", "*"))
+	if err != nil || len(dirs) == 0 {
+		b.Fatalf("no deployments in %s: %v", dataDir, err)
+	}
+	var newest string
+	var at time.Time
+	for _, d := range dirs {
+		if fi, err := os.Stat(d); err == nil && fi.ModTime().After(at) {
+			newest, at = d, fi.ModTime()
+		}
+	}
+	return newest
 }
 
 // BenchmarkInstanceMemory measures what one instance holds in memory after

@@ -21,7 +21,7 @@ const frameworks = "testdata/frameworks"
 
 // frameworkProject copies the installed packages into a new project folder
 // named name and adds files to it.
-func frameworkProject(t *testing.T, name string, files map[string]string) string {
+func frameworkProject(t testing.TB, name string, files map[string]string) string {
 	t.Helper()
 	if _, err := os.Stat(filepath.Join(frameworks, "node_modules", "express")); err != nil {
 		t.Fatalf("the framework packages are not installed: run npm ci --prefix test/e2e/%s (%v)", frameworks, err)
@@ -125,6 +125,12 @@ export default app;
 				}
 			}
 		})
+	}
+	// Each is a CommonJS bundle, with the V8 code cache its deploy's check
+	// made beside it.
+	caches, _ := filepath.Glob(filepath.Join(s.DataDir, "deployments", "*", ".shoal-index.mjs.cjs.v8cache"))
+	if len(caches) != len(tests) {
+		t.Errorf("%d code caches in the deployments (%v), want %d", len(caches), caches, len(tests))
 	}
 }
 

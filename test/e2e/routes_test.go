@@ -185,7 +185,7 @@ export default (req: any, res: any) => res.send(String(check({ n: 1 })));
 		out, _, _ = s.CLI(ctx, "logs", "mapped")
 		return strings.Contains(out, "boom from typescript")
 	})
-	if !strings.Contains(out, "api/boom.ts:5") || strings.Contains(out, ".shoal-boom.ts.mjs:") {
+	if !strings.Contains(out, "api/boom.ts:5") || strings.Contains(out, ".shoal-boom.ts.") {
 		t.Errorf("the stack does not name api/boom.ts:5 (or names the bundle):\n%s", out)
 	}
 }

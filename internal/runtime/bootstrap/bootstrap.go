@@ -23,11 +23,14 @@ import (
 	"context"
 	_ "embed"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"syscall"
 	"time"
 )
@@ -119,26 +122,57 @@ type CheckError struct{ Msg string }
 
 func (e *CheckError) Error() string { return e.Msg }
 
-// Check loads bundle in a node process the way an instance would, finds
-// its handler and exits, without serving: a *CheckError says why the bundle
-// could not serve. It returns the bundle's `config` export as JSON, nil when
-// it has none. The bundle's top-level code runs, with env as its
-// environment and dir as its working directory; scratch is a folder for the
-// bootstrap file. node is the node binary ("node" when empty).
-func Check(ctx context.Context, node, bundle, dir, scratch string, env []string) (json.RawMessage, error) {
-	return CheckAs(ctx, node, bundle, dir, scratch, env, 0)
+// CodeCache is where the V8 code cache of a CommonJS bundle is: beside it.
+// The deploy's check makes it (Checked.CodeCache) and instances read it;
+// V8 takes it only from a node of the same version with the same flags
+// (NodeFlags), and compiles the bundle itself otherwise.
+func CodeCache(bundle string) string { return bundle + ".v8cache" }
+
+// NodeFlags are node's flags, before the bootstrap's path, for an instance
+// of memoryMB (0: node's defaults): its heap gets three quarters of it.
+func NodeFlags(memoryMB int) []string {
+	if memoryMB <= 0 {
+		return nil
+	}
+	return []string{"--max-old-space-size=" + strconv.Itoa(memoryMB*3/4)}
+}
+
+// Checked is what Check found in a bundle that can serve.
+type Checked struct {
+	// Config is the bundle's `config` export as JSON, nil when it has none.
+	Config json.RawMessage
+	// CodeCache is V8's code cache for a CommonJS bundle, made by a node
+	// with the flags of an instance of the memory checked with, after the
+	// bundle loaded; nil for an ES module bundle.
+	CodeCache []byte
+}
+
+// Check loads bundle in a node process the way an instance of memoryMB
+// would, finds its handler and exits, without serving: a *CheckError says
+// why the bundle could not serve. The bundle's top-level code runs, with
+// env as its environment and dir as its working directory; scratch is a
+// folder for the bootstrap file and the code cache. node is the node
+// binary ("node" when empty).
+func Check(ctx context.Context, node, bundle, dir, scratch string, env []string, memoryMB int) (Checked, error) {
+	return CheckAs(ctx, node, bundle, dir, scratch, env, memoryMB, 0)
 }
 
 // CheckAs is Check with node running as uid (and gid) uid, when not 0.
-func CheckAs(ctx context.Context, node, bundle, dir, scratch string, env []string, uid int) (json.RawMessage, error) {
+func CheckAs(ctx context.Context, node, bundle, dir, scratch string, env []string, memoryMB, uid int) (Checked, error) {
 	if node == "" {
 		node = "node"
 	}
 	boot, err := Write(scratch)
 	if err != nil {
-		return nil, err
+		return Checked{}, err
 	}
-	cmd := exec.CommandContext(ctx, node, boot, "--check", bundle)
+	cache := filepath.Join(scratch, "code-cache")
+	os.Remove(cache)
+	opts, err := json.Marshal(map[string]string{"codeCache": cache})
+	if err != nil {
+		return Checked{}, err
+	}
+	cmd := exec.CommandContext(ctx, node, append(NodeFlags(memoryMB), boot, "--check", bundle, string(opts))...)
 	cmd.Dir = dir
 	cmd.Env = env
 	if cmd.Env == nil {
@@ -153,24 +187,30 @@ func CheckAs(ctx context.Context, node, bundle, dir, scratch string, env []strin
 	cmd.Stderr = &stderr
 	runErr := cmd.Run()
 	if ctx.Err() != nil {
-		return nil, &CheckError{Msg: "loading the bundle did not finish in time"}
+		return Checked{}, &CheckError{Msg: "loading the bundle did not finish in time"}
 	}
 	// Without fd 3 the control messages come on stderr, among what the
 	// bundle wrote there: the error or the config is the last.
+	var out Checked
 	for _, line := range slices.Backward(bytes.Split(stderr.Bytes(), []byte("\n"))) {
 		var m Message
 		if json.Unmarshal(line, &m) != nil {
 			continue
 		}
-		switch {
-		case m.Type == TypeError && runErr != nil:
-			return nil, &CheckError{Msg: m.Msg}
-		case m.Type == TypeConfig && runErr == nil:
-			return json.RawMessage(m.Msg), nil
+		if m.Type == TypeError && runErr != nil {
+			return Checked{}, &CheckError{Msg: m.Msg}
+		}
+		if m.Type == TypeConfig && runErr == nil {
+			out.Config = json.RawMessage(m.Msg)
+			break
 		}
 	}
-	if runErr == nil {
-		return nil, nil
+	if runErr != nil {
+		return Checked{}, fmt.Errorf("check bundle %s: %v: %s", bundle, runErr, bytes.TrimSpace(stderr.Bytes()))
 	}
-	return nil, fmt.Errorf("check bundle %s: %v: %s", bundle, runErr, bytes.TrimSpace(stderr.Bytes()))
+	if out.CodeCache, err = os.ReadFile(cache); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return Checked{}, fmt.Errorf("check bundle %s: %w", bundle, err)
+	}
+	os.Remove(cache)
+	return out, nil
 }

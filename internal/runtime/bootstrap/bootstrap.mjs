@@ -9,18 +9,24 @@
 //           OPTIONS_JSON: {"helpers":false} turns the Node style helpers off;
 //           "maxDurationMs" (default 60000) bounds each invocation's
 //           waitUntil work, counted from its start; "commandFd" is the
-//           read end of the command pipe (see Loops), none without it.
+//           read end of the command pipe (see Loops), none without it;
+//           "codeCache" is the path of the V8 code cache of a CommonJS
+//           bundle (see Load).
 //           With --check in place of SOCKET_PATH the bootstrap loads the
 //           bundle, finds its handler, reports its `config` export as
-//           {"type":"config","msg":"<JSON>"} if it has one and exits 0, or
-//           reports the error.
+//           {"type":"config","msg":"<JSON>"} if it has one, writes the
+//           code cache of a CommonJS bundle to "codeCache" if given, and
+//           exits 0; or reports the error.
 //           cwd = the deployment folder. fd 3 is a pipe to the runtime (the
 //           "control pipe"). stdout and stderr are pipes too; they carry only
 //           what bypasses the patched streams below (fs.writeSync(1, ...),
 //           loggers that write to fd 1 directly, native code, node's own fatal
 //           errors), with no invocation id.
 //
-//   Load:   import(BUNDLE_PATH), with http.Server.prototype.listen replaced
+//   Load:   a CommonJS bundle (BUNDLE_PATH ends in .cjs) compiled as a
+//           vm.Script with the code cache "codeCache" when it exists, and
+//           run in node's CommonJS wrapper; else import(BUNDLE_PATH). Either
+//           way with http.Server.prototype.listen replaced
 //           so that a module calling listen() binds nothing, and
 //           globalThis.Response with a subclass (made at its first read:
 //           node's fetch is not loaded until the function uses it) that
@@ -59,12 +65,14 @@
 //           (the runtime enforces deadlines), keepAliveTimeout is 10 minutes,
 //           maxHeaderSize 8 MiB (the gateway enforces the limits, set by
 //           serve's flags), no Host header needed. When it listens:
-//           control {"type":"ready"}. A listen error -> control error, exit 1.
+//           control {"type":"ready","codeCache":"none"|"accepted"|"rejected"}
+//           (what became of the code cache, see loadCommonJS). A listen
+//           error -> control error, exit 1.
 //
 //   Control pipe (fd 3): newline-delimited JSON, written with fs.writeSync, so
 //   in the order things happened, and node blocks while the pipe is full: the
 //   runtime must keep reading it. Messages:
-//     {"type":"ready"}
+//     {"type":"ready","codeCache":"none"|"accepted"|"rejected"}
 //     {"type":"error","msg":"..."}
 //     {"type":"error","loop":<n>,"msg":"loop <n>: ..."}
 //       event loop n (1, 2...) could not start (see Loops).
@@ -1163,9 +1171,52 @@ Error.prepareStackTrace = function prepareStackTrace(err, sites) {
   return sites.length === 0 ? head : head + '\n    at ' + sites.map(frame).join('\n    at ');
 };
 
+// A CommonJS bundle (.cjs) is compiled as a vm.Script, with the V8 code
+// cache the deploy made for it (options.codeCache, the file's path): V8
+// then skips parsing and compiling what the cache holds, which for an
+// Express app is most of its load. Node 20 has no such cache for an ES
+// module, which is imported as it is. codeCache says what became of the
+// cache: "none" (no file), "accepted" or "rejected" (V8 refused it: node
+// or its flags are not those the deploy made it with).
+let bundleScript;
+let codeCache = 'none';
+function loadCommonJS() {
+  const vm = require('node:vm');
+  const source = fs.readFileSync(bundleFile, 'utf8');
+  let cachedData;
+  if (typeof options.codeCache === 'string' && socketPath !== '--check') {
+    try {
+      cachedData = fs.readFileSync(options.codeCache);
+    } catch {
+      // none made, or unreadable: compile
+    }
+  }
+  // node's CommonJS wrapper, with import.meta's values as a sixth
+  // argument, on a line of its own so the bundle's lines keep their
+  // numbers; strict, as the ES module bundle was.
+  bundleScript = new vm.Script(
+    '(function (exports, require, module, __filename, __dirname, __shoalImportMeta) {"use strict";\n' + source + '\n})', {
+      filename: bundleFile,
+      lineOffset: -1,
+      cachedData,
+      // No import() callback: the build leaves no import() in a CommonJS
+      // bundle, as node 20 loses the callback of a script from a cache.
+    });
+  if (cachedData) codeCache = bundleScript.cachedDataRejected ? 'rejected' : 'accepted';
+  const dirname = path.dirname(bundleFile);
+  const module = { exports: {}, id: '.', filename: bundleFile, loaded: false, children: [], paths: [] };
+  bundleScript.runInThisContext()(module.exports, createRequire(bundleFile), module, bundleFile, dirname,
+    { url: bundleURL, dirname, filename: bundleFile });
+  module.loaded = true;
+  // The module namespace import() would give: an ES module's exports
+  // (esbuild marks them __esModule), else module.exports as the default.
+  const exp = module.exports;
+  return exp !== null && typeof exp === 'object' && exp.__esModule ? exp : { default: exp };
+}
+
 let mod;
 try {
-  mod = await import(bundleURL);
+  mod = bundleFile.endsWith('.cjs') ? loadCommonJS() : await import(bundleURL);
 } catch (err) {
   fatal('load ' + bundlePath + ': ' + (syntaxErrorWhere(err) || describe(err)));
 }
@@ -1192,6 +1243,16 @@ if (socketPath === '--check') {
       fatal('export const config: ' + err.message);
     }
     writeControl('{"type":"config","msg":' + JSON.stringify(json ?? 'null') + '}\n');
+  }
+  // The code cache, made once the bundle has loaded, holds what its load
+  // compiled as well as what V8 compiles eagerly.
+  if (bundleScript !== undefined && typeof options.codeCache === 'string') {
+    try {
+      fs.writeFileSync(options.codeCache, bundleScript.createCachedData());
+    } catch {
+      // The bundle can serve without: instances compile it (the deploy
+      // logs that no cache was made).
+    }
   }
   process.exit(0);
 }
@@ -1379,7 +1440,7 @@ function readCommands(fd) {
 
 serverListen.call(server, listenPath, () => {
   if (isMainThread) {
-    writeControl('{"type":"ready"}\n');
+    writeControl('{"type":"ready","codeCache":"' + codeCache + '"}\n');
     if (Number.isInteger(options.commandFd)) readCommands(options.commandFd);
   } else {
     writeControl('{"type":"loop","loop":' + loopIndex + '}\n');

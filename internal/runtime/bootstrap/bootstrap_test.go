@@ -1221,7 +1221,7 @@ func TestCheck(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			config, err := Check(t.Context(), "", bundle, dir, t.TempDir(), []string{"X=1"})
+			checked, err := Check(t.Context(), "", bundle, dir, t.TempDir(), []string{"X=1"}, 0)
 			if tt.err != "" {
 				ce, ok := errors.AsType[*CheckError](err)
 				if !ok || !strings.Contains(ce.Msg, tt.err) {
@@ -1232,8 +1232,8 @@ func TestCheck(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Check: %v", err)
 			}
-			if string(config) != tt.config {
-				t.Errorf("config = %s, want %q", config, tt.config)
+			if string(checked.Config) != tt.config || checked.CodeCache != nil {
+				t.Errorf("config = %s and %d bytes of code cache, want %q and none (an ES module)", checked.Config, len(checked.CodeCache), tt.config)
 			}
 		})
 	}
