@@ -221,7 +221,7 @@ export default () => v + " " + typeof require + " " + __filename.slice(__dirname
 		{
 			name: "dynamic_import_of_a_variable",
 			files: map[string]string{
-				"index.mjs":                  `import load from "dep"; export default async () => (await load("node:os")).EOL.length;`,
+				"index.mjs":                     `import load from "dep"; export default async () => (await load("node:os")).EOL.length;`,
 				"node_modules/dep/package.json": `{"name": "dep", "main": "index.mjs"}`,
 				"node_modules/dep/index.mjs":    `export default (name) => import(name);`,
 			},
