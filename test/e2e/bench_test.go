@@ -22,7 +22,7 @@ import (
 // spare runtime started ahead; and node's own start (node -e 0). Each
 // iteration measures all, so the figures share the machine's noise.
 //
-//	go test -run '^$' -bench ColdStart -benchtime 50x ./test/e2e
+//	go test -run '^$' -bench 'ColdStart$' -benchtime 40x ./test/e2e
 func BenchmarkColdStart(b *testing.B) {
 	node, err := exec.LookPath("node")
 	if err != nil {
@@ -42,61 +42,80 @@ func BenchmarkColdStart(b *testing.B) {
 		for j := range serves {
 			sv := &serves[j]
 			if sv.s == nil {
-				start := time.Now()
-				if out, err := exec.Command(node, "-e", "0").CombinedOutput(); err != nil {
-					b.Fatalf("node -e 0: %v\n%s", err, out)
-				}
-				sv.samples = append(sv.samples, time.Since(start))
+				sv.samples = append(sv.samples, nodeStart(b, node))
 				continue
 			}
 			b.StopTimer()
 			url := sv.s.Deploy(testutil.WriteProject(b, "cold", map[string]string{
 				"index.mjs": fmt.Sprintf("export default (req, res) => res.end(%q)\n", fmt.Sprint("hello ", i)),
 			}))
-			// The last version's instance stops once this one is current:
-			// let it go first, so its teardown is not measured too.
-			testutil.Eventually(b, 30*time.Second, "the previous instance stopped", func() bool {
-				return len(testutil.InstancePids(sv.s.DataDir)) == 0
-			})
-			// Then the kernel tears its namespaces down in the background
-			// (its network namespace's veth and rules): measured right
-			// after, that costs the next cold start about 7 ms. The time
-			// also lets serve start its next spare.
-			time.Sleep(300 * time.Millisecond)
-			b.StartTimer()
-			start := time.Now()
-			resp, err := http.Get(url)
-			if err != nil {
-				b.Fatal(err)
-			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			d := time.Since(start)
-			if resp.StatusCode != 200 {
-				b.Fatalf("%s cold request: %d", sv.name, resp.StatusCode)
-			}
-			sv.samples = append(sv.samples, d)
+			sv.samples = append(sv.samples, coldRequest(b, sv.s, sv.name, url))
 		}
-	}
-	// The median of each iteration's difference cancels what drifts
-	// between iterations (the machine's other load) better than the
-	// difference of the medians.
-	added := func(a, b int) float64 {
-		var diffs []time.Duration
-		for i := range serves[a].samples {
-			diffs = append(diffs, serves[a].samples[i]-serves[b].samples[i])
-		}
-		slices.Sort(diffs)
-		return float64(diffs[len(diffs)/2].Microseconds()) / 1000
 	}
 	for _, sv := range serves {
-		slices.Sort(sv.samples)
-		b.ReportMetric(float64(sv.samples[len(sv.samples)/2].Microseconds())/1000, "ms-p50-"+sv.name)
-		b.ReportMetric(float64(sv.samples[len(sv.samples)*99/100].Microseconds())/1000, "ms-p99-"+sv.name)
+		reportPercentiles(b, sv.name, sv.samples)
 	}
-	b.ReportMetric(added(0, 1), "ms-added-median")
-	b.ReportMetric(added(2, 1), "ms-added-nospare-median")
-	b.ReportMetric(added(0, 3), "ms-over-node-median")
+	b.ReportMetric(pairedMedian(serves[0].samples, serves[1].samples), "ms-added-median")
+	b.ReportMetric(pairedMedian(serves[2].samples, serves[1].samples), "ms-added-nospare-median")
+	b.ReportMetric(pairedMedian(serves[0].samples, serves[3].samples), "ms-over-node-median")
+}
+
+// nodeStart is how long node -e 0 takes.
+func nodeStart(b *testing.B, node string) time.Duration {
+	start := time.Now()
+	if out, err := exec.Command(node, "-e", "0").CombinedOutput(); err != nil {
+		b.Fatalf("node -e 0: %v\n%s", err, out)
+	}
+	return time.Since(start)
+}
+
+// coldRequest times a request to url, a deployment of s made with the
+// timer stopped, from zero instances to its response, and restarts the
+// timer.
+func coldRequest(b *testing.B, s *testutil.Serve, name, url string) time.Duration {
+	// The last version's instance stops once this one is current (or at
+	// the end of its keep-alive): let it go first, so its teardown is not
+	// measured too.
+	testutil.Eventually(b, 30*time.Second, "the previous instance stopped", func() bool {
+		return len(testutil.InstancePids(s.DataDir)) == 0
+	})
+	// Then the kernel tears its namespaces down in the background (its
+	// network namespace's veth and rules): measured right after, that
+	// costs the next cold start about 7 ms. The time also lets serve
+	// start its next spare.
+	time.Sleep(300 * time.Millisecond)
+	b.StartTimer()
+	start := time.Now()
+	resp, err := http.Get(url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	d := time.Since(start)
+	if resp.StatusCode != 200 {
+		b.Fatalf("%s cold request: %d", name, resp.StatusCode)
+	}
+	return d
+}
+
+// pairedMedian is the median of the differences a[i] - b[i], in ms: it
+// cancels what drifts between iterations (the machine's other load) better
+// than the difference of the medians.
+func pairedMedian(a, b []time.Duration) float64 {
+	var diffs []time.Duration
+	for i := range a {
+		diffs = append(diffs, a[i]-b[i])
+	}
+	slices.Sort(diffs)
+	return float64(diffs[len(diffs)/2].Microseconds()) / 1000
+}
+
+// reportPercentiles reports the p50 and p99 of samples, in ms.
+func reportPercentiles(b *testing.B, name string, samples []time.Duration) {
+	slices.Sort(samples)
+	b.ReportMetric(float64(samples[len(samples)/2].Microseconds())/1000, "ms-p50-"+name)
+	b.ReportMetric(float64(samples[len(samples)*99/100].Microseconds())/1000, "ms-p99-"+name)
 }
 
 // BenchmarkColdStartExpress measures what the V8 code cache does for the
@@ -126,11 +145,7 @@ func BenchmarkColdStartExpress(b *testing.B) {
 		for j := range ways {
 			w := &ways[j]
 			if w.name == "node" {
-				start := time.Now()
-				if out, err := exec.Command(node, "-e", "0").CombinedOutput(); err != nil {
-					b.Fatalf("node -e 0: %v\n%s", err, out)
-				}
-				w.samples = append(w.samples, time.Since(start))
+				w.samples = append(w.samples, nodeStart(b, node))
 				continue
 			}
 			b.StopTimer()
@@ -154,41 +169,14 @@ func BenchmarkColdStartExpress(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			testutil.Eventually(b, 30*time.Second, "the previous instance stopped", func() bool {
-				return len(testutil.InstancePids(s.DataDir)) == 0
-			})
-			time.Sleep(300 * time.Millisecond) // see BenchmarkColdStart
-			b.StartTimer()
-			start := time.Now()
-			resp, err := http.Get(url)
-			if err != nil {
-				b.Fatal(err)
-			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			d := time.Since(start)
-			if resp.StatusCode != 200 {
-				b.Fatalf("%s cold request: %d", w.name, resp.StatusCode)
-			}
-			w.samples = append(w.samples, d)
+			w.samples = append(w.samples, coldRequest(b, s, w.name, url))
 		}
 	}
-	// As in BenchmarkColdStart: the median of each iteration's difference.
-	diff := func(a, b int) float64 {
-		var diffs []time.Duration
-		for i := range ways[a].samples {
-			diffs = append(diffs, ways[a].samples[i]-ways[b].samples[i])
-		}
-		slices.Sort(diffs)
-		return float64(diffs[len(diffs)/2].Microseconds()) / 1000
-	}
-	b.ReportMetric(diff(1, 0), "ms-saved-vs-nocache")
-	b.ReportMetric(diff(2, 0), "ms-saved-vs-esm")
-	b.ReportMetric(diff(0, 3), "ms-over-node")
+	b.ReportMetric(pairedMedian(ways[1].samples, ways[0].samples), "ms-saved-vs-nocache")
+	b.ReportMetric(pairedMedian(ways[2].samples, ways[0].samples), "ms-saved-vs-esm")
+	b.ReportMetric(pairedMedian(ways[0].samples, ways[3].samples), "ms-over-node")
 	for _, w := range ways {
-		slices.Sort(w.samples)
-		b.ReportMetric(float64(w.samples[len(w.samples)/2].Microseconds())/1000, "ms-p50-"+w.name)
-		b.ReportMetric(float64(w.samples[len(w.samples)*99/100].Microseconds())/1000, "ms-p99-"+w.name)
+		reportPercentiles(b, w.name, w.samples)
 	}
 }
 
