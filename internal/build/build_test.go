@@ -201,6 +201,19 @@ export default () => [fileURLToPath(import.meta.url) === import.meta.filename, i
 			want:      "true true function",
 		},
 		{
+			// The ES module idiom declares the names CommonJS's wrapper
+			// passes: esbuild renames the module's own.
+			name: "own_filename_and_dirname",
+			files: map[string]string{"index.mjs": `import { fileURLToPath } from "node:url";
+import path from "node:path";
+const __filename = fileURLToPath(import.meta.url);
+const __dirname = path.dirname(__filename);
+export default () => path.basename(__filename) + " " + (__dirname === path.dirname(fileURLToPath(import.meta.url)));
+`},
+			wantEntry: "index.mjs",
+			want:      ".shoal-index.mjs.cjs true",
+		},
+		{
 			name: "top_level_await",
 			files: map[string]string{"index.mjs": `const v = await Promise.resolve("tla");
 export default () => v + " " + typeof require + " " + __filename.slice(__dirname.length);
