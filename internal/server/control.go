@@ -144,10 +144,14 @@ func (c *control) Deploy(ctx context.Context, project string, upload io.Reader) 
 	id := "d-" + hex.EncodeToString(mac.Sum(nil)[:6])
 	final := c.deploymentDir(id)
 	if _, err := os.Stat(final); errors.Is(err, os.ErrNotExist) {
-		c.writeCodeCaches(ctx, project, work, src, env, res.Functions, checked)
+		c.writeCodeCaches(ctx, project, work, src, src, env, res.Functions, checked)
 		if err := os.Rename(src, final); err != nil {
 			return api.Deployment{}, fmt.Errorf("store deployment: %w", err)
 		}
+	} else {
+		// The same deployment again: its caches are made anew, for a node
+		// that may have changed since.
+		c.writeCodeCaches(ctx, project, work, src, final, env, res.Functions, checked)
 	}
 	d := store.Deployment{ID: id, Project: project, Routed: res.Routed, Functions: res.Functions, Env: env}
 	served, err := c.invokerDeployment(d)
@@ -205,12 +209,14 @@ type codeCache struct {
 }
 
 // writeCodeCaches writes each function's code cache beside its bundle in
-// src (bootstrap.CodeCache), outside the digest, which is of the code. V8
-// takes a cache only from a node with the same flags, which depend on the
-// memory: where a function's config export set another memory than it was
-// checked with, it is checked again with that one. A cache that cannot be
-// made is logged and left out: instances then compile the bundle.
-func (c *control) writeCodeCaches(ctx context.Context, project, work, src string, env []string, fns []model.Function, checked map[string]codeCache) {
+// dst, the deployment built in src (bootstrap.CodeCache), outside the
+// digest, which is of the code; a file written whole and renamed, as
+// instances may be reading the one there. V8 takes a cache only from a
+// node with the same flags, which depend on the memory: where a function's
+// config export set another memory than it was checked with, it is
+// checked again with that one. A cache that cannot be made is logged and
+// left out: instances then compile the bundle.
+func (c *control) writeCodeCaches(ctx context.Context, project, work, src, dst string, env []string, fns []model.Function, checked map[string]codeCache) {
 	for _, fn := range fns {
 		bundle := filepath.Join(src, filepath.FromSlash(fn.Bundle))
 		cc := checked[bundle]
@@ -228,10 +234,33 @@ func (c *control) writeCodeCaches(ctx context.Context, project, work, src string
 			}
 			continue
 		}
-		if err := os.WriteFile(bootstrap.CodeCache(bundle), cc.data, 0o644); err != nil {
+		if err := writeFileAtomic(bootstrap.CodeCache(filepath.Join(dst, filepath.FromSlash(fn.Bundle))), cc.data); err != nil {
 			c.log.Warn("code cache not written", "project", project, "function", fn.File, "err", err)
 		}
 	}
+}
+
+// writeFileAtomic writes data to a new file beside name, mode 0o644, and
+// renames it to name.
+func writeFileAtomic(name string, data []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(name), ".tmp-*")
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Chmod(0o644)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), name)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+	}
+	return err
 }
 
 // DeployDir deploys a folder on this machine, named after the folder.

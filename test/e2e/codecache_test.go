@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"path/filepath"
@@ -24,8 +25,10 @@ func TestDeploy_CodeCacheFitsTheInstances(t *testing.T) {
 	s := testutil.StartServe(t, testutil.ServeOptions{Args: []string{"--keep-alive", "1s"}})
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
+	dirs := map[string]string{}
 	deploy := func(name, src string) (url, cache string) {
-		url = s.Deploy(testutil.WriteProject(t, name, map[string]string{"index.mjs": src}))
+		dirs[name] = testutil.WriteProject(t, name, map[string]string{"index.mjs": src})
+		url = s.Deploy(dirs[name])
 		caches, _ := filepath.Glob(filepath.Join(s.DataDir, "deployments", "*", ".shoal-index.mjs.cjs.v8cache"))
 		for _, c := range caches {
 			if b, err := os.ReadFile(filepath.Join(filepath.Dir(c), "index.mjs")); err == nil && string(b) == src {
@@ -53,11 +56,11 @@ func TestDeploy_CodeCacheFitsTheInstances(t *testing.T) {
 		}
 	}
 	// The 1024 MB function's cache, in place of the 256 MB one's.
-	b, err := os.ReadFile(plainCache)
+	other, err := os.ReadFile(plainCache)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(smallCache, b, 0o644); err != nil {
+	if err := os.WriteFile(smallCache, other, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	testutil.Eventually(t, 20*time.Second, "instances stopped after keep-alive", func() bool {
@@ -69,4 +72,20 @@ func TestDeploy_CodeCacheFitsTheInstances(t *testing.T) {
 	testutil.Eventually(t, 10*time.Second, "a record that node refused the cache", func() bool {
 		return strings.Contains(logs("small"), refused)
 	})
+	// Deploying the same code again makes its cache anew, which the next
+	// instance takes.
+	s.Deploy(dirs["small"])
+	if b, err := os.ReadFile(smallCache); err != nil || bytes.Equal(b, other) {
+		t.Fatalf("the cache was not made anew: %v", err)
+	}
+	testutil.Eventually(t, 20*time.Second, "instances stopped after keep-alive", func() bool {
+		return len(testutil.InstancePids(s.DataDir)) == 0
+	})
+	if code, body, _ := testutil.Get(t, small); code != 200 || body != "small" {
+		t.Fatalf("GET small after the deploy again: %d %q", code, body)
+	}
+	time.Sleep(time.Second) // for a record it would write
+	if n := strings.Count(logs("small"), refused); n != 1 {
+		t.Errorf("%d records that node refused the cache, want only the one before the deploy again:\n%s", n, logs("small"))
+	}
 }
