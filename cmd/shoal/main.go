@@ -1,6 +1,7 @@
 // Command shoal is the whole platform in one binary: `shoal serve` runs it,
-// `shoal deploy` and friends drive it, and `shoal runtime` is what runs
-// inside each instance.
+// `shoal deploy` and friends drive it, and `shoal runtime` can run inside
+// each instance, though serve prefers the smaller shoal-runtime binary
+// (cmd/shoal-runtime) when it sits beside this one.
 package main
 
 import (
