@@ -209,9 +209,8 @@ type codeCache struct {
 }
 
 // writeCodeCaches writes each function's code cache beside its bundle in
-// dst, the deployment built in src (bootstrap.CodeCache), outside the
-// digest, which is of the code; a file written whole and renamed, as
-// instances may be reading the one there. V8 takes a cache only from a
+// dst, the deployment built in src (bootstrap.WriteCodeCache), outside the
+// digest, which is of the code. V8 takes a cache only from a
 // node with the same flags, which depend on the memory: where a function's
 // config export set another memory than it was checked with, it is
 // checked again with that one. A cache that cannot be made is logged and
@@ -234,33 +233,10 @@ func (c *control) writeCodeCaches(ctx context.Context, project, work, src, dst s
 			}
 			continue
 		}
-		if err := writeFileAtomic(bootstrap.CodeCache(filepath.Join(dst, filepath.FromSlash(fn.Bundle))), cc.data); err != nil {
+		if err := bootstrap.WriteCodeCache(filepath.Join(dst, filepath.FromSlash(fn.Bundle)), cc.data); err != nil {
 			c.log.Warn("code cache not written", "project", project, "function", fn.File, "err", err)
 		}
 	}
-}
-
-// writeFileAtomic writes data to a new file beside name, mode 0o644, and
-// renames it to name.
-func writeFileAtomic(name string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(name), ".tmp-*")
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Chmod(0o644)
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), name)
-	}
-	if err != nil {
-		os.Remove(f.Name())
-	}
-	return err
 }
 
 // DeployDir deploys a folder on this machine, named after the folder.

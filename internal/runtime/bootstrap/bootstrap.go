@@ -94,12 +94,27 @@ type Message struct {
 // starting from the same path never reads a partial file.
 func Write(dir string) (string, error) {
 	path := filepath.Join(dir, FileName)
-	f, err := os.CreateTemp(dir, ".bootstrap-*.mjs")
+	if err := writeWhole(path, Source); err != nil {
+		return "", fmt.Errorf("write bootstrap %s: %w", path, err)
+	}
+	return path, nil
+}
+
+// WriteCodeCache writes data as bundle's code cache (CodeCache), whole, as
+// Write does: instances may be reading the one there.
+func WriteCodeCache(bundle string, data []byte) error {
+	return writeWhole(CodeCache(bundle), data)
+}
+
+// writeWhole writes data to a temporary file beside path, mode 0o644, and
+// renames it to path.
+func writeWhole(path string, data []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
 	if err != nil {
-		return "", fmt.Errorf("write bootstrap: %w", err)
+		return err
 	}
 	tmp := f.Name()
-	_, err = f.Write(Source)
+	_, err = f.Write(data)
 	if err == nil {
 		err = f.Chmod(0o644)
 	}
@@ -111,9 +126,8 @@ func Write(dir string) (string, error) {
 	}
 	if err != nil {
 		os.Remove(tmp)
-		return "", fmt.Errorf("write bootstrap %s: %w", path, err)
 	}
-	return path, nil
+	return err
 }
 
 // CheckError is what Check found wrong with a bundle: it does not load, or
