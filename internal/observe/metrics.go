@@ -26,8 +26,44 @@ type Metrics struct {
 	instGBs     *prometheus.CounterVec
 	cpu         *prometheus.CounterVec
 
+	series sync.Map // project -> *projectSeries
+
 	mu   sync.Mutex
 	live map[string]*liveInstance // guarded by mu; running instances by id
+}
+
+// projectSeries are one project's series of the per-invocation metrics,
+// looked up once: WithLabelValues hashes and checks its labels at every
+// call, five times per invocation. Series are never deleted, so the ones
+// kept here stay the registry's.
+type projectSeries struct {
+	duration, ttfb      prometheus.Observer
+	classicGBs, instGBs prometheus.Counter
+	codes               sync.Map // HTTP status code -> prometheus.Counter
+}
+
+// seriesOf returns project's series.
+func (m *Metrics) seriesOf(project string) *projectSeries {
+	if s, ok := m.series.Load(project); ok {
+		return s.(*projectSeries)
+	}
+	s, _ := m.series.LoadOrStore(project, &projectSeries{
+		duration:   m.duration.WithLabelValues(project),
+		ttfb:       m.ttfb.WithLabelValues(project),
+		classicGBs: m.classicGBs.WithLabelValues(project),
+		instGBs:    m.instGBs.WithLabelValues(project),
+	})
+	return s.(*projectSeries)
+}
+
+// invocationsOf returns the counter of project's invocations that ended
+// with status code.
+func (m *Metrics) invocationsOf(s *projectSeries, project string, code int) prometheus.Counter {
+	if c, ok := s.codes.Load(code); ok {
+		return c.(prometheus.Counter)
+	}
+	c, _ := s.codes.LoadOrStore(code, m.invocations.WithLabelValues(project, strconv.Itoa(code)))
+	return c.(prometheus.Counter)
 }
 
 // liveInstance is what the metrics remember of a running instance.
@@ -129,21 +165,23 @@ func (m *Metrics) busy(instance string, start, end time.Time) (memoryMB int, add
 // Waited counts the work an invocation did after its response.
 func (m *Metrics) Waited(inv metering.Invocation) {
 	mem, added := m.busy(inv.Instance, inv.Start, inv.End)
-	m.classicGBs.WithLabelValues(inv.Project).Add(inv.End.Sub(inv.Start).Seconds() * float64(mem) / 1024)
-	m.instGBs.WithLabelValues(inv.Project).Add(added.Seconds() * float64(mem) / 1024)
+	s := m.seriesOf(inv.Project)
+	s.classicGBs.Add(inv.End.Sub(inv.Start).Seconds() * float64(mem) / 1024)
+	s.instGBs.Add(added.Seconds() * float64(mem) / 1024)
 }
 
 // Invoked counts an invocation.
 func (m *Metrics) Invoked(inv metering.Invocation) {
 	mem, added := m.busy(inv.Instance, inv.Start, inv.End)
-	m.instGBs.WithLabelValues(inv.Project).Add(added.Seconds() * float64(mem) / 1024)
+	s := m.seriesOf(inv.Project)
+	s.instGBs.Add(added.Seconds() * float64(mem) / 1024)
 	d := inv.End.Sub(inv.Start)
-	m.invocations.WithLabelValues(inv.Project, strconv.Itoa(inv.Status)).Inc()
-	m.duration.WithLabelValues(inv.Project).Observe(d.Seconds())
+	m.invocationsOf(s, inv.Project, inv.Status).Inc()
+	s.duration.Observe(d.Seconds())
 	if !inv.FirstByte.IsZero() {
-		m.ttfb.WithLabelValues(inv.Project).Observe(inv.FirstByte.Sub(inv.Start).Seconds())
+		s.ttfb.Observe(inv.FirstByte.Sub(inv.Start).Seconds())
 	}
-	m.classicGBs.WithLabelValues(inv.Project).Add(d.Seconds() * float64(mem) / 1024)
+	s.classicGBs.Add(d.Seconds() * float64(mem) / 1024)
 }
 
 // Learned is what a project's instances learned: what a new instance

@@ -19,6 +19,9 @@ func TestMetrics(t *testing.T) {
 		m.Invoked(metering.Invocation{Project: "app", Deployment: "d", Instance: "i1", Start: t0, FirstByte: t0.Add(10 * time.Millisecond), End: t0.Add(500 * time.Millisecond), Status: 200})
 	}
 	m.Invoked(metering.Invocation{Project: "app", Deployment: "d", Instance: "i1", Start: t0, End: t0.Add(time.Second), Status: 504})
+	// Another project's series are its own.
+	m.InstanceStarted(metering.Instance{Project: "other", Deployment: "e", Instance: "j1", MemoryMB: 1024, Start: t0})
+	m.Invoked(metering.Invocation{Project: "other", Deployment: "e", Instance: "j1", Start: t0, End: t0.Add(time.Second), Status: 200})
 	// waitUntil work from 2 s to 2.5 s.
 	m.Waited(metering.Invocation{Project: "app", Deployment: "d", Instance: "i1", Start: t0.Add(2 * time.Second), End: t0.Add(2500 * time.Millisecond)})
 	m.InstanceSampled("i1", t0.Add(time.Second), 250*time.Millisecond, 1)
@@ -45,9 +48,27 @@ func TestMetrics(t *testing.T) {
 		`shoal_event_loops{project="app"} 3`,
 		// 10 s at 2 GB
 		`shoal_provisioned_gb_seconds_total{project="app"} 20`,
+		`shoal_invocations_total{code="200",project="other"} 1`,
+		`shoal_invocation_duration_seconds_count{project="other"} 1`,
+		`shoal_invocation_ttfb_seconds_count{project="other"} 0`,
+		`shoal_classic_gb_seconds_total{project="other"} 1`,
+		`shoal_instance_gb_seconds_total{project="other"} 1`,
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("metrics lack %q", want)
 		}
+	}
+}
+
+// BenchmarkMetricsInvoked is the metrics' share of one invocation.
+func BenchmarkMetricsInvoked(b *testing.B) {
+	m := NewMetrics()
+	t0 := time.Now()
+	m.InstanceStarted(metering.Instance{Project: "app", Deployment: "d", Instance: "i1", MemoryMB: 1024, Start: t0})
+	inv := metering.Invocation{Project: "app", Deployment: "d", Instance: "i1", Start: t0, FirstByte: t0, End: t0, Status: 200}
+	b.ReportAllocs()
+	for b.Loop() {
+		inv.End = inv.End.Add(time.Microsecond)
+		m.Invoked(inv)
 	}
 }
