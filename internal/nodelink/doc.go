@@ -6,7 +6,7 @@
 // A connection has no goroutine of its own: the invocation's goroutine
 // writes the request and reads the response (a request body is written
 // from a goroutine of its own, so that node may answer while it still
-// streams in). The invocation's deadline is the connection's, and the
-// client going away closes the connection, which node sees as its request
-// ending.
+// streams in). A watch per client ends an invocation whose deadline passed
+// or whose client went away by failing its connection's reads and writes;
+// the connection then closes, which node sees as its request ending.
 package nodelink

@@ -21,6 +21,7 @@ import (
 //	/headers   the request's headers as JSON
 //	/hints     a 103 Early Hints, then "after hints"
 //	/never     nothing; when the connection closes it says so on stdout
+//	/stall     the headers and "started", then nothing, like /never
 //	/big       1 MiB
 const server = `
 const http = require('node:http');
@@ -35,6 +36,7 @@ const srv = http.createServer({ keepAliveTimeout: 600000 }, (req, res) => {
   case '/headers': res.end(JSON.stringify({ headers: req.headers, url: req.url })); break;
   case '/hints': res.writeEarlyHints({ link: '</a.css>; rel=preload' }); res.end('after hints'); break;
   case '/never': res.on('close', () => console.log('closed ' + req.url)); break;
+  case '/stall': res.write('started'); res.on('close', () => console.log('closed ' + req.url)); break;
   case '/big': res.end(Buffer.alloc(1 << 20, 'x')); break;
   default: res.statusCode = 404; res.end();
   }
@@ -227,6 +229,47 @@ func TestClient_Deadline(t *testing.T) {
 	// The broken connection is not reused.
 	if _, got := call(t, c, request(t, "GET", "/conn", nil)); got != "main 2" {
 		t.Errorf("got %q, want %q", got, "main 2")
+	}
+}
+
+// The watch ends an invocation whose response started too, and stops once
+// none is in flight.
+func TestClient_DeadlineMidBody(t *testing.T) {
+	sock := socketPath(t)
+	out := startNode(t, sock, "main")
+	c := New(sock)
+	defer c.Close()
+	began := time.Now()
+	resp, err := c.RoundTrip(request(t, "GET", "/stall", nil), time.Now().Add(300*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !errors.Is(err, ErrTimeout) || string(b) != "started" {
+		t.Fatalf("read %q, %v; want %q, ErrTimeout", b, err, "started")
+	}
+	if took := time.Since(began); took < 250*time.Millisecond || took > 10*time.Second {
+		t.Errorf("took %s, want about 300 ms", took)
+	}
+	select {
+	case l := <-out:
+		if l != "closed /stall" {
+			t.Errorf("node said %q, want %q", l, "closed /stall")
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("node did not see its request end")
+	}
+	for end := time.Now().Add(10 * time.Second); ; time.Sleep(WatchEvery) {
+		c.mu.Lock()
+		watching := c.watching
+		c.mu.Unlock()
+		if !watching {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatal("the watch still runs with nothing in flight")
+		}
 	}
 }
 
