@@ -71,6 +71,7 @@ requests, lets in-flight invocations finish and stops every instance.`,
 	f.DurationVar(&cfg.QueueTimeout, "queue-timeout", d.QueueTimeout, "how long an invocation may wait for a slot")
 	f.IntVar(&cfg.MaxInstances, "max-instances", d.MaxInstances, "instances of one deployment at most")
 	f.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 30e9, "how long in-flight invocations may finish after a stop")
+	f.DurationVar(&cfg.IdleTimeout, "idle-timeout", server.DefaultIdleTimeout, "how long a client's connection may stay open with no request")
 	f.StringArrayVar(&cfg.Deploy, "deploy", nil, "project folder to deploy at start (repeatable)")
 	f.IntSliceVar(&hostPorts, "host-port", nil, "a TCP port of the host's loopback that instances in a network namespace may reach, at "+network.HostAddr.String()+" (repeatable; a database on this machine)")
 	f.StringVar(&isolation, "isolation", string(sandbox.Auto), "how instances are isolated: auto (what this host allows, with a warning for each missing piece), strict (refuse to start without every piece) or off")

@@ -65,6 +65,9 @@ type Config struct {
 	// ShutdownTimeout bounds how long in-flight invocations may run on
 	// after a stop was asked; 0 means 30 s.
 	ShutdownTimeout time.Duration
+	// IdleTimeout is how long a client's connection may stay open with no
+	// request; 0 means DefaultIdleTimeout.
+	IdleTimeout time.Duration
 	// Deploy lists project folders to deploy once serving.
 	Deploy []string
 	// Isolation is how isolated instances are; "" means sandbox.Off.
@@ -92,6 +95,9 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, log *slog.Logger) (e
 	}
 	if cfg.ShutdownTimeout == 0 {
 		cfg.ShutdownTimeout = 30 * time.Second
+	}
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -195,6 +201,7 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, log *slog.Logger) (e
 	srv := &http.Server{
 		Handler:           gw,
 		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       cfg.IdleTimeout,
 		MaxHeaderBytes:    gw.ServerMaxHeaderBytes(),
 		Protocols:         &protocols,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
@@ -254,6 +261,12 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, log *slog.Logger) (e
 	}
 	return nil
 }
+
+// DefaultIdleTimeout is how long a client's connection stays open with no
+// request: longer than the 60 s after which load balancers commonly close
+// theirs (AWS's, for one), so that serve is not the side that closes a
+// connection a balancer in front is about to send on.
+const DefaultIdleTimeout = 2 * time.Minute
 
 // MetricsPath serves the Prometheus metrics. Like the rest of serve it
 // listens on loopback by default; it needs no token.

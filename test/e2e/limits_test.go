@@ -1,9 +1,12 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -239,5 +242,39 @@ export default (req, res) => res.end(String(req.headers['x-h0'].length));`}))
 	r := mustSendWith(t, "GET", url, headersOf(1, 150000), "")
 	if r.status != 200 || string(r.body) != "150000" {
 		t.Errorf("a 150 KB header under a 200 KB limit: %d %q, want 200 and its length", r.status, r.body)
+	}
+}
+
+// A client's connection stays open for its next request, and closes after
+// --idle-timeout with none.
+func TestLimits_IdleConnectionsClose(t *testing.T) {
+	s := testutil.StartServe(t, testutil.ServeOptions{Args: []string{"--idle-timeout", "1s"}})
+	conn, err := net.Dial("tcp", strings.TrimPrefix(s.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	br := bufio.NewReader(conn)
+	for i := range 2 {
+		if _, err := io.WriteString(conn, "GET /nothing/ HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("request %d on the same connection: %v", i, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Fatalf("request %d: got %d, want 404", i, resp.StatusCode)
+		}
+	}
+	idle := time.Now()
+	conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("got %v, want the connection closed (EOF)", err)
+	}
+	if d := time.Since(idle); d < 500*time.Millisecond {
+		t.Errorf("closed after %s idle, want about 1 s", d)
 	}
 }
