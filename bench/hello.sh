@@ -6,10 +6,14 @@
 # from /proc, user + system and system alone: node's own for node; the
 # proxy's for proxy (not node's behind it); serve's and the runtimes' for
 # shoal (not node's).
-# Usage: bench/hello.sh [seconds per run, default 10]
+# Each path runs in slices, the three in turn, and the figures are the
+# medians over the slices (ratios and differences paired slice by slice), so
+# that a burst of other load on the machine moves one slice, not a result.
+# Usage: bench/hello.sh [seconds per path and concurrency, default 10] [slices, default 5]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-dur=${1:-10}
+slices=${2:-5}
+secs=$(awk -v d="${1:-10}" -v n="$slices" 'BEGIN { print d / n }')
 command -v wrk >/dev/null || { echo "needs wrk (apt-get install -y wrk)" >&2; exit 1; }
 work=$(mktemp -d)
 pids=()
@@ -54,38 +58,60 @@ cpu() {
 }
 
 tick=$(getconf CLK_TCK)
-declare -A rps p50 percpu
-run() { # name url conns
+# slice runs wrk on one path for one slice and appends to $work/res:
+# conns slice path req/s p50-µs p99-µs cpu-µs/req sys-µs/req
+slice() { # path url conns slice
   local threads=2; [ "$3" -eq 1 ] && threads=1
-  local all0 sys0 all1 sys1 n
+  local all0 sys0 all1 sys1
   read -r all0 sys0 < <(cpu "$1")
-  wrk -t"$threads" -c"$3" -d"${dur}s" --latency "$2" > "$work/wrk.out"
+  wrk -t"$threads" -c"$3" -d"${secs}s" --latency "$2" > "$work/wrk.out"
   read -r all1 sys1 < <(cpu "$1")
-  rps[$1$3]=$(awk '/Requests\/sec/ {print $2}' "$work/wrk.out")
-  p50[$1$3]=$(awk '$1=="50%" {print $2}' "$work/wrk.out")
-  n=$(awk '/requests in/ {print $1}' "$work/wrk.out")
-  percpu[$1$3]=$(awk -v t=$((all1 - all0)) -v hz="$tick" -v n="$n" 'BEGIN {printf "%.1f", t / hz * 1e6 / n}')
-  printf "%-6s %5s %10s %10s %10s %10s %10s\n" "$1" "$3" "${rps[$1$3]}" "${p50[$1$3]}" \
-    "$(awk '$1=="99%" {print $2}' "$work/wrk.out")" "${percpu[$1$3]}" \
-    "$(awk -v t=$((sys1 - sys0)) -v hz="$tick" -v n="$n" 'BEGIN {printf "%.1f", t / hz * 1e6 / n}')"
+  awk -v c="$3" -v i="$4" -v p="$1" -v t=$((all1 - all0)) -v st=$((sys1 - sys0)) -v hz="$tick" '
+    function us(v) { n = v + 0; if (v ~ /ms$/) n *= 1000; else if (v ~ /[0-9]s$/) n *= 1e6; return n }
+    /requests in/ { n = $1 } /Requests\/sec/ { rps = $2 } $1 == "50%" { p50 = us($2) } $1 == "99%" { p99 = us($2) }
+    END { printf "%d %d %s %.0f %.0f %.0f %.1f %.1f\n", c, i, p, rps, p50, p99, t / hz * 1e6 / n, st / hz * 1e6 / n }
+  ' "$work/wrk.out" >> "$work/res"
 }
-us() { # wrk's latency ("40.00us", "1.20ms") in microseconds
-  awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /ms$/) n *= 1000; else if (v ~ /[0-9]s$/) n *= 1e6; print n }'
+# median prints the median of the numbers on stdin.
+median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+# col prints field f of the results of path at conns c.
+col() { awk -v c="$1" -v p="$2" -v f="$3" '$1 == c && $3 == p { print $f }' "$work/res"; }
+# paired prints, slice by slice, expr of the two paths' field f at conns c.
+paired() { # c path-a path-b f expr(a, b)
+  join <(awk -v c="$1" -v p="$2" -v f="$4" '$1 == c && $3 == p { print $2, $f }' "$work/res" | sort) \
+    <(awk -v c="$1" -v p="$3" -v f="$4" '$1 == c && $3 == p { print $2, $f }' "$work/res" | sort) |
+    awk "{ a = \$2; b = \$3; print $5 }"
 }
-printf "%-6s %5s %10s %10s %10s %10s %10s\n" path conns req/s p50 p99 "cpu/req µs" "of it sys"
+
+paths=(node:http://127.0.0.1:3901/ proxy:http://127.0.0.1:3903/ shoal:http://127.0.0.1:3902/hello/)
+: > "$work/res"
 for c in 1 16 64; do
-  for path in node:http://127.0.0.1:3901/ proxy:http://127.0.0.1:3903/ shoal:http://127.0.0.1:3902/hello/; do
-    wrk -t1 -c"$c" -d1s "${path#*:}" > /dev/null
-    run "${path%%:*}" "${path#*:}" "$c"
+  for path in "${paths[@]}"; do wrk -t1 -c"$c" -d1s "${path#*:}" > /dev/null; done
+  for i in $(seq "$slices"); do
+    # Each slice starts with another path, so that none always runs first.
+    for k in 0 1 2; do
+      path=${paths[$(((i + k) % 3))]}
+      slice "${path%%:*}" "${path#*:}" "$c" "$i"
+    done
+  done
+done
+
+printf "medians of %d slices of %s s each\n" "$slices" "$secs"
+printf "%-6s %5s %10s %10s %10s %10s %10s\n" path conns req/s "p50 µs" "p99 µs" "cpu/req µs" "of it sys"
+for c in 1 16 64; do
+  for p in node proxy shoal; do
+    printf "%-6s %5s %10.0f %10.0f %10.0f %10.1f %10.1f\n" "$p" "$c" "$(col "$c" $p 4 | median)" \
+      "$(col "$c" $p 5 | median)" "$(col "$c" $p 6 | median)" "$(col "$c" $p 7 | median)" "$(col "$c" $p 8 | median)"
   done
 done
 echo
 for c in 16 64; do
-  awk -v s="${rps[shoal$c]}" -v n="${rps[node$c]}" -v p="${rps[proxy$c]}" -v c="$c" \
-    'BEGIN {printf "c=%d: shoal at %.1f%% of node'"'"'s req/s (the proxy at %.1f%%)\n", c, 100 * s / n, 100 * p / n}'
+  printf "c=%d: shoal at %.1f%% of node's req/s (the proxy at %.1f%%)\n" "$c" \
+    "$(paired "$c" shoal node 4 '100 * a / b' | median)" "$(paired "$c" proxy node 4 '100 * a / b' | median)"
 done
-awk -v s="$(us "${p50[shoal1]}")" -v n="$(us "${p50[node1]}")" -v p="$(us "${p50[proxy1]}")" \
-  'BEGIN {printf "c=1: p50 added by shoal %.0f µs (by the proxy %.0f µs)\n", s - n, p - n}'
+printf "c=1: p50 added by shoal %.0f µs (by the proxy %.0f µs)\n" \
+  "$(paired 1 shoal node 5 'a - b' | median)" "$(paired 1 proxy node 5 'a - b' | median)"
 for c in 1 16 64; do
-  echo "c=$c: Go CPU per invocation ${percpu[shoal$c]} µs in shoal, ${percpu[proxy$c]} µs in the proxy"
+  printf "c=%d: Go CPU per invocation %.1f µs in shoal, %.1f µs in the proxy\n" "$c" \
+    "$(col "$c" shoal 7 | median)" "$(col "$c" proxy 7 | median)"
 done
