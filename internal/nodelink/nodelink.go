@@ -33,9 +33,11 @@ const MaxLoops = 16
 
 // WatchEvery is how often a client looks at its invocations in flight for
 // one whose deadline passed or whose client went away, and ends it. A
-// watch per client is cheaper than a timer and a context callback per
-// invocation (measured: 3 µs of serve's CPU per invocation less), at the
-// price of ending an invocation up to WatchEvery late.
+// watch per client is cheaper than a deadline and a context callback per
+// invocation (context.AfterFunc allocates ~600 B, the request context's
+// children map among them): serve spent 1-2 µs less CPU per invocation
+// at c=16, paired runs. The price is ending an invocation up to WatchEvery
+// late.
 const WatchEvery = 10 * time.Millisecond
 
 // IdleTimeout is how long a connection may wait in the pool: well under
