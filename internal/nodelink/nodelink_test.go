@@ -115,6 +115,20 @@ func call(t *testing.T, c *Client, req *http.Request) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
+// sawRequestEnd fails t unless node says next, within 10 s, that its
+// request for path ended.
+func sawRequestEnd(t *testing.T, out <-chan string, path string) {
+	t.Helper()
+	select {
+	case l := <-out:
+		if l != "closed "+path {
+			t.Errorf("node said %q, want %q", l, "closed "+path)
+		}
+	case <-time.After(10 * time.Second):
+		t.Errorf("node did not see its request for %s end", path)
+	}
+}
+
 func TestClient_ReusesConnections(t *testing.T) {
 	sock := socketPath(t)
 	startNode(t, sock, "main")
@@ -218,14 +232,7 @@ func TestClient_Deadline(t *testing.T) {
 	if took := time.Since(began); took < 250*time.Millisecond || took > 10*time.Second {
 		t.Errorf("took %s, want about 300 ms", took)
 	}
-	select {
-	case l := <-out:
-		if l != "closed /never" {
-			t.Errorf("node said %q, want %q", l, "closed /never")
-		}
-	case <-time.After(10 * time.Second):
-		t.Error("node did not see its request end")
-	}
+	sawRequestEnd(t, out, "/never")
 	// The broken connection is not reused.
 	if _, got := call(t, c, request(t, "GET", "/conn", nil)); got != "main 2" {
 		t.Errorf("got %q, want %q", got, "main 2")
@@ -252,14 +259,7 @@ func TestClient_DeadlineMidBody(t *testing.T) {
 	if took := time.Since(began); took < 250*time.Millisecond || took > 10*time.Second {
 		t.Errorf("took %s, want about 300 ms", took)
 	}
-	select {
-	case l := <-out:
-		if l != "closed /stall" {
-			t.Errorf("node said %q, want %q", l, "closed /stall")
-		}
-	case <-time.After(10 * time.Second):
-		t.Error("node did not see its request end")
-	}
+	sawRequestEnd(t, out, "/stall")
 	for end := time.Now().Add(10 * time.Second); ; time.Sleep(WatchEvery) {
 		c.mu.Lock()
 		watching := c.watching
@@ -284,14 +284,7 @@ func TestClient_ContextEndsTheInvocation(t *testing.T) {
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("got %v, want context.Canceled", err)
 	}
-	select {
-	case l := <-out:
-		if l != "closed /never" {
-			t.Errorf("node said %q, want %q", l, "closed /never")
-		}
-	case <-time.After(10 * time.Second):
-		t.Error("node did not see its request end")
-	}
+	sawRequestEnd(t, out, "/never")
 }
 
 func TestClient_Unreached(t *testing.T) {
