@@ -67,6 +67,7 @@ requests, lets in-flight invocations finish and stops every instance.`,
 	f.IntVar(&cfg.MaxHeadersBytes, "max-headers-bytes", gateway.DefaultMaxHeadersBytes, "limit of all request headers together in bytes")
 	f.IntVar(&cfg.MaxURLBytes, "max-url-bytes", gateway.DefaultMaxURLBytes, "request URL (path and query) limit in bytes")
 	f.Int64Var(&cfg.MaxResponseBytes, "max-response-bytes", gateway.DefaultMaxResponseBytes, "limit of a response with a Content-Length in bytes; streamed responses are not limited")
+	f.DurationVar(&cfg.SendTimeout, "send-timeout", gateway.DefaultSendTimeout, "how long a client may take none of a response before it is cut off and the invocation ends")
 	f.IntVar(&cfg.QueueSize, "queue-size", d.QueueSize, "invocations of one deployment that may wait for a slot")
 	f.DurationVar(&cfg.QueueTimeout, "queue-timeout", d.QueueTimeout, "how long an invocation may wait for a slot")
 	f.IntVar(&cfg.MaxInstances, "max-instances", d.MaxInstances, "instances of one deployment at most")

@@ -54,6 +54,11 @@ type Config struct {
 	// Content-Length is known before its body. A streamed response (no
 	// Content-Length) is not bounded. 0 means DefaultMaxResponseBytes.
 	MaxResponseBytes int64
+	// SendTimeout bounds how long one write of a response to the client
+	// may wait for the client to take it; a client that takes nothing for
+	// as long is cut off and its invocation ends. 0 means
+	// DefaultSendTimeout.
+	SendTimeout time.Duration
 }
 
 // The default limits, Vercel Functions' own.
@@ -70,6 +75,8 @@ const (
 	// DefaultMaxResponseBytes is the default buffered response limit,
 	// 4.5 MB like the request body's.
 	DefaultMaxResponseBytes = 4_500_000
+	// DefaultSendTimeout is the default SendTimeout, nginx's send_timeout.
+	DefaultSendTimeout = 60 * time.Second
 )
 
 // Gateway is the client-facing http.Handler.
@@ -98,6 +105,9 @@ func New(cfg Config, inv Invoker, api http.Handler, log *slog.Logger) *Gateway {
 	}
 	if cfg.MaxResponseBytes == 0 {
 		cfg.MaxResponseBytes = DefaultMaxResponseBytes
+	}
+	if cfg.SendTimeout == 0 {
+		cfg.SendTimeout = DefaultSendTimeout
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -249,7 +259,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, inv *invocatio
 	}
 	h[canonicalIDHeader] = []string{inv.id}
 	w.WriteHeader(resp.StatusCode)
-	if err := copyFlushing(w, resp.Body); err != nil {
+	if err := copyFlushing(w, resp.Body, g.cfg.SendTimeout); err != nil {
 		// Ends the client's connection mid-response: a response cut short
 		// must not look whole.
 		if r.Context().Err() == nil {
@@ -305,16 +315,20 @@ func removeHopHeaders(h http.Header) {
 	}
 }
 
-// copyFlushing copies body to w, flushing after every write. It returns
-// the first read or write error; the end of body is none.
-func copyFlushing(w http.ResponseWriter, body io.Reader) error {
+// copyFlushing copies body to w, flushing after every write, each of
+// which the client must take within timeout. It returns the first read or
+// write error; the end of body is none.
+func copyFlushing(w http.ResponseWriter, body io.Reader, timeout time.Duration) error {
 	bufp := buffers.Get().(*[]byte)
 	defer buffers.Put(bufp)
 	buf := *bufp
+	// net/http clears the deadline once the response is done: the
+	// connection's next answer starts with none.
 	rc := http.NewResponseController(w)
 	for {
 		n, rerr := body.Read(buf)
 		if n > 0 {
+			rc.SetWriteDeadline(time.Now().Add(timeout))
 			if _, err := w.Write(buf[:n]); err != nil {
 				return err
 			}

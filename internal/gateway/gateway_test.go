@@ -1,14 +1,19 @@
 package gateway
 
 import (
+	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/shoal-dev/shoal/internal/invoker"
 )
@@ -434,5 +439,108 @@ func TestGateway_ResponseLimit(t *testing.T) {
 				t.Errorf("response StatusCode %d when closed, want 500: the invocation is metered with it", resp.StatusCode)
 			}
 		})
+	}
+}
+
+// paced is a response body of n chunks, one every gap (endless for n < 0);
+// closed is closed when the gateway closes it.
+type paced struct {
+	n, sent int
+	gap     time.Duration
+	closed  chan struct{}
+	once    sync.Once
+}
+
+func (p *paced) Read(b []byte) (int, error) {
+	select {
+	case <-p.closed:
+		return 0, errors.New("read after close")
+	default:
+	}
+	if p.sent == p.n {
+		return 0, io.EOF
+	}
+	time.Sleep(p.gap)
+	p.sent++
+	return copy(b, bytes.Repeat([]byte{'x'}, 1<<10)), nil
+}
+
+func (p *paced) Close() error {
+	p.once.Do(func() { close(p.closed) })
+	return nil
+}
+
+// serveBodies serves a gateway whose function answers each invocation with
+// the next of bodies, with the send timeout given, over a real socket.
+func serveBodies(t *testing.T, sendTimeout time.Duration, bodies ...io.ReadCloser) *httptest.Server {
+	t.Helper()
+	var mu sync.Mutex
+	g := New(Config{SendTimeout: sendTimeout}, invokerFunc(func(project string, r *http.Request) (*http.Response, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		body := bodies[0]
+		bodies = bodies[1:]
+		return &http.Response{StatusCode: 200, Header: http.Header{}, Body: body, ContentLength: -1}, nil
+	}), nil, nil)
+	srv := httptest.NewServer(g)
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// A client that takes none of the response for the send timeout is cut
+// off, and the function's response is closed: its invocation ends.
+func TestGateway_SendTimeout(t *testing.T) {
+	body := &paced{n: -1, closed: make(chan struct{})}
+	srv := serveBodies(t, 200*time.Millisecond, body)
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.(*net.TCPConn).SetReadBuffer(4 << 10)
+	if _, err := io.WriteString(conn, "GET /app/ HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	// Read the start of the answer, then nothing more.
+	if _, err := io.ReadFull(conn, make([]byte, 100)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-body.closed:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the function's response is still open, with its client taking nothing")
+	}
+}
+
+// A slow response that the client takes as it comes outlasts the send
+// timeout: the timeout bounds each write, not the whole response. The
+// connection's next answer, here a platform error, is not cut off by the
+// deadline the last response left.
+func TestGateway_SendTimeoutBoundsEachWrite(t *testing.T) {
+	srv := serveBodies(t, 300*time.Millisecond, &paced{n: 8, gap: 100 * time.Millisecond, closed: make(chan struct{})})
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	br := bufio.NewReader(conn)
+	for i, tt := range []struct {
+		path         string
+		status, size int
+	}{{"/app/", 200, 8 << 10}, {"/", 404, -1}} {
+		if i == 1 {
+			time.Sleep(400 * time.Millisecond)
+		}
+		if _, err := io.WriteString(conn, "GET "+tt.path+" HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("GET %s: %v", tt.path, err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		if err != nil || resp.StatusCode != tt.status || tt.size >= 0 && len(b) != tt.size {
+			t.Fatalf("GET %s: %d, read %d bytes, %v; want %d, %d bytes", tt.path, resp.StatusCode, len(b), err, tt.status, tt.size)
+		}
 	}
 }

@@ -57,6 +57,9 @@ type Config struct {
 	// MaxResponseBytes bounds a response with a Content-Length (a streamed
 	// one is not bounded); 0 means 4.5 MB.
 	MaxResponseBytes int64
+	// SendTimeout bounds how long a client may take no bytes of a
+	// response; 0 means 60 s.
+	SendTimeout time.Duration
 	// QueueSize, QueueTimeout and MaxInstances bound each deployment's
 	// queue and instances; 0 means the invoker's defaults.
 	QueueSize    int
@@ -194,6 +197,7 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, log *slog.Logger) (e
 		MaxHeadersBytes:  cfg.MaxHeadersBytes,
 		MaxURLBytes:      cfg.MaxURLBytes,
 		MaxResponseBytes: cfg.MaxResponseBytes,
+		SendTimeout:      cfg.SendTimeout,
 	}, inv, control, log)
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)

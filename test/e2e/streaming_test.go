@@ -5,11 +5,15 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -215,5 +219,61 @@ func TestStreaming_BodyOverLimitIs413(t *testing.T) {
 				t.Error(err)
 			}
 		})
+	}
+}
+
+// A client that stops taking a streamed response is cut off after
+// --send-timeout, and the invocation ends: node sees its response close,
+// long before maxDuration.
+func TestStreaming_StalledClientIsCutOff(t *testing.T) {
+	s := testutil.StartServe(t, testutil.ServeOptions{Args: []string{"--send-timeout", "1s"}})
+	url := s.Deploy(testutil.WriteProject(t, "stalled", map[string]string{
+		"index.mjs": `import { once } from 'node:events';
+export default async function (req, res) {
+  if (req.url.includes('warm')) return res.end('warm');
+  res.on('close', () => console.log('closed after ' + sent + ' bytes'));
+  const chunk = Buffer.alloc(64 << 10, 's');
+  let sent = 0;
+  while (!res.destroyed) {
+    sent += chunk.length;
+    if (!res.write(chunk)) await Promise.race([once(res, 'drain'), once(res, 'close')]);
+  }
+}
+`,
+		"shoal.json": `{ "maxDuration": 120 }`,
+	}))
+	if w := mustSend(t, 30*time.Second, "GET", url+"?warm", "", nil); w.status != 200 {
+		t.Fatalf("warm-up: %d %s", w.status, w.body)
+	}
+	// A small receive buffer, set before the connection opens so that the
+	// window fits it: the response fills it at once.
+	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		var err error
+		c.Control(func(fd uintptr) { err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4<<10) })
+		return err
+	}}
+	conn, err := d.Dial("tcp", strings.TrimPrefix(s.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, "GET /stalled/ HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	// The start of the answer, then nothing more.
+	if _, err := io.ReadFull(conn, make([]byte, 100)); err != nil {
+		t.Fatal(err)
+	}
+	lctx, lcancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer lcancel()
+	testutil.Eventually(t, 30*time.Second, "the function's response closed", func() bool {
+		out, _, _ := s.CLI(lctx, "logs", "stalled")
+		return strings.Contains(out, "closed after ")
+	})
+	// And serve closed the client's connection: past what the kernel still
+	// holds of the response, the client reads its end, not a deadline.
+	conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.Copy(io.Discard, conn); errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("the client's connection is still open: %v", err)
 	}
 }
