@@ -517,7 +517,9 @@ func TestGateway_SendTimeout(t *testing.T) {
 // connection's next answer, here a platform error, is not cut off by the
 // deadline the last response left.
 func TestGateway_SendTimeoutBoundsEachWrite(t *testing.T) {
-	srv := serveBodies(t, 300*time.Millisecond, &paced{n: 8, gap: 100 * time.Millisecond, closed: make(chan struct{})})
+	// 1.6 s of response under a 1 s timeout: each write has far more than
+	// it needs, even on a loaded machine.
+	srv := serveBodies(t, time.Second, &paced{n: 8, gap: 200 * time.Millisecond, closed: make(chan struct{})})
 	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -529,7 +531,7 @@ func TestGateway_SendTimeoutBoundsEachWrite(t *testing.T) {
 		status, size int
 	}{{"/app/", 200, 8 << 10}, {"/", 404, -1}} {
 		if i == 1 {
-			time.Sleep(400 * time.Millisecond)
+			time.Sleep(1100 * time.Millisecond) // past the last write's deadline
 		}
 		if _, err := io.WriteString(conn, "GET "+tt.path+" HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
 			t.Fatal(err)

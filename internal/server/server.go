@@ -58,7 +58,7 @@ type Config struct {
 	// one is not bounded); 0 means 4.5 MB.
 	MaxResponseBytes int64
 	// SendTimeout bounds how long a client may take no bytes of a
-	// response; 0 means 60 s.
+	// response; 0 means gateway.DefaultSendTimeout.
 	SendTimeout time.Duration
 	// QueueSize, QueueTimeout and MaxInstances bound each deployment's
 	// queue and instances; 0 means the invoker's defaults.
