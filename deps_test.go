@@ -17,6 +17,7 @@ const module = "github.com/shoal-dev/shoal/internal/"
 // data flows gateway -> invoker -> tunnel -> runtime -> node, and nothing on
 // the right imports anything on the left.
 var forbidden = map[string][]string{
+	"fastlane": {"gateway", "invoker", "tunnel", "runtime", "store", "sandbox", "server", "build"},
 	"gateway":  {"tunnel", "runtime", "store", "sandbox", "server", "build"},
 	"invoker":  {"gateway", "store", "sandbox", "runtime", "server"},
 	"scaler":   {"gateway", "invoker", "tunnel", "runtime", "sandbox", "store"},

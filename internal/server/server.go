@@ -19,6 +19,7 @@ import (
 
 	"github.com/shoal-dev/shoal/internal/adminapi"
 	"github.com/shoal-dev/shoal/internal/credentials"
+	"github.com/shoal-dev/shoal/internal/fastlane"
 	"github.com/shoal-dev/shoal/internal/gateway"
 	"github.com/shoal-dev/shoal/internal/invoker"
 	"github.com/shoal-dev/shoal/internal/metering"
@@ -210,6 +211,11 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, log *slog.Logger) (e
 		Protocols:         &protocols,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
+	// The lane serves bodiless requests to functions; the control API,
+	// whose handlers may want more of net/http, and all else go to srv.
+	front := &fastlane.Server{HTTP: srv, Serves: func(r *http.Request) bool {
+		return !strings.HasPrefix(r.URL.Path, gateway.APIPrefix)
+	}}
 
 	// Background parts, each stopped by cancelling bg and waited for.
 	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
@@ -240,12 +246,12 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, log *slog.Logger) (e
 	}()
 
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
+	go func() { serveErr <- front.Serve(ln) }()
 
 	for _, dir := range cfg.Deploy {
 		d, err := ctl.DeployDir(ctx, dir)
 		if err != nil {
-			srv.Close()
+			front.Close()
 			return fmt.Errorf("deploy %s: %w", dir, err)
 		}
 		fmt.Fprintf(stdout, "deployed %s: %s\n", d.Project, d.URL)
@@ -260,8 +266,8 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer, log *slog.Logger) (e
 	log.Info("shutting down: finishing in-flight invocations", "timeout", cfg.ShutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		srv.Close()
+	if err := front.Shutdown(sctx); err != nil {
+		front.Close()
 	}
 	return nil
 }

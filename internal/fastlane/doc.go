@@ -1,0 +1,16 @@
+// Package fastlane serves the gateway's client connections. The common
+// request, a bodiless HTTP/1.1 request to a function, it reads, hands to the
+// handler and answers in a loop of its own that does less per request than
+// net/http's: no goroutine per request to notice the client leaving (a
+// watch peeks at the connections whose request is older than WatchEvery
+// instead), one deadline change instead of about eight, and a response with
+// a known length written in one system call.
+//
+// Every other connection is handed whole to a net/http Server, from the
+// first request the lane does not serve: HTTP/2, request bodies, upgrades,
+// Expect, heads over the lane's buffer, malformed input and whatever else
+// net/http knows how to answer. The lane parses with net/http's own
+// ReadRequest and net/http's server checks, and only looks at the bytes to
+// find where a request's head ends, so net/http reads a handed-off request
+// exactly as the client sent it.
+package fastlane

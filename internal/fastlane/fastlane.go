@@ -1,0 +1,526 @@
+package fastlane
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"runtime"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// WatchEvery is how often the watch looks for clients that left while
+// their request was in flight. A request younger than one period is not
+// looked at, so a client that leaves is noticed after one to three periods.
+const WatchEvery = 10 * time.Millisecond
+
+// bufferSize is the size of a connection's read and write buffers; a
+// request head that does not fit in the read buffer goes to net/http.
+const bufferSize = 4 << 10
+
+// Server serves HTTP on a listener: the requests that Serves accepts in the
+// lane, every other connection with HTTP.
+type Server struct {
+	// HTTP serves the connections the lane hands off. Its Handler also
+	// answers the lane's requests, its IdleTimeout and ReadHeaderTimeout
+	// also bound the lane's connections, and its ErrorLog gets the lane's
+	// handler panics.
+	HTTP *http.Server
+	// Serves reports whether the lane serves a bodiless HTTP/1.1 request
+	// that net/http would accept; nil means it serves all of them.
+	Serves func(*http.Request) bool
+
+	mu       sync.Mutex
+	ln       net.Listener
+	handoff  *handoff
+	conns    map[*conn]struct{}
+	closing  bool
+	watched  map[*conn]struct{}
+	watching bool
+	tick     uint64
+}
+
+// conn is one client connection the lane serves.
+type conn struct {
+	rwc    net.Conn
+	raw    syscall.RawConn // nil when rwc has no file descriptor: no watch
+	remote string
+	br     *bufio.Reader
+	bw     *bufio.Writer
+	head   []byte // the current request's head, copied out of br to parse
+	body   []byte // a response's body written before its length is known
+	// The response to the request in flight, and its header: one per
+	// connection, as a handler must not use either once it returned.
+	resp   response
+	header http.Header
+
+	// guarded by Server.mu
+	idle   bool
+	cancel context.CancelFunc // ends the context of the request in flight
+	since  uint64             // the watch's tick when the request began
+	gone   bool               // the watch saw the client leave
+}
+
+// Serve accepts connections on ln until Shutdown or Close, and returns
+// http.ErrServerClosed then.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return http.ErrServerClosed
+	}
+	s.ln = ln
+	s.handoff = newHandoff(ln.Addr())
+	s.conns = make(map[*conn]struct{})
+	s.watched = make(map[*conn]struct{})
+	s.mu.Unlock()
+	go s.HTTP.Serve(s.handoff)
+
+	var wait time.Duration
+	for {
+		rwc, err := ln.Accept()
+		if err != nil {
+			if s.isClosing() {
+				return http.ErrServerClosed
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return err
+			}
+			// Out of file descriptors and the like: wait as net/http does.
+			wait = min(max(2*wait, 5*time.Millisecond), time.Second)
+			s.logf("fastlane: accept: %v; retrying in %v", err, wait)
+			time.Sleep(wait)
+			continue
+		}
+		wait = 0
+		go s.serveConn(rwc)
+	}
+}
+
+func (s *Server) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
+// Shutdown stops accepting, closes idle connections, and waits for the
+// requests in flight, in the lane and in HTTP, to finish or ctx to end.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	ln, handoff := s.ln, s.handoff
+	for c := range s.conns {
+		if c.idle {
+			c.rwc.SetReadDeadline(aLongTimeAgo)
+		}
+	}
+	s.mu.Unlock()
+	if ln != nil {
+		ln.Close()
+		handoff.Close()
+	}
+	httpDone := make(chan error, 1)
+	go func() { httpDone <- s.HTTP.Shutdown(ctx) }()
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		s.mu.Lock()
+		n := len(s.conns)
+		s.mu.Unlock()
+		if n == 0 {
+			return <-httpDone
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// Close stops accepting and closes every connection at once.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closing = true
+	ln, handoff := s.ln, s.handoff
+	for c := range s.conns {
+		c.rwc.Close()
+	}
+	s.mu.Unlock()
+	if ln != nil {
+		ln.Close()
+		handoff.Close()
+	}
+	return s.HTTP.Close()
+}
+
+var aLongTimeAgo = time.Unix(1, 0)
+
+func (s *Server) logf(format string, args ...any) {
+	if s.HTTP.ErrorLog != nil {
+		s.HTTP.ErrorLog.Printf(format, args...)
+	}
+}
+
+// serveConn serves rwc's requests until it closes, fails, idles out or
+// brings a request the lane hands off.
+func (s *Server) serveConn(rwc net.Conn) {
+	c := &conn{rwc: rwc, remote: rwc.RemoteAddr().String(),
+		br: bufio.NewReaderSize(rwc, bufferSize), bw: bufio.NewWriterSize(rwc, bufferSize)}
+	if sc, ok := rwc.(syscall.Conn); ok {
+		c.raw, _ = sc.SyscallConn()
+	}
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		rwc.Close()
+		return
+	}
+	s.conns[c] = struct{}{}
+	s.mu.Unlock()
+	handedOff := false
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+		if !handedOff {
+			rwc.Close()
+		}
+	}()
+	for first := true; ; first = false {
+		if !s.await(c, first) {
+			return
+		}
+		head, err := c.readHead(s.HTTP.ReadHeaderTimeout, !first)
+		if errors.Is(err, bufio.ErrBufferFull) {
+			handedOff = s.handoff.give(&replayConn{Conn: rwc, r: c.br})
+			return
+		}
+		if err != nil {
+			return
+		}
+		req := s.parse(c, head)
+		if req == nil {
+			handedOff = s.handoff.give(&replayConn{Conn: rwc, r: c.br})
+			return
+		}
+		c.br.Discard(len(head))
+		if !s.serveRequest(c, req) {
+			return
+		}
+	}
+}
+
+// await waits for the first byte of c's next request, under the header
+// timeout for a new connection and the idle timeout for one that served a
+// request already. It returns false if c is to close.
+func (s *Server) await(c *conn, first bool) bool {
+	d := s.HTTP.IdleTimeout
+	if first || d == 0 {
+		d = s.HTTP.ReadHeaderTimeout
+	}
+	var deadline time.Time
+	if d > 0 {
+		deadline = time.Now().Add(d)
+	}
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return false
+	}
+	c.idle = true
+	// Under the lock, so that Shutdown's deadline is the last one set.
+	if d > 0 || !first {
+		c.rwc.SetReadDeadline(deadline)
+	}
+	s.mu.Unlock()
+	_, err := c.br.Peek(1)
+	s.mu.Lock()
+	c.idle = false
+	s.mu.Unlock()
+	return err == nil
+}
+
+// readHead returns the head of c's next request, buffered in c.br and not
+// consumed, or bufio.ErrBufferFull when it does not fit. If the head is
+// not whole in what the first read brought, the rest must come within
+// timeout; newDeadline says that the deadline in place is not that one.
+func (c *conn) readHead(timeout time.Duration, newDeadline bool) ([]byte, error) {
+	for {
+		buf, _ := c.br.Peek(c.br.Buffered())
+		if n := headLen(buf); n > 0 {
+			return buf[:n], nil
+		}
+		if newDeadline && timeout > 0 {
+			c.rwc.SetReadDeadline(time.Now().Add(timeout))
+			newDeadline = false
+		}
+		if _, err := c.br.Peek(len(buf) + 1); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// headLen is the length of the request head at the start of buf, up to and
+// including the empty line that ends it (CRLF or, as net/http accepts, a
+// bare LF), or 0 if buf holds no whole head.
+func headLen(buf []byte) int {
+	n := 0
+	if i := bytes.Index(buf, []byte("\n\r\n")); i >= 0 {
+		n = i + 3
+	}
+	if i := bytes.Index(buf, []byte("\n\n")); i >= 0 && (n == 0 || i+2 < n) {
+		n = i + 2
+	}
+	return n
+}
+
+// headReaders parse a copied head.
+var headReaders = sync.Pool{New: func() any { return new(headReader) }}
+
+type headReader struct {
+	b  bytes.Reader
+	br *bufio.Reader
+}
+
+// parse returns the request head is, if the lane serves it: a bodiless
+// HTTP/1.1 request that net/http's server would accept and that s.Serves
+// does; nil otherwise.
+func (s *Server) parse(c *conn, head []byte) *http.Request {
+	c.head = append(c.head[:0], head...)
+	hr := headReaders.Get().(*headReader)
+	hr.b.Reset(c.head)
+	if hr.br == nil {
+		hr.br = bufio.NewReaderSize(&hr.b, 512)
+	} else {
+		hr.br.Reset(&hr.b)
+	}
+	req, err := http.ReadRequest(hr.br)
+	hr.br.Reset(nil)
+	headReaders.Put(hr)
+	if err != nil || req.ProtoMajor != 1 || req.ProtoMinor != 1 || req.Body != http.NoBody ||
+		req.Method == http.MethodConnect || req.RequestURI == "*" {
+		return nil
+	}
+	if _, ok := req.Header["Upgrade"]; ok {
+		return nil
+	}
+	if _, ok := req.Header["Expect"]; ok {
+		return nil
+	}
+	// net/http's server checks, which ReadRequest leaves to it. Host is
+	// the Host header's, which ReadRequest took out of Header, but for an
+	// absolute request target, which goes to net/http.
+	if req.URL.Host != "" || req.Host == "" || !httpguts.ValidHostHeader(req.Host) {
+		return nil
+	}
+	for k, vs := range req.Header {
+		if !httpguts.ValidHeaderFieldName(k) {
+			return nil
+		}
+		for _, v := range vs {
+			if !httpguts.ValidHeaderFieldValue(v) {
+				return nil
+			}
+		}
+	}
+	if s.Serves != nil && !s.Serves(req) {
+		return nil
+	}
+	req.RemoteAddr = c.remote
+	return req
+}
+
+// serveRequest has the handler answer req on c and reports whether c may
+// serve another request.
+func (s *Server) serveRequest(c *conn, req *http.Request) bool {
+	ctx, cancel := context.WithCancel(context.Background())
+	req = req.WithContext(ctx)
+	if c.header == nil {
+		c.header = make(http.Header)
+	}
+	clear(c.header)
+	w := &c.resp
+	*w = response{c: c, req: req, header: c.header}
+	s.watch(c, cancel)
+	ok := s.call(w, req)
+	gone := s.unwatch(c)
+	cancel()
+	if !ok || gone {
+		return false
+	}
+	return w.finish() && !req.Close
+}
+
+// call runs the handler and reports whether it returned.
+func (s *Server) call(w *response, req *http.Request) (returned bool) {
+	defer func() {
+		if v := recover(); v != nil && v != http.ErrAbortHandler {
+			buf := make([]byte, 64<<10)
+			buf = buf[:runtime.Stack(buf, false)]
+			s.logf("fastlane: panic serving %v: %v\n%s", req.RemoteAddr, v, buf)
+		}
+	}()
+	s.HTTP.Handler.ServeHTTP(w, req)
+	return true
+}
+
+// watch has the watch end the request in flight on c with cancel if its
+// client leaves.
+func (s *Server) watch(c *conn, cancel context.CancelFunc) {
+	if c.raw == nil {
+		return
+	}
+	s.mu.Lock()
+	c.cancel = cancel
+	c.since = s.tick
+	c.gone = false
+	s.watched[c] = struct{}{}
+	if !s.watching {
+		s.watching = true
+		go s.watchClients()
+	}
+	s.mu.Unlock()
+}
+
+// unwatch ends the watch of c's request and reports whether its client
+// left.
+func (s *Server) unwatch(c *conn) (gone bool) {
+	if c.raw == nil {
+		return false
+	}
+	s.mu.Lock()
+	delete(s.watched, c)
+	gone = c.gone
+	c.cancel = nil
+	s.mu.Unlock()
+	return gone
+}
+
+// watchClients runs while requests are in flight; every WatchEvery it
+// looks at the connections whose request began before the last tick.
+func (s *Server) watchClients() {
+	t := time.NewTicker(WatchEvery)
+	defer t.Stop()
+	for range t.C {
+		s.mu.Lock()
+		if len(s.watched) == 0 {
+			s.watching = false
+			s.mu.Unlock()
+			return
+		}
+		s.tick++
+		for c := range s.watched {
+			if s.tick-c.since < 2 {
+				continue
+			}
+			switch peer(c.raw) {
+			case peerLeft:
+				c.gone = true
+				c.cancel()
+				delete(s.watched, c)
+			case peerSent:
+				// The next request is on its way; like net/http, stop
+				// looking.
+				delete(s.watched, c)
+			}
+		}
+		s.mu.Unlock()
+	}
+}
+
+// What a peek at a connection found.
+const (
+	peerQuiet = iota // nothing to read: the client waits
+	peerSent         // the client sent more
+	peerLeft         // the client closed or reset the connection
+)
+
+func peer(raw syscall.RawConn) int {
+	var b [1]byte
+	var n int
+	var err error
+	if cerr := raw.Control(func(fd uintptr) {
+		n, _, err = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	}); cerr != nil {
+		return peerLeft
+	}
+	switch {
+	case errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EINTR):
+		return peerQuiet
+	case err != nil || n == 0:
+		return peerLeft
+	}
+	return peerSent
+}
+
+// replayConn is a connection handed to net/http with what the lane read
+// from it but did not consume still in r.
+type replayConn struct {
+	net.Conn
+	r *bufio.Reader // nil once drained; only net/http's one reader uses it
+}
+
+func (c *replayConn) Read(p []byte) (int, error) {
+	if c.r != nil {
+		if c.r.Buffered() > 0 {
+			return c.r.Read(p)
+		}
+		c.r = nil
+	}
+	return c.Conn.Read(p)
+}
+
+// CloseWrite lets net/http half-close the connection, as it does after an
+// answer to a request whose body it did not read.
+func (c *replayConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Conn.Close()
+}
+
+// handoff is the listener from which net/http accepts the connections the
+// lane hands it.
+type handoff struct {
+	addr  net.Addr
+	conns chan net.Conn
+	done  chan struct{}
+	once  sync.Once
+}
+
+func newHandoff(addr net.Addr) *handoff {
+	return &handoff{addr: addr, conns: make(chan net.Conn), done: make(chan struct{})}
+}
+
+// give hands c to net/http and reports whether it took it.
+func (l *handoff) give(c net.Conn) bool {
+	select {
+	case l.conns <- c:
+		return true
+	case <-l.done:
+		return false
+	}
+}
+
+func (l *handoff) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *handoff) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *handoff) Addr() net.Addr { return l.addr }
