@@ -30,7 +30,9 @@ type Server struct {
 	// HTTP serves the connections the lane hands off. Its Handler also
 	// answers the lane's requests, its IdleTimeout and ReadHeaderTimeout
 	// also bound the lane's connections, and its ErrorLog gets the lane's
-	// handler panics.
+	// handler panics. The lane has no use for its other fields: no TLS,
+	// and no ReadTimeout or WriteTimeout (a handler sets deadlines with
+	// http.ResponseController), ConnState, ConnContext or BaseContext.
 	HTTP *http.Server
 	// Serves reports whether the lane serves a bodiless HTTP/1.1 request
 	// that net/http would accept; nil means it serves all of them.
@@ -222,7 +224,7 @@ func (s *Server) serveConn(rwc net.Conn) {
 // request already. It returns false if c is to close.
 func (s *Server) await(c *conn, first bool) bool {
 	d := s.HTTP.IdleTimeout
-	if first || d == 0 {
+	if first {
 		d = s.HTTP.ReadHeaderTimeout
 	}
 	var deadline time.Time
@@ -367,7 +369,11 @@ func (s *Server) call(w *response, req *http.Request) (returned bool) {
 			s.logf("fastlane: panic serving %v: %v\n%s", req.RemoteAddr, v, buf)
 		}
 	}()
-	s.HTTP.Handler.ServeHTTP(w, req)
+	h := s.HTTP.Handler
+	if h == nil {
+		h = http.DefaultServeMux
+	}
+	h.ServeHTTP(w, req)
 	return true
 }
 
