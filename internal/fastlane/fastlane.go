@@ -196,6 +196,11 @@ func (s *Server) serveConn(rwc net.Conn) {
 		}
 	}()
 	for first := true; ; first = false {
+		if !first && c.br.Buffered() == 0 {
+			// The client has just been answered; as in nodelink, serve
+			// other goroutines before the read that would find nothing.
+			runtime.Gosched()
+		}
 		if !s.await(c, first) {
 			return
 		}
