@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"os"
-	"runtime"
 	"strconv"
 	"sync"
 	"syscall"
@@ -260,13 +259,6 @@ func (c *Client) RoundTrip(req *http.Request, deadline time.Time) (*http.Respons
 			ex.wrote <- err
 		}()
 	}
-	// node has just been given the request: reading now would find
-	// nothing, and park. After the other goroutines ran the response is
-	// often there. With the same in fastlane, the reads that found nothing
-	// went from 1.2 per invocation to none (strace, hello at c=64), and
-	// serve's CPU per invocation down by 2 µs at c=16 and c=64 (paired
-	// runs). With nothing else to run, Gosched returns at once.
-	runtime.Gosched()
 	resp, err := readResponse(cn.br, req)
 	if err != nil {
 		ex.finish(false)
