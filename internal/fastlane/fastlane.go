@@ -196,15 +196,6 @@ func (s *Server) serveConn(rwc net.Conn) {
 		}
 	}()
 	for first := true; ; first = false {
-		if !first && c.br.Buffered() == 0 {
-			// The client has just been answered: reading now would find
-			// nothing, and park. After the other goroutines ran, its next
-			// request is often there. The same before reading node's
-			// response (in nodelink) doubled p99 at c=16, so it is not
-			// done there: a goroutine that yields is not parked in the
-			// poller, and the poller is looked at less often.
-			runtime.Gosched()
-		}
 		if !s.await(c, first) {
 			return
 		}
