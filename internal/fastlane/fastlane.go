@@ -70,11 +70,12 @@ type conn struct {
 }
 
 // Serve accepts connections on ln until Shutdown or Close, and returns
-// http.ErrServerClosed then.
+// http.ErrServerClosed then; ln is closed when it returns.
 func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
+		ln.Close()
 		return http.ErrServerClosed
 	}
 	s.ln = ln

@@ -448,3 +448,21 @@ func BenchmarkServe(b *testing.B) {
 		})
 	}
 }
+
+// Serve closes its listener at once when Close came first,
+// as it does when a deploy fails before the server got to Serve.
+func TestLane_CloseBeforeServe(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{HTTP: &http.Server{}}
+	s.Close()
+	if err := s.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		t.Fatalf("Serve after Close: %v, want ErrServerClosed", err)
+	}
+	if c, err := net.Dial("tcp", ln.Addr().String()); err == nil {
+		c.Close()
+		t.Fatal("the listener is still open")
+	}
+}
