@@ -3,8 +3,8 @@
 // handler and answers in a loop of its own that does less per request than
 // net/http's: no goroutine per request to notice the client leaving (a
 // watch peeks at the connections whose request is older than WatchEvery
-// instead), one deadline change instead of about eight, and a response with
-// a known length written in one system call.
+// instead), one deadline change instead of about eight, and no copy of the
+// response header.
 //
 // Every other connection is handed whole to a net/http Server, from the
 // first request the lane does not serve: HTTP/2, request bodies, upgrades,
