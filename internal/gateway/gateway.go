@@ -279,21 +279,29 @@ func prepare(r *http.Request, id string) {
 			delete(r.Header, k)
 		}
 	}
-	if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-		r.Header["X-Forwarded-For"] = []string{ip}
-	} else {
-		delete(r.Header, "X-Forwarded-For")
-	}
-	r.Header["X-Forwarded-Host"] = []string{r.Host}
 	proto := "http"
 	if r.TLS != nil {
 		proto = "https"
 	}
-	r.Header["X-Forwarded-Proto"] = []string{proto}
-	r.Header[canonicalIDHeader] = []string{id}
+	ip, _, err := net.SplitHostPort(r.RemoteAddr)
+	// The values share one array: one allocation, not four.
+	vs := [...]string{r.Host, proto, id, ip}
+	r.Header["X-Forwarded-Host"] = vs[0:1:1]
+	r.Header["X-Forwarded-Proto"] = vs[1:2:2]
+	r.Header[canonicalIDHeader] = vs[2:3:3]
+	if err == nil {
+		r.Header["X-Forwarded-For"] = vs[3:4:4]
+	} else {
+		delete(r.Header, "X-Forwarded-For")
+	}
 }
 
-var canonicalIDHeader = http.CanonicalHeaderKey(IDHeader)
+// The headers' canonical names: http.Header's Get allocates to
+// canonicalize any other spelling.
+var (
+	canonicalIDHeader    = http.CanonicalHeaderKey(IDHeader)
+	canonicalErrorHeader = http.CanonicalHeaderKey(ErrorHeader)
+)
 
 // hopHeaders are the headers of one connection, not of the message
 // (RFC 9110, 7.6.1).
@@ -305,7 +313,10 @@ var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy
 func removeHopHeaders(h http.Header) {
 	for _, v := range h["Connection"] {
 		for name := range strings.SplitSeq(v, ",") {
-			if name = textproto.TrimString(name); name != "" {
+			// keep-alive, node's on every response, goes below anyway:
+			// skipping it saves canonicalizing (allocating) it.
+			name = textproto.TrimString(name)
+			if name != "" && !strings.EqualFold(name, "keep-alive") {
 				delete(h, http.CanonicalHeaderKey(name))
 			}
 		}
@@ -349,7 +360,7 @@ func copyFlushing(w http.ResponseWriter, body io.Reader, timeout time.Duration) 
 // break: a response the instance marked as one (ErrorHeader), or one with a
 // Content-Length over the limit.
 func (g *Gateway) checkResponse(r *http.Request, resp *http.Response) error {
-	if code := resp.Header.Get(ErrorHeader); code != "" {
+	if code := resp.Header.Get(canonicalErrorHeader); code != "" {
 		return fromFunction(code)
 	}
 	if resp.ContentLength > g.cfg.MaxResponseBytes && r.Method != http.MethodHead {

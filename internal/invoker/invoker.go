@@ -407,7 +407,7 @@ func (inv *Invoker) Invoke(project string, req *http.Request) (*http.Response, e
 			}
 			return nil, fmt.Errorf("invoke %s on %s: %w: %w", p.dep.ID, in.id, errInstanceGone, err)
 		}
-		id := req.Header.Get(IDHeader)
+		id := req.Header.Get(canonicalIDHeader)
 		if err != nil && req.Context().Err() == nil {
 			resp = p.failed(in, req, id, err)
 			err = nil
@@ -428,6 +428,13 @@ func (inv *Invoker) Invoke(project string, req *http.Request) (*http.Response, e
 
 // IDHeader carries each invocation's id to node.
 const IDHeader = "x-shoal-id"
+
+// The headers' canonical names: http.Header's Get and Del allocate to
+// canonicalize any other spelling.
+var (
+	canonicalIDHeader    = http.CanonicalHeaderKey(IDHeader)
+	canonicalEntryHeader = http.CanonicalHeaderKey(EntryHeader)
+)
 
 // Platform errors of an invocation the instance failed, answered in
 // ErrorHeader.

@@ -121,11 +121,11 @@ func pathKey(path string) string {
 // entryOf reads and removes the entry time from an instance's response; ok
 // is false when it has none.
 func entryOf(h http.Header) (time.Duration, bool) {
-	v := h.Get(EntryHeader)
+	v := h.Get(canonicalEntryHeader)
 	if v == "" {
 		return 0, false
 	}
-	h.Del(EntryHeader)
+	delete(h, canonicalEntryHeader)
 	ms, err := strconv.ParseFloat(v, 64)
 	if err != nil || ms < 0 {
 		return 0, false

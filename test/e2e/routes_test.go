@@ -32,8 +32,9 @@ export default (req, res) => res.send([
   fs.readFileSync(path.join(process.cwd(), "data", "a.txt"), "utf8").trim(),
   fs.readFileSync(new URL("../data/a.txt", import.meta.url), "utf8").trim(),
 ].join(","));`,
-		"data/a.txt": "from a file\n",
-		"index.js":   `export default (req, res) => res.end("not served: the project has api/");`,
+		"api/dated.js": `export default (req, res) => { res.setHeader("date", "Thu, 01 Jan 2026 00:00:00 GMT"); res.end("dated"); }`,
+		"data/a.txt":   "from a file\n",
+		"index.js":     `export default (req, res) => res.end("not served: the project has api/");`,
 	}))
 	api := strings.TrimSuffix(url, "/") + "/api"
 	tests := []struct {
@@ -45,6 +46,7 @@ export default (req, res) => res.send([
 		{"/users/me", "me", 200},
 		{"/files/a/b.txt", "a/b.txt", 200},
 		{"/data", "from a file,from a file,from a file", 200},
+		{"/dated", "dated", 200},
 	}
 	for _, tt := range tests {
 		code, body, resp := testutil.Get(t, api+tt.path)
@@ -53,6 +55,12 @@ export default (req, res) => res.send([
 		}
 		if v := resp.Header.Get("x-shoal-entry-ms"); v != "" {
 			t.Errorf("GET /api%s: the client sees the platform's x-shoal-entry-ms: %s", tt.path, v)
+		}
+		// node leaves the Date to serve, unless the function sets one.
+		date := resp.Header.Values("Date")
+		if _, err := http.ParseTime(strings.Join(date, "")); len(date) != 1 || err != nil ||
+			(tt.path == "/dated") != (date[0] == "Thu, 01 Jan 2026 00:00:00 GMT") {
+			t.Errorf("GET /api%s: Date %q, want one, the function's own if it set it", tt.path, date)
 		}
 	}
 	var user, index struct {
