@@ -269,20 +269,6 @@ func (c *Client) RoundTrip(req *http.Request, deadline time.Time) (*http.Respons
 	return resp, nil
 }
 
-// readResponse reads the response to req, past any informational (1xx)
-// ones node sends first (103 Early Hints).
-func readResponse(br *bufio.Reader, req *http.Request) (*http.Response, error) {
-	for {
-		resp, err := http.ReadResponse(br, req)
-		if err != nil {
-			return nil, err
-		}
-		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
-			return resp, nil
-		}
-	}
-}
-
 // exchange is one invocation on one connection.
 type exchange struct {
 	// immutable

@@ -1,0 +1,237 @@
+package nodelink
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"net/http"
+	"net/textproto"
+	"strconv"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// readResponse reads the response to req, past any informational (1xx)
+// ones node sends first (103 Early Hints).
+func readResponse(br *bufio.Reader, req *http.Request) (*http.Response, error) {
+	if req.Method != http.MethodHead {
+		// What http.ReadResponse would do first: wait for the response.
+		if _, err := br.Peek(1); err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+		if resp := readPlain(br, req); resp != nil {
+			return resp, nil
+		}
+	}
+	for {
+		resp, err := http.ReadResponse(br, req)
+		if err != nil {
+			return nil, err
+		}
+		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
+			return resp, nil
+		}
+	}
+}
+
+// readPlain reads, with a fraction of http.ReadResponse's allocations, the
+// response node sends most: HTTP/1.1, a final status with a body, a
+// Content-Length, and a head whole in br's buffer. It returns the response
+// as http.ReadResponse would, or nil, having consumed nothing, for any
+// other (chunked, 1xx, 204, 304, HEAD, Connection other than keep-alive,
+// anything malformed...), which http.ReadResponse then reads. req's
+// method is not HEAD.
+func readPlain(br *bufio.Reader, req *http.Request) *http.Response {
+	buf, _ := br.Peek(br.Buffered())
+	end := bytes.Index(buf, []byte("\r\n\r\n"))
+	if end < 0 {
+		return nil
+	}
+	// "HTTP/1.1 200 OK\r\n": three digits and a reason.
+	const proto = "HTTP/1.1 "
+	line, rest, _ := bytes.Cut(buf[:end+2], []byte("\r\n"))
+	if len(line) < len(proto)+4 || string(line[:len(proto)]) != proto || line[len(proto)+3] != ' ' {
+		return nil
+	}
+	code := 0
+	for _, c := range line[len(proto) : len(proto)+3] {
+		if c < '0' || c > '9' {
+			return nil
+		}
+		code = code*10 + int(c-'0')
+	}
+	if code < 200 || code > 599 || code == http.StatusNoContent || code == http.StatusNotModified ||
+		!plainText(line[len(proto)+4:]) {
+		return nil
+	}
+
+	lines := bytes.Count(rest, []byte("\r\n"))
+	// One string holds the status and every value: one allocation.
+	head := string(buf[len(proto):end])
+	values := make([]string, lines)
+	h := make(http.Header, lines)
+	length := int64(-1)
+	at := len(line) + 2 - len(proto) // where rest starts in head
+	for i := range lines {
+		kv, after, _ := bytes.Cut(rest, []byte("\r\n"))
+		name, _, ok := bytes.Cut(kv, []byte(":"))
+		if !ok || len(name) == 0 {
+			return nil
+		}
+		for _, c := range name {
+			if !httpguts.IsTokenRune(rune(c)) {
+				return nil
+			}
+		}
+		key := canonicalKey(name)
+		from, to := len(name)+1, len(kv)
+		for from < to && (kv[from] == ' ' || kv[from] == '\t') {
+			from++
+		}
+		for to > from && (kv[to-1] == ' ' || kv[to-1] == '\t') {
+			to--
+		}
+		if !plainText(kv[from:to]) {
+			return nil
+		}
+		values[i] = head[at+from : at+to]
+		at += len(kv) + 2
+		rest = after
+
+		switch key {
+		case "Transfer-Encoding", "Trailer":
+			return nil
+		case "Connection":
+			if !equalFold(values[i], "keep-alive") {
+				return nil
+			}
+		case "Content-Length":
+			if length >= 0 {
+				return nil
+			}
+			n, err := strconv.ParseUint(values[i], 10, 63)
+			if err != nil {
+				return nil
+			}
+			length = int64(n)
+		}
+		if vs, ok := h[key]; ok {
+			h[key] = append(vs, values[i])
+		} else {
+			h[key] = values[i : i+1 : i+1]
+		}
+	}
+	if length < 0 {
+		return nil
+	}
+	br.Discard(end + 4)
+	resp := &http.Response{
+		Status:        head[:len(line)-len(proto)],
+		StatusCode:    code,
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        h,
+		ContentLength: length,
+		Request:       req,
+		Body:          http.NoBody,
+	}
+	if length > 0 {
+		resp.Body = &fixedBody{br: br, left: length}
+	}
+	return resp
+}
+
+// canonicalKey returns name's canonical form: without allocating for the
+// names node sends most.
+func canonicalKey(name []byte) string {
+	var b [32]byte
+	if len(name) <= len(b) {
+		upper := true
+		for i, c := range name {
+			if upper && 'a' <= c && c <= 'z' {
+				c -= 'a' - 'A'
+			} else if !upper && 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			b[i] = c
+			upper = c == '-'
+		}
+		if k, ok := commonKeys[string(b[:len(name)])]; ok {
+			return k
+		}
+	}
+	return textproto.CanonicalMIMEHeaderKey(string(name))
+}
+
+// commonKeys are the header names of most responses, canonical.
+var commonKeys = func() map[string]string {
+	m := map[string]string{}
+	for _, k := range []string{"Access-Control-Allow-Origin", "Cache-Control", "Connection",
+		"Content-Encoding", "Content-Length", "Content-Type", "Date", "Etag", "Keep-Alive",
+		"Last-Modified", "Location", "Set-Cookie", "Trailer", "Transfer-Encoding", "Vary",
+		"X-Powered-By", "X-Shoal-Entry-Ms", "X-Shoal-Error"} {
+		m[k] = k
+	}
+	return m
+}()
+
+// plainText reports whether b, a reason or a header value, has no control
+// byte but tabs: no stray CR or LF, which would end its line for
+// http.ReadResponse.
+func plainText(b []byte) bool {
+	for _, c := range b {
+		if c < ' ' && c != '\t' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// equalFold reports whether s is ASCII t (lower case) in any case.
+func equalFold(s, t string) bool {
+	if len(s) != len(t) {
+		return false
+	}
+	for i := range len(s) {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != t[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// fixedBody is a body of a known length, left to read from br.
+type fixedBody struct {
+	br   *bufio.Reader
+	left int64
+}
+
+// Read returns io.EOF with the body's last bytes, as net/http's bodies do,
+// so that the exchange ends with the read that completes it.
+func (b *fixedBody) Read(p []byte) (int, error) {
+	if b.left == 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.br.Read(p)
+	b.left -= int64(n)
+	switch {
+	case b.left == 0:
+		return n, io.EOF
+	case err == io.EOF:
+		return n, io.ErrUnexpectedEOF
+	}
+	return n, err
+}
+
+func (b *fixedBody) Close() error { return nil }
