@@ -3,6 +3,7 @@ package metering
 import (
 	"fmt"
 	"math"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -199,7 +200,7 @@ func TestRecorder_KeepsTheNewest(t *testing.T) {
 	// The newest record and one a chunk before it, across a chunk's edge.
 	r.Waited(Invocation{Deployment: "d", Instance: "i1", ID: fmt.Sprint(n - 1), Start: at(n - 1), End: at(n + 1)})
 	r.Waited(Invocation{Deployment: "d", Instance: "i1", ID: fmt.Sprint(n - chunkLen - 5), Start: at(n - chunkLen - 5), End: at(n - chunkLen - 2)})
-	recs := r.invocations["d"].appendTo(nil)
+	recs := r.invocations["d"].appendTo(nil, "d")
 	if len(recs) < MaxInvocations || len(recs) > MaxInvocations+chunkLen {
 		t.Fatalf("%d records kept, want %d to %d", len(recs), MaxInvocations, MaxInvocations+chunkLen)
 	}
@@ -332,5 +333,59 @@ func TestRecorder_ForgetsOldInstances(t *testing.T) {
 	if n > MaxInstances+MaxInstances/10 || !running || oldest || !newest {
 		t.Errorf("%d instances kept (running %v, oldest %v, newest %v); want at most %d, the running one and the newest, not the oldest",
 			n, running, oldest, newest, MaxInstances+MaxInstances/10)
+	}
+}
+
+// BenchmarkRecorder_Invoked records invocations of one deployment past
+// MaxInvocations, as a busy deployment does, with a GC now and then, which
+// scans what the records hold.
+func BenchmarkRecorder_Invoked(b *testing.B) {
+	r := NewRecorder()
+	start := time.Now()
+	inv := Invocation{Project: "p", Deployment: "d", Instance: "i1", ID: "0123456789abcdef", Start: start,
+		FirstByte: start.Add(time.Millisecond), End: start.Add(2 * time.Millisecond), Status: 200}
+	for i := range MaxInvocations {
+		inv.Start = start.Add(time.Duration(i))
+		r.Invoked(inv)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		inv.Start = start.Add(time.Duration(i))
+		r.Invoked(inv)
+		if i++; i%50_000 == 0 {
+			runtime.GC()
+		}
+	}
+}
+
+// Records keep what Compute reads of an invocation, compactly: its project,
+// deployment, instance, times and status, and its id, cut to 16 bytes.
+func TestRecorder_KeepsWhatItRecords(t *testing.T) {
+	r := NewRecorder()
+	in := []Invocation{
+		{Project: "p", Deployment: "d", Instance: "i1", ID: "0123456789abcdef", Start: at(0), FirstByte: at(3), End: at(10), Status: 200},
+		{Project: "p", Deployment: "d", Instance: "i2", ID: "an-id-longer-than-16-bytes", Start: at(5), End: at(7), Status: 504},
+		{Project: "p", Deployment: "d", Instance: "i1", Start: at(8), FirstByte: at(9), End: at(9), Status: 201},
+	}
+	for _, inv := range in {
+		r.Invoked(inv)
+	}
+	r.Waited(Invocation{Deployment: "d", ID: "an-id-longer-than-16-bytes", End: at(20)})
+	got := r.invocations["d"].appendTo(nil, "d")
+	in[1].ID, in[1].End = "an-id-longer-tha", at(20)
+	if len(got) != len(in) {
+		t.Fatalf("%d records, want %d", len(got), len(in))
+	}
+	for i, g := range got {
+		w := in[i]
+		if g.Project != w.Project || g.Deployment != w.Deployment || g.Instance != w.Instance || g.ID != w.ID ||
+			!g.Start.Equal(w.Start) || !g.FirstByte.Equal(w.FirstByte) || g.FirstByte.IsZero() != w.FirstByte.IsZero() ||
+			!g.End.Equal(w.End) || g.Status != w.Status {
+			t.Errorf("record %d is %+v, want %+v", i, g, w)
+		}
+	}
+	if len(r.early) != 0 {
+		t.Errorf("%d early ends, want none: Waited found the record by its long id", len(r.early))
 	}
 }
