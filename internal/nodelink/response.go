@@ -26,6 +26,12 @@ func readResponse(br *bufio.Reader, req *http.Request) (*http.Response, error) {
 			return resp, nil
 		}
 	}
+	return readNetHTTP(br, req)
+}
+
+// readNetHTTP reads the response to req with http.ReadResponse, past any
+// informational ones.
+func readNetHTTP(br *bufio.Reader, req *http.Request) (*http.Response, error) {
 	for {
 		resp, err := http.ReadResponse(br, req)
 		if err != nil {
@@ -41,9 +47,9 @@ func readResponse(br *bufio.Reader, req *http.Request) (*http.Response, error) {
 // response node sends most: HTTP/1.1, a final status with a body, a
 // Content-Length, and a head whole in br's buffer. It returns the response
 // as http.ReadResponse would, or nil, having consumed nothing, for any
-// other (chunked, 1xx, 204, 304, HEAD, Connection other than keep-alive,
+// other (chunked, 1xx, 204, 304, Connection other than keep-alive,
 // anything malformed...), which http.ReadResponse then reads. req's
-// method is not HEAD.
+// method is not HEAD, whose response has no body to read.
 func readPlain(br *bufio.Reader, req *http.Request) *http.Response {
 	buf, _ := br.Peek(br.Buffered())
 	end := bytes.Index(buf, []byte("\r\n\r\n"))

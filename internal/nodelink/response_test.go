@@ -50,20 +50,6 @@ var responses = []struct {
 	{"nothing", "", false},
 }
 
-// readReference reads the response as nodelink did before readPlain: with
-// http.ReadResponse alone.
-func readReference(br *bufio.Reader, req *http.Request) (*http.Response, error) {
-	for {
-		resp, err := http.ReadResponse(br, req)
-		if err != nil {
-			return nil, err
-		}
-		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
-			return resp, nil
-		}
-	}
-}
-
 // read is what a caller gets of raw: the response without its body, the
 // body, the errors, and what is left to read after it.
 type read struct {
@@ -97,7 +83,7 @@ func TestReadResponse_AsNetHTTP(t *testing.T) {
 	for _, tc := range responses {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, method := range []string{"GET", "HEAD"} {
-				want := readWith(readReference, strings.NewReader(tc.raw), method)
+				want := readWith(readNetHTTP, strings.NewReader(tc.raw), method)
 				got := readWith(readResponse, strings.NewReader(tc.raw), method)
 				if !reflect.DeepEqual(got, want) {
 					t.Errorf("%s: got\n%+v\nwant, as http.ReadResponse reads it,\n%+v", method, got, want)
@@ -140,7 +126,7 @@ func FuzzReadResponse(f *testing.F) {
 		if head {
 			method = "HEAD"
 		}
-		want := readWith(readReference, strings.NewReader(raw), method)
+		want := readWith(readNetHTTP, strings.NewReader(raw), method)
 		got := readWith(readResponse, strings.NewReader(raw), method)
 		if !reflect.DeepEqual(got, want) {
 			t.Errorf("got\n%+v\nwant, as http.ReadResponse reads it,\n%+v", got, want)
@@ -155,7 +141,7 @@ func BenchmarkReadResponse(b *testing.B) {
 	for _, bc := range []struct {
 		name string
 		read func(*bufio.Reader, *http.Request) (*http.Response, error)
-	}{{"plain", readResponse}, {"net/http", readReference}} {
+	}{{"plain", readResponse}, {"net/http", readNetHTTP}} {
 		b.Run(bc.name, func(b *testing.B) {
 			r := strings.NewReader(raw)
 			br := bufio.NewReaderSize(r, 4<<10)
