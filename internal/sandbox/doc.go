@@ -22,4 +22,8 @@
 // the part of the jail every instance shares built, they wait on that
 // socket; Start hands one the instance (the message then carries its id,
 // bundle and environment too), so a cold start skips the process start.
+//
+// Each instance has a scratch folder (node's sockets are in it) inside
+// serve's own, in the temporary folder, which serve holds a lock on while
+// it runs: a serve that starts removes those a killed serve left.
 package sandbox

@@ -197,7 +197,7 @@ func (sb *Sandbox) checkJail() error {
 	if os.Geteuid() != 0 {
 		return errNotRoot
 	}
-	work, err := os.MkdirTemp("", "shoal-check-")
+	work, err := os.MkdirTemp(sb.scratch.dir, "check-")
 	if err != nil {
 		return fmt.Errorf("jail check: %w", err)
 	}

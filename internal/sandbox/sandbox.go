@@ -90,6 +90,7 @@ type Sandbox struct {
 	cgroups *cgroupFS        // nil: instances get no cgroup
 	jailed  bool             // instances start in namespaces, in the jail
 	net     *network.Network // nil: jailed instances share the host's network
+	scratch *scratch         // holds the instances' scratch folders
 	report  Report
 
 	spares chan *Process  // started spares, up to cfg.Spares
@@ -105,7 +106,11 @@ func New(cfg Config) (*Sandbox, error) {
 	if cfg.Exe == "" {
 		panic("sandbox.New: Exe is required")
 	}
-	sb := &Sandbox{cfg: cfg, node: cfg.Node}
+	sc, err := openScratch(searchableTempDir())
+	if err != nil {
+		return nil, err
+	}
+	sb := &Sandbox{cfg: cfg, node: cfg.Node, scratch: sc}
 	if sb.node == "" {
 		sb.node = "node"
 	}
@@ -235,6 +240,7 @@ func (sb *Sandbox) Close() {
 	if sb.net != nil {
 		sb.net.Close()
 	}
+	sb.scratch.close()
 }
 
 // Argv returns the runtime's command line for spec, scratch folder dir.
@@ -346,13 +352,8 @@ func (sb *Sandbox) start(s Spec, why purpose) (*Process, error) {
 // runtime waits for assign where it has a setup socket.
 func (sb *Sandbox) launch(s Spec, why purpose) (*Process, error) {
 	jailed := sb.jailed || why == checkingJail
-	// A short path: the runtime puts node's unix socket in it. A jailed
-	// runtime reaches it by path as an unprivileged uid.
-	base := ""
-	if jailed {
-		base = searchableTempDir()
-	}
-	dir, err := os.MkdirTemp(base, "shoal-"+s.ID+"-")
+	// A short path: the runtime puts node's unix socket in it.
+	dir, err := os.MkdirTemp(sb.scratch.dir, s.ID+"-")
 	if err != nil {
 		return nil, fmt.Errorf("instance %s scratch folder: %w", s.ID, err)
 	}

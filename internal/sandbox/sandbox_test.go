@@ -236,10 +236,26 @@ func waitDone(t *testing.T, p *Process) {
 	}
 }
 
-// scratchDirs lists the instance scratch folders in tmp.
+// tempDir makes a temporary folder for a test's scratch folders and sets
+// TMPDIR to it: one all may search, as a jailed runtime needs (else the
+// sandbox takes /tmp).
+func tempDir(t *testing.T) string {
+	t.Helper()
+	tmp := t.TempDir()
+	for _, d := range []string{filepath.Dir(tmp), tmp} {
+		if err := os.Chmod(d, 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv("TMPDIR", tmp)
+	return tmp
+}
+
+// scratchDirs lists the instance scratch folders in tmp: in the scratch
+// folder of the sandbox, beside its lock file.
 func scratchDirs(t *testing.T, tmp string) []string {
 	t.Helper()
-	m, err := filepath.Glob(filepath.Join(tmp, "shoal-*"))
+	m, err := filepath.Glob(filepath.Join(tmp, scratchPattern, "*-*"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -274,8 +290,7 @@ func TestSandbox_StartStop(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tmp := t.TempDir()
-			t.Setenv("TMPDIR", tmp) // where Start makes scratch folders
+			tmp := tempDir(t) // where Start makes scratch folders
 			t.Setenv("SHOAL_TEST_PARENT_VAR", "leak")
 			// The child shares the script's stdout and stderr: the
 			// output ends only when the whole group is gone.
@@ -304,8 +319,8 @@ sleep 60`)
 			// The script ran with the runtime's command line and
 			// environment, in its scratch folder, in its own group.
 			dirs := scratchDirs(t, tmp)
-			if len(dirs) != 1 || !strings.HasPrefix(filepath.Base(dirs[0]), "shoal-inst1-") {
-				t.Fatalf("scratch folders %q, want one shoal-inst1-*", dirs)
+			if len(dirs) != 1 || !strings.HasPrefix(filepath.Base(dirs[0]), "inst1-") {
+				t.Fatalf("scratch folders %q, want one inst1-*", dirs)
 			}
 			dir := dirs[0]
 			if got, want := strings.Split(readRecord(t, records, "args"), "\n"), Argv(exe, "/opt/node", dir, testSpec)[1:]; !reflect.DeepEqual(got, want) {
@@ -388,8 +403,7 @@ func TestSandbox_Exits(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tmp := t.TempDir()
-			t.Setenv("TMPDIR", tmp)
+			tmp := tempDir(t) // where Start makes scratch folders
 			// Like node, the child has output of its own.
 			exe, records := fakeRuntime(t, "sleep 60 >/dev/null 2>&1 &", tt.body)
 			sb := mustNew(t, Config{Exe: exe})
@@ -427,8 +441,7 @@ func TestSandbox_Exits(t *testing.T) {
 // output to end before it reaps the runtime and kills the group, and the
 // output ends only when the child exits by itself.
 func TestSandbox_ExitsChildHoldsOutput(t *testing.T) {
-	tmp := t.TempDir()
-	t.Setenv("TMPDIR", tmp)
+	tempDir(t) // where Start makes scratch folders
 	exe, records := fakeRuntime(t, "sleep 60 &", "exit 3")
 	p, err := mustNew(t, Config{Exe: exe}).Start(t.Context(), testSpec)
 	if err != nil {
@@ -456,8 +469,7 @@ func TestSandbox_ExitsChildHoldsOutput(t *testing.T) {
 }
 
 func TestSandbox_StartFails(t *testing.T) {
-	tmp := t.TempDir()
-	t.Setenv("TMPDIR", tmp)
+	tmp := tempDir(t) // where Start makes scratch folders
 	sb := mustNew(t, Config{Exe: filepath.Join(t.TempDir(), "no-such-shoal")})
 	p, err := sb.Start(t.Context(), testSpec)
 	if err == nil {

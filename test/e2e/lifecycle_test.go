@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -181,11 +182,31 @@ func TestServe_SIGKILLLeavesNoInstances(t *testing.T) {
 	testutil.Eventually(t, 20*time.Second, "instances started", func() bool {
 		return len(testutil.InstancePids(s.DataDir)) == 4 // 2 runtimes + 2 nodes
 	})
+	// The folder of the instances' scratch folders, from a runtime's --dir.
+	scratch := ""
+	for _, pid := range testutil.InstancePids(s.DataDir) {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		args := strings.Split(string(b), "\x00")
+		if i := slices.Index(args, "--dir"); i >= 0 && i+1 < len(args) {
+			scratch = filepath.Dir(args[i+1])
+		}
+	}
+	if scratch == "" {
+		t.Fatal("no runtime's command line names its scratch folder")
+	}
 	s.Signal(syscall.SIGKILL)
 	<-s.Exited()
 	testutil.Eventually(t, 10*time.Second, "no runtime or node outlives a killed serve", func() bool {
 		return len(testutil.InstancePids(s.DataDir)) == 0
 	})
+	// A killed serve cannot clean up; the next serve to start does.
+	if _, err := os.Stat(scratch); err != nil {
+		t.Fatalf("the killed serve's scratch folder %s: %v, want it left until a serve starts", scratch, err)
+	}
+	testutil.StartServe(t, testutil.ServeOptions{})
+	if _, err := os.Stat(scratch); !os.IsNotExist(err) {
+		t.Errorf("the killed serve's scratch folder %s after another serve started: %v, want it removed", scratch, err)
+	}
 }
 
 func TestControlAPI_NeedsToken(t *testing.T) {
