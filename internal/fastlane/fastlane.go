@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/shoal-dev/shoal/internal/rawsock"
 	"golang.org/x/net/http/httpguts"
 )
 
@@ -175,7 +176,7 @@ func (s *Server) logf(format string, args ...any) {
 // brings a request the lane hands off.
 func (s *Server) serveConn(rwc net.Conn) {
 	c := &conn{rwc: rwc, remote: rwc.RemoteAddr().String(),
-		br: bufio.NewReaderSize(rwc, bufferSize), bw: bufio.NewWriterSize(rwc, bufferSize)}
+		br: bufio.NewReaderSize(rawsock.Reader(rwc), bufferSize), bw: bufio.NewWriterSize(rawsock.Writer(rwc), bufferSize)}
 	if sc, ok := rwc.(syscall.Conn); ok {
 		c.raw, _ = sc.SyscallConn()
 	}

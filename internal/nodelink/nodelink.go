@@ -14,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/shoal-dev/shoal/internal/rawsock"
 )
 
 // Errors callers branch on.
@@ -71,6 +73,7 @@ type loop struct {
 type conn struct {
 	nc     net.Conn
 	br     *bufio.Reader
+	w      io.Writer // nc's, for the request's head
 	loop   *loop
 	idleAt time.Time // when it was put back in the pool
 }
@@ -141,7 +144,7 @@ func (c *Client) take(deadline time.Time) (*conn, error) {
 		c.mu.Unlock()
 		nc, err := dial(l.path, deadline)
 		if err == nil {
-			return &conn{nc: nc, br: bufio.NewReaderSize(nc, 4<<10), loop: l}, nil
+			return &conn{nc: nc, br: bufio.NewReaderSize(rawsock.Reader(nc), 4<<10), w: rawsock.Writer(nc), loop: l}, nil
 		}
 		c.mu.Lock()
 		l.inflight--
@@ -239,7 +242,7 @@ func (c *Client) RoundTrip(req *http.Request, deadline time.Time) (*http.Respons
 
 	head := heads.Get().(*[]byte)
 	*head = appendHead((*head)[:0], req)
-	_, err = cn.nc.Write(*head)
+	_, err = cn.w.Write(*head)
 	heads.Put(head)
 	if err != nil {
 		ex.finish(false)
