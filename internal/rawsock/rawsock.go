@@ -21,7 +21,7 @@ import (
 )
 
 // Reader returns an io.Reader of c's bytes, or c itself when c has no file
-// descriptor.
+// descriptor. One goroutine at a time may read from it.
 func Reader(c net.Conn) io.Reader {
 	if raw := rawConn(c); raw != nil {
 		return &reader{raw: raw}
@@ -30,7 +30,7 @@ func Reader(c net.Conn) io.Reader {
 }
 
 // Writer returns an io.Writer to c, or c itself when c has no file
-// descriptor.
+// descriptor. One goroutine at a time may write to it.
 func Writer(c net.Conn) io.Writer {
 	if raw := rawConn(c); raw != nil {
 		return &writer{raw: raw}
