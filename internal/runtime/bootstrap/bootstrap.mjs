@@ -1275,6 +1275,11 @@ const RESOURCE_STORE = typeof als.kResourceStore === 'symbol' ? als.kResourceSto
 
 function enter(inv, req, res) {
   als.enterWith(inv);
+  loadSeen = true;
+  if (delaySampler !== null && !delaySampling) {
+    delaySampler.enable();
+    delaySampling = true;
+  }
   // serve's front dates every response that has no Date of its own: one
   // header fewer to write here and to parse there.
   res.sendDate = false;
@@ -1348,12 +1353,28 @@ function inFlight() {
   return n;
 }
 
+// The loop's delay sampler, a 10 ms timer, and whether it runs: it stops
+// while the loop idles (an interval with nothing in flight, no invocation
+// begun and the loop all but unused), so that a warm instance waiting for
+// work wakes node 10 times a second rather than 110, and starts again with
+// the next invocation. loadSeen says an invocation began since the last
+// report.
+let delaySampler = null;
+let delaySampling = false;
+let loadSeen = false;
+
+// idleUtilization is the loop's utilisation under which an interval with
+// nothing in flight counts as idle.
+const idleUtilization = 0.01;
+
 // reportLoad writes the event loop's load every 100 ms; the timer does not
 // keep node alive. The delay is the worst of what the 10 ms sampler saw and
 // how late this timer itself ran, which a long block always shows.
 function reportLoad() {
   const delay = monitorEventLoopDelay({ resolution: 10 });
   delay.enable();
+  delaySampler = delay;
+  delaySampling = true;
   let last = performance.eventLoopUtilization();
   let lastAt = performance.now();
   setInterval(() => {
@@ -1369,8 +1390,19 @@ function reportLoad() {
     const mean = n > 0 ? Math.max(0, delay.mean / 1e6 - 10) : 0;
     const max = Math.max(n > 0 ? delay.max / 1e6 - 10 : 0, own);
     delay.reset();
-    writeControl('{"type":"load","loop":' + loopIndex + ',"inflight":' + inFlight() + ',"elu":' + elu.toFixed(3) + ',"eld_mean":' +
+    const inflight = inFlight();
+    writeControl('{"type":"load","loop":' + loopIndex + ',"inflight":' + inflight + ',"elu":' + elu.toFixed(3) + ',"eld_mean":' +
       mean.toFixed(2) + ',"eld_max":' + max.toFixed(2) + '}\n');
+    const idle = inflight === 0 && !loadSeen && elu < idleUtilization;
+    if (idle && delaySampling) {
+      delay.disable();
+      delaySampling = false;
+    } else if (!idle && !delaySampling) {
+      // Work that is no invocation's (a timer, waitUntil) turns it on again.
+      delay.enable();
+      delaySampling = true;
+    }
+    loadSeen = false;
   }, 100).unref();
 }
 

@@ -1322,3 +1322,47 @@ func TestBootstrap_OwnResponseKept(t *testing.T) {
 		}
 	}
 }
+
+// TestBootstrap_IdleLoopSleeps checks that a warm instance with nothing to
+// do lets node's main thread sleep: its load reports go on every 100 ms,
+// but the 10 ms loop delay sampler stops until the next invocation, which
+// starts it again.
+func TestBootstrap_IdleLoopSleeps(t *testing.T) {
+	inst := startReady(t, `export default (req, res) => res.end('ok');`)
+	status := fmt.Sprintf("/proc/%d/task/%d/status", inst.cmd.Process.Pid, inst.cmd.Process.Pid)
+	// wakeups counts the main thread's context switches so far.
+	wakeups := func() int {
+		b, err := os.ReadFile(status)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for line := range strings.Lines(string(b)) {
+			k, v, _ := strings.Cut(line, ":")
+			if k == "voluntary_ctxt_switches" || k == "nonvoluntary_ctxt_switches" {
+				c, _ := strconv.Atoi(strings.TrimSpace(v))
+				n += c
+			}
+		}
+		return n
+	}
+	// per counts the wakeups in 2 s, as a rate per second.
+	per := func() float64 {
+		a := wakeups()
+		time.Sleep(2 * time.Second)
+		return float64(wakeups()-a) / 2
+	}
+	for round := range 2 {
+		if resp := inst.mustDo(t, request{path: "/", id: fmt.Sprintf("idle-%d", round)}); resp.status != 200 {
+			t.Fatalf("status %d", resp.status)
+		}
+		time.Sleep(300 * time.Millisecond) // a report or two finds the loop idle
+		// The 100 ms report alone is 10 a second; the sampler would add
+		// another 100.
+		r := per()
+		t.Logf("round %d: %.0f wakeups a second", round, r)
+		if r > 50 {
+			t.Errorf("round %d: node's main thread woke %.0f times a second while idle, want about 10", round, r)
+		}
+	}
+}
