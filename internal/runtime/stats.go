@@ -3,6 +3,7 @@ package runtime
 import (
 	"bytes"
 	"errors"
+	"io"
 	"os"
 	"strconv"
 	"time"
@@ -65,18 +66,20 @@ const maxWaited = 10_000
 // the last call.
 func (s *Supervisor) Stats() Stats {
 	var st Stats
+	s.procMu.Lock()
 	select {
 	case <-s.exited:
+		s.proc.node.close()
 		if ps := s.cmd.ProcessState; ps != nil {
 			st.NodeCPU = ps.UserTime() + ps.SystemTime()
 		}
 	default:
-		if cpu, rss, err := procStat(s.cmd.Process.Pid); err == nil {
+		if cpu, rss, err := readProcStat(&s.proc.node); err == nil {
 			st.NodeCPU, st.RSS = cpu, rss
 		}
 	}
 	st.CPU = st.NodeCPU
-	if cpu, _, err := procStat(os.Getpid()); err == nil {
+	if cpu, _, err := readProcStat(&s.proc.self); err == nil {
 		// Once node is reaped its CPU is in this process's children's
 		// figure too, which procStat adds: count it once.
 		st.CPU = cpu
@@ -87,7 +90,8 @@ func (s *Supervisor) Stats() Stats {
 		}
 	}
 	now := time.Now()
-	idle, idleErr := hostIdleTime()
+	idle, idleErr := readHostIdleTime(&s.proc.host)
+	s.procMu.Unlock()
 	s.mu.Lock()
 	if idleErr == nil {
 		if !s.idleAt.IsZero() && now.After(s.idleAt) {
@@ -135,18 +139,63 @@ const clockTick = time.Second / 100
 
 var pageSize = int64(os.Getpagesize())
 
-// hostIdleTime reads how long the host's CPUs were idle (or waiting for
-// I/O) since boot, added up over the CPUs, from the first line of
-// /proc/stat.
-func hostIdleTime() (time.Duration, error) {
-	f, err := os.Open("/proc/stat")
+// procFiles are the /proc files Stats reads, kept open: opening three
+// files every 100 ms was a fifth of an idle instance's runtime CPU (0.60%
+// of a CPU against 0.47%, side by side).
+type procFiles struct {
+	node, self, host procFile
+}
+
+// procFile is a /proc file kept open and read again from its start, which
+// /proc regenerates at each read.
+type procFile struct {
+	path string
+	f    *os.File
+	buf  []byte
+}
+
+// read returns the file's start, up to len(buf) bytes: enough for the
+// stat lines read here.
+func (pf *procFile) read() ([]byte, error) {
+	if pf.f == nil {
+		f, err := os.Open(pf.path)
+		if err != nil {
+			return nil, err
+		}
+		pf.f = f
+		if pf.buf == nil {
+			pf.buf = make([]byte, 1024)
+		}
+	}
+	n, err := pf.f.ReadAt(pf.buf, 0)
+	if err != nil && err != io.EOF {
+		return nil, err
+	}
+	return pf.buf[:n], nil
+}
+
+func (pf *procFile) close() {
+	if pf.f != nil {
+		pf.f.Close()
+		pf.f = nil
+	}
+}
+
+func (p *procFiles) close() {
+	p.node.close()
+	p.self.close()
+	p.host.close()
+}
+
+// readHostIdleTime reads how long the host's CPUs were idle (or waiting
+// for I/O) since boot, added up over the CPUs, from the first line of
+// /proc/stat (pf).
+func readHostIdleTime(pf *procFile) (time.Duration, error) {
+	b, err := pf.read()
 	if err != nil {
 		return 0, err
 	}
-	defer f.Close()
-	buf := make([]byte, 256)
-	n, _ := f.Read(buf)
-	line, _, _ := bytes.Cut(buf[:n], []byte("\n"))
+	line, _, _ := bytes.Cut(b, []byte("\n"))
 	fields := bytes.Fields(line)
 	// cpu user nice system idle iowait ...
 	if len(fields) < 6 || string(fields[0]) != "cpu" {
@@ -166,7 +215,14 @@ func hostIdleTime() (time.Duration, error) {
 // procStat reads a process's CPU time (its own and its reaped children's,
 // user + system) and resident memory from /proc/PID/stat.
 func procStat(pid int) (cpu time.Duration, rss int64, err error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	pf := procFile{path: "/proc/" + strconv.Itoa(pid) + "/stat"}
+	defer pf.close()
+	return readProcStat(&pf)
+}
+
+// readProcStat is procStat of a /proc/PID/stat file (pf).
+func readProcStat(pf *procFile) (cpu time.Duration, rss int64, err error) {
+	b, err := pf.read()
 	if err != nil {
 		return 0, 0, err
 	}

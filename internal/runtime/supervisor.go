@@ -107,6 +107,9 @@ type Supervisor struct {
 	failed bool          // guarded by mu; a loop could not start: ask for no more
 	idle   time.Duration // guarded by mu; the host's idle CPU time at the last Stats
 	idleAt time.Time     // guarded by mu; when it was read
+
+	procMu sync.Mutex // one Stats at a time reads proc
+	proc   procFiles  // guarded by procMu
 }
 
 // codeCacheRejected is what the bootstrap's ready message says when V8
@@ -196,11 +199,16 @@ func Start(ctx context.Context, cfg Config) (*Supervisor, error) {
 	}
 
 	s := &Supervisor{
-		cfg:      cfg,
-		cmd:      cmd,
-		sock:     sock,
-		logs:     &lockedWriter{w: cfg.Logs},
-		exited:   make(chan struct{}),
+		cfg:    cfg,
+		cmd:    cmd,
+		sock:   sock,
+		logs:   &lockedWriter{w: cfg.Logs},
+		exited: make(chan struct{}),
+		proc: procFiles{
+			node: procFile{path: "/proc/" + strconv.Itoa(cmd.Process.Pid) + "/stat"},
+			self: procFile{path: "/proc/" + strconv.Itoa(os.Getpid()) + "/stat"},
+			host: procFile{path: "/proc/stat"},
+		},
 		commands: commands[1],
 		asked:    1,
 	}
@@ -383,11 +391,13 @@ func (s *Supervisor) ExitErr() error { return s.exitErr }
 func (s *Supervisor) Close() error {
 	select {
 	case <-s.exited:
-		return nil
 	default:
+		s.cmd.Process.Kill()
+		<-s.exited
 	}
-	s.cmd.Process.Kill()
-	<-s.exited
+	s.procMu.Lock()
+	s.proc.close()
+	s.procMu.Unlock()
 	return nil
 }
 

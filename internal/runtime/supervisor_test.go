@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -248,6 +249,28 @@ func TestProcStat(t *testing.T) {
 	}
 	if _, _, err := procStat(1 << 30); err == nil {
 		t.Error("procStat of no process: no error")
+	}
+}
+
+// A /proc file kept open reads what holds now, not what held when it was
+// opened.
+func TestProcFile_ReadsAgain(t *testing.T) {
+	pf := procFile{path: "/proc/" + strconv.Itoa(os.Getpid()) + "/stat"}
+	defer pf.close()
+	before, _, err := readProcStat(&pf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var after time.Duration
+	for deadline := time.Now().Add(5 * time.Second); after <= before && time.Now().Before(deadline); {
+		for start := time.Now(); time.Since(start) < 50*time.Millisecond; {
+		}
+		if after, _, err = readProcStat(&pf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if after <= before {
+		t.Errorf("CPU read through one open file stayed %v after busy loops", before)
 	}
 }
 
