@@ -81,7 +81,7 @@ func (s *Supervisor) Stats() Stats {
 	st.CPU = st.NodeCPU
 	if cpu, _, err := readProcStat(&s.proc.self); err == nil {
 		// Once node is reaped its CPU is in this process's children's
-		// figure too, which procStat adds: count it once.
+		// figure too, which readProcStat adds: count it once.
 		st.CPU = cpu
 		select {
 		case <-s.exited:
@@ -212,15 +212,9 @@ func readHostIdleTime(pf *procFile) (time.Duration, error) {
 	return time.Duration(ticks) * clockTick, nil
 }
 
-// procStat reads a process's CPU time (its own and its reaped children's,
-// user + system) and resident memory from /proc/PID/stat.
-func procStat(pid int) (cpu time.Duration, rss int64, err error) {
-	pf := procFile{path: "/proc/" + strconv.Itoa(pid) + "/stat"}
-	defer pf.close()
-	return readProcStat(&pf)
-}
-
-// readProcStat is procStat of a /proc/PID/stat file (pf).
+// readProcStat reads a process's CPU time (its own and its reaped
+// children's, user + system) and resident memory from its /proc/PID/stat
+// (pf).
 func readProcStat(pf *procFile) (cpu time.Duration, rss int64, err error) {
 	b, err := pf.read()
 	if err != nil {

@@ -243,12 +243,15 @@ export default {
 }
 
 func TestProcStat(t *testing.T) {
-	cpu, rss, err := procStat(os.Getpid())
+	self := procFile{path: "/proc/" + strconv.Itoa(os.Getpid()) + "/stat"}
+	defer self.close()
+	cpu, rss, err := readProcStat(&self)
 	if err != nil || cpu <= 0 || rss <= 0 {
-		t.Errorf("procStat(self) = %v, %d, %v; want CPU and RSS above 0", cpu, rss, err)
+		t.Errorf("readProcStat(self) = %v, %d, %v; want CPU and RSS above 0", cpu, rss, err)
 	}
-	if _, _, err := procStat(1 << 30); err == nil {
-		t.Error("procStat of no process: no error")
+	none := procFile{path: "/proc/" + strconv.Itoa(1<<30) + "/stat"}
+	if _, _, err := readProcStat(&none); err == nil {
+		t.Error("readProcStat of no process: no error")
 	}
 }
 
