@@ -19,6 +19,7 @@ import (
 
 	"github.com/shoal-dev/shoal/internal/model"
 	"github.com/shoal-dev/shoal/internal/routes"
+	"github.com/shoal-dev/shoal/internal/runtime/bootstrap"
 )
 
 // BundlePrefix starts the name of every bundle: a function built from
@@ -354,11 +355,19 @@ func bundle(ctx context.Context, dir, entry string) (string, error) {
 	if err := ctx.Err(); err != nil {
 		return "", fmt.Errorf("bundle %s: %w", entry, err)
 	}
+	// Either bundle, its source map, and the CommonJS bundle's code cache.
+	var names []string
 	for _, ext := range []string{".cjs", ".mjs"} {
 		out := path.Join(path.Dir(entry), BundlePrefix+path.Base(entry)+ext)
-		if ok, err := isFile(filepath.Join(dir, filepath.FromSlash(out))); err != nil || ok {
+		names = append(names, out, out+".map")
+		if ext == ".cjs" {
+			names = append(names, bootstrap.CodeCache(out))
+		}
+	}
+	for _, name := range names {
+		if ok, err := isFile(filepath.Join(dir, filepath.FromSlash(name))); err != nil || ok {
 			if err == nil {
-				err = &Error{File: out, Msg: "this name is shoal's, for the bundle of " + entry + ": rename the file"}
+				err = &Error{File: name, Msg: "this name is shoal's, for the bundle of " + entry + ": rename the file"}
 			}
 			return "", err
 		}

@@ -573,6 +573,16 @@ func TestBuild_APIFolderErrors(t *testing.T) {
 			files: map[string]string{"api/a.js": `export default () => 1;`, "api/.shoal-a.js.mjs": `x`},
 			want:  Error{File: "api/.shoal-a.js.mjs", Msg: "this name is shoal's"},
 		},
+		{
+			name:  "source_map_name_taken",
+			files: map[string]string{"api/a.js": `export default () => 1;`, "api/.shoal-a.js.cjs.map": `{}`},
+			want:  Error{File: "api/.shoal-a.js.cjs.map", Msg: "this name is shoal's"},
+		},
+		{
+			name:  "code_cache_name_taken",
+			files: map[string]string{"index.js": `export default () => 1;`, ".shoal-index.js.cjs.v8cache": `x`},
+			want:  Error{File: ".shoal-index.js.cjs.v8cache", Msg: "this name is shoal's"},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
