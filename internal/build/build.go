@@ -12,6 +12,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -347,8 +348,9 @@ func isFile(name string) (bool, error) {
 // + ".cjs") where the code allows: node loads it as a vm.Script, whose
 // compiled code V8 can cache (the deploy writes the cache; see
 // bootstrap.CodeCache), which it cannot for an ES module in Node 20. Code
-// with a top-level await, an import() of something other than a string, or
-// that uses import.meta beyond url, dirname and filename, gets an ES module
+// with a top-level await, an import() of something other than a string,
+// "import(" in its text (see importInText), or that uses import.meta beyond
+// url, dirname and filename, gets an ES module
 // (".mjs") instead, as it does where CommonJS fails to build at all; that
 // build's errors are the ones reported.
 func bundle(ctx context.Context, dir, entry string) (string, error) {
@@ -378,6 +380,23 @@ func bundle(ctx context.Context, dir, entry string) (string, error) {
 	}
 	return out, err
 }
+
+// importInText reports whether a CommonJS bundle's text holds "import("
+// outside its block comments (where JSDoc types such as
+// {import('./x').T} are common). esbuild leaves no import() call in such a
+// bundle (see esbuild), so what it finds is in a string or a regular
+// expression: most likely code for eval or new Function, where import()
+// throws in a vm.Script (node 20 has no callback for it without a flag)
+// and works in an ES module. A false find costs the code cache, not
+// correctness.
+func importInText(bundle []byte) bool {
+	return importCall.Match(blockComment.ReplaceAll(bundle, nil))
+}
+
+var (
+	importCall   = regexp.MustCompile(`(?:^|[^.\w$])import\s*\(`)
+	blockComment = regexp.MustCompile(`(?s)/\*.*?\*/`)
+)
 
 // fallback is why a CommonJS bundle was not made.
 type fallback struct{ msgs []api.Message }
@@ -448,6 +467,11 @@ func esbuild(ctx context.Context, dir, entry string, format api.Format) (string,
 		for _, w := range res.Warnings {
 			if w.ID == "empty-import-meta" || w.ID == "unsupported-dynamic-import" {
 				why = append(why, w)
+			}
+		}
+		for _, f := range res.OutputFiles {
+			if f.Path == opts.Outfile && importInText(f.Contents) {
+				why = append(why, api.Message{Text: "import( in the bundle's text: code that eval or new Function makes may call import(), which a CommonJS bundle cannot serve"})
 			}
 		}
 		if why = append(why, res.Errors...); len(why) > 0 {

@@ -243,6 +243,29 @@ export default () => v + " " + typeof require + " " + __filename.slice(__dirname
 			esm:       true,
 		},
 		{
+			name: "import_in_function_code",
+			files: map[string]string{
+				"index.js": `const load = new Function("s", "return import(s)");
+module.exports = async () => (await load("node:os")).EOL.length + " " + (await eval("import ('node:path')")).sep;`,
+			},
+			wantEntry: "index.js",
+			want:      "1 /",
+			esm:       true,
+		},
+		{
+			name: "import_in_a_jsdoc_type",
+			files: map[string]string{"index.js": `const f = /** @type {import('./t').F} */ (function () { return "typed"; });
+module.exports = () => f();`},
+			wantEntry: "index.js",
+			want:      "typed",
+		},
+		{
+			name:      "a_call_of_a_method_named_import",
+			files:     map[string]string{"index.js": `const o = {}; o["import"] = (x) => x + 1; module.exports = () => o.import(1);`},
+			wantEntry: "index.js",
+			want:      "2",
+		},
+		{
 			name:      "import_meta_resolve",
 			files:     map[string]string{"index.mjs": `export default () => typeof import.meta.resolve;`},
 			wantEntry: "index.mjs",
