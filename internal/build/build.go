@@ -350,9 +350,9 @@ func isFile(name string) (bool, error) {
 // bootstrap.CodeCache), which it cannot for an ES module in Node 20. Code
 // with a top-level await, an import() of something other than a string,
 // "import(" in its text (see importInText), or that uses import.meta beyond
-// url, dirname and filename, gets an ES module
-// (".mjs") instead, as it does where CommonJS fails to build at all; that
-// build's errors are the ones reported.
+// url, dirname and filename, gets an ES module (".mjs") instead, as it does
+// where CommonJS fails to build at all; that build's errors are the ones
+// reported.
 func bundle(ctx context.Context, dir, entry string) (string, error) {
 	if err := ctx.Err(); err != nil {
 		return "", fmt.Errorf("bundle %s: %w", entry, err)
