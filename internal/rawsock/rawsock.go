@@ -1,7 +1,7 @@
-// Package rawsock reads and writes a socket with raw system calls, which do
-// not tell Go's scheduler about them, through the socket's syscall.RawConn,
-// so that deadlines, Close and the network poller work as with the
-// socket's own Read and Write.
+// Package rawsock reads and writes a socket (or a pipe, as an *os.File)
+// with raw system calls, which do not tell Go's scheduler about them,
+// through its syscall.RawConn, so that deadlines, Close and the network
+// poller work as with its own Read and Write.
 //
 // A socket's own Read and Write go through syscall.Syscall, whose
 // entersyscall wakes the scheduler's monitor thread (sysmon) whenever it
@@ -14,15 +14,15 @@ package rawsock
 
 import (
 	"io"
-	"net"
 	"os"
 	"syscall"
 	"unsafe"
 )
 
 // Reader returns an io.Reader of c's bytes, or c itself when c has no file
-// descriptor. One goroutine at a time may read from it.
-func Reader(c net.Conn) io.Reader {
+// descriptor in the network poller. One goroutine at a time may read from
+// it.
+func Reader(c io.Reader) io.Reader {
 	if raw := rawConn(c); raw != nil {
 		return &reader{raw: raw}
 	}
@@ -30,21 +30,33 @@ func Reader(c net.Conn) io.Reader {
 }
 
 // Writer returns an io.Writer to c, or c itself when c has no file
-// descriptor. One goroutine at a time may write to it.
-func Writer(c net.Conn) io.Writer {
+// descriptor in the network poller. One goroutine at a time may write to
+// it.
+func Writer(c io.Writer) io.Writer {
 	if raw := rawConn(c); raw != nil {
 		return &writer{raw: raw}
 	}
 	return c
 }
 
-func rawConn(c net.Conn) syscall.RawConn {
+// rawConn is c's RawConn if c has a non-blocking file descriptor (Go's
+// sockets and pipes, which are in the network poller), else nil: a raw
+// read of a blocking one would hold its thread and P while it waits.
+func rawConn(c any) syscall.RawConn {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return nil
 	}
 	raw, err := sc.SyscallConn()
 	if err != nil {
+		return nil
+	}
+	nonblocking := false
+	err = raw.Control(func(fd uintptr) {
+		flags, _, errno := syscall.RawSyscall(syscall.SYS_FCNTL, fd, syscall.F_GETFL, 0)
+		nonblocking = errno == 0 && flags&syscall.O_NONBLOCK != 0
+	})
+	if err != nil || !nonblocking {
 		return nil
 	}
 	return raw

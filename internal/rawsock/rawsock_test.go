@@ -163,6 +163,56 @@ func TestReaderWriter_ConnWithoutDescriptor(t *testing.T) {
 	}
 }
 
+// TestReadWrite_Pipe reads and writes an os.Pipe raw, with a read
+// deadline, and gets EOF once the write end closes.
+func TestReadWrite_Pipe(t *testing.T) {
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	r, w := Reader(pr), Writer(pw)
+	if _, ok := r.(*reader); !ok {
+		t.Fatalf("Reader of an os.Pipe is %T, want the raw reader", r)
+	}
+	if _, ok := w.(*writer); !ok {
+		t.Fatalf("Writer of an os.Pipe is %T, want the raw writer", w)
+	}
+	pr.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if n, err := r.Read(make([]byte, 8)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Read of an empty pipe = %d, %v; want the deadline", n, err)
+	}
+	pr.SetReadDeadline(time.Time{})
+	go func() {
+		w.Write([]byte("through the pipe"))
+		pw.Close()
+	}()
+	got, err := io.ReadAll(r)
+	if err != nil || string(got) != "through the pipe" {
+		t.Fatalf("read %q, %v; want %q and EOF", got, err, "through the pipe")
+	}
+}
+
+// TestReaderWriter_Blocking falls back to the file itself for a blocking
+// descriptor, whose raw read would hold its thread and P while it waits.
+func TestReaderWriter_Blocking(t *testing.T) {
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	defer pw.Close()
+	// Fd puts the descriptor in blocking mode.
+	pr.Fd()
+	pw.Fd()
+	if r := Reader(pr); r != io.Reader(pr) {
+		t.Fatalf("Reader of a blocking pipe is %T, want the file itself", r)
+	}
+	if w := Writer(pw); w != io.Writer(pw) {
+		t.Fatalf("Writer of a blocking pipe is %T, want the file itself", w)
+	}
+}
+
 // TestMain makes the test binary an echo server on the unix socket at
 // $RAWSOCK_ECHO when that is set: BenchmarkPingPong's other process.
 func TestMain(m *testing.M) {
