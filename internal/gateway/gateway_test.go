@@ -122,6 +122,7 @@ func TestGateway_PassesRequest(t *testing.T) {
 	req := httptest.NewRequest("POST", "http://127.0.0.1:3000/app/items?x=1", strings.NewReader("body"))
 	req.Header.Set("x-shoal-id", "spoofed")
 	req.Header.Set("x-shoal-error", "spoofed")
+	req.Header.Set("x-shoal-lane", "spoofed") // would ask node for a lane (nodelink.LaneHeader)
 	req.Header.Set("x-forwarded-for", "10.9.9.9")
 	req.Header.Set("connection", "x-hop")
 	req.Header.Set("x-hop", "1")
@@ -150,6 +151,9 @@ func TestGateway_PassesRequest(t *testing.T) {
 	}
 	if got.Header.Get(ErrorHeader) != "" {
 		t.Error("client's x-shoal-error reached the function")
+	}
+	if got.Header.Get("x-shoal-lane") != "" {
+		t.Error("client's x-shoal-lane reached the function")
 	}
 }
 

@@ -249,7 +249,7 @@ func (p *pool) launch(id string) (*instance, error) {
 		return nil, fmt.Errorf("instance %s tunnel: %w", id, err)
 	}
 	reports, stopReports := context.WithCancel(p.inv.ctx)
-	return &instance{id: id, conn: conn, node: nodelink.New(proc.Socket()), drained: make(chan struct{}),
+	return &instance{id: id, conn: conn, node: nodelink.NewLanes(proc.Socket()), drained: make(chan struct{}),
 		proc: proc, reports: reports, stopReports: stopReports}, nil
 }
 

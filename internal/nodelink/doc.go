@@ -1,6 +1,8 @@
 // Package nodelink is the invoker's HTTP/1.1 client to one instance's node
-// process: each invocation goes straight to node over a unix socket of one
-// of its event loops, with no process between serve and node.
+// process: each invocation goes straight to node over a connection to one
+// of its event loops, with no process between serve and node. A loop's
+// first connection is a lane, a pair of FIFOs, where node takes one (see
+// lane.go); its others are its unix socket's.
 //
 // Connections are pooled per event loop and carry one invocation at a time.
 // A connection has no goroutine of its own: the invocation's goroutine

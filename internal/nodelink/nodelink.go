@@ -14,8 +14,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
-	"github.com/shoal-dev/shoal/internal/rawsock"
 )
 
 // Errors callers branch on.
@@ -51,6 +49,7 @@ const IdleTimeout = 5 * time.Minute
 type Client struct {
 	// immutable
 	socket string
+	lanes  bool // a loop's first connection is a lane where node takes one (see lane.go)
 
 	mu       sync.Mutex
 	loops    []*loop                // guarded by mu; loop n serves on socket, or socket.n for n > 0
@@ -66,6 +65,8 @@ type loop struct {
 	inflight int
 	idle     []*conn // most recently used last
 	dead     bool    // its socket refused a connection: not serving
+	// A lane is open or opening on this loop; node did not take one.
+	lane, laneRefused bool
 }
 
 // conn is one connection to a loop, idle in its pool or carrying one
@@ -76,12 +77,22 @@ type conn struct {
 	w      io.Writer // nc's, for the request's head
 	loop   *loop
 	idleAt time.Time // when it was put back in the pool
+	lane   bool      // nc is a lane
 }
 
 // New returns a client of the node process whose first event loop serves
 // on the unix socket at socket.
 func New(socket string) *Client {
 	return &Client{socket: socket, loops: []*loop{{path: socket}}, watched: map[*exchange]struct{}{}}
+}
+
+// NewLanes is New for a node that runs shoal's bootstrap: each loop's first
+// connection is a lane, a pair of FIFOs, where node takes one (see
+// lane.go).
+func NewLanes(socket string) *Client {
+	c := New(socket)
+	c.lanes = true
+	return c
 }
 
 // SetLoops says that node serves on n event loops: loop k > 0 on the
@@ -103,10 +114,18 @@ func (c *Client) Close() {
 	c.closed = true
 	for _, l := range c.loops {
 		for _, cn := range l.idle {
-			cn.nc.Close()
+			closeLocked(cn)
 		}
 		l.idle = nil
 	}
+}
+
+// closeLocked closes cn, which is in no pool, with the client's mu held.
+func closeLocked(cn *conn) {
+	if cn.lane {
+		cn.loop.lane = false
+	}
+	cn.nc.Close()
 }
 
 // pickLocked returns the serving loop with the fewest invocations in
@@ -139,14 +158,33 @@ func (c *Client) take(deadline time.Time) (*conn, error) {
 				c.mu.Unlock()
 				return cn, nil
 			}
-			cn.nc.Close()
+			closeLocked(cn)
+		}
+		// A loop's first connection is a lane (see lane.go).
+		useLane := c.lanes && !l.lane && !l.laneRefused
+		if useLane {
+			l.lane = true
 		}
 		c.mu.Unlock()
-		nc, err := dial(l.path, deadline)
+		dialer := dial
+		if useLane {
+			dialer = dialLane
+		}
+		nc, err := dialer(l.path, deadline)
 		if err == nil {
-			return &conn{nc: nc, br: bufio.NewReaderSize(rawsock.Reader(nc), 4<<10), w: rawsock.Writer(nc), loop: l}, nil
+			_, lane := nc.(*pipeConn)
+			if useLane && !lane {
+				c.mu.Lock()
+				l.lane, l.laneRefused = false, true
+				c.mu.Unlock()
+			}
+			r, w := connIO(nc)
+			return &conn{nc: nc, br: bufio.NewReaderSize(r, 4<<10), w: w, loop: l, lane: lane}, nil
 		}
 		c.mu.Lock()
+		if useLane {
+			l.lane = false
+		}
 		l.inflight--
 		if l == c.loops[0] {
 			c.mu.Unlock()
@@ -218,6 +256,9 @@ func (c *Client) done(ex *exchange, reusable bool) {
 		cn.loop.idle = append(cn.loop.idle, cn)
 		c.mu.Unlock()
 		return
+	}
+	if cn.lane {
+		cn.loop.lane = false
 	}
 	c.mu.Unlock()
 	cn.nc.Close()

@@ -23,6 +23,7 @@ import (
 //	/never     nothing; when the connection closes it says so on stdout
 //	/stall     the headers and "started", then nothing, like /never
 //	/big       1 MiB
+//	/.shoal-lane  200, and no lane opened
 const server = `
 const http = require('node:http');
 const fs = require('node:fs');
@@ -38,6 +39,7 @@ const srv = http.createServer({ keepAliveTimeout: 600000 }, (req, res) => {
   case '/never': res.on('close', () => console.log('closed ' + req.url)); break;
   case '/stall': res.write('started'); res.on('close', () => console.log('closed ' + req.url)); break;
   case '/big': res.end(Buffer.alloc(1 << 20, 'x')); break;
+  case '/.shoal-lane': res.end(); break; // says yes, and opens no lane
   default: res.statusCode = 404; res.end();
   }
 });
@@ -365,5 +367,24 @@ func TestClient_Closed(t *testing.T) {
 	c.Close()
 	if _, err := c.RoundTrip(request(t, "GET", "/conn", nil), time.Now().Add(10*time.Second)); !errors.Is(err, ErrClosed) {
 		t.Errorf("got %v, want ErrClosed", err)
+	}
+}
+
+// TestClient_LanesFallBackToTheSocket: a node that says it took a lane it
+// did not open leaves the client on its socket, with no FIFO left behind.
+func TestClient_LanesFallBackToTheSocket(t *testing.T) {
+	sock := socketPath(t)
+	startNode(t, sock, "main")
+	c := NewLanes(sock)
+	defer c.Close()
+	// The lane's request was the first connection's; the second carries
+	// the invocations.
+	for i := range 3 {
+		if _, got := call(t, c, request(t, "GET", "/conn", nil)); got != "main 2" {
+			t.Fatalf("call %d: got %q, want %q", i, got, "main 2")
+		}
+	}
+	if left, _ := filepath.Glob(sock + ".lane-*"); len(left) != 0 {
+		t.Errorf("lane FIFOs left: %q", left)
 	}
 }

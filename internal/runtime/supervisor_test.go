@@ -1,9 +1,13 @@
 package runtime
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -57,10 +61,10 @@ func start(t *testing.T, src string, maxDuration time.Duration) (*Supervisor, *l
 	return s, logs, err
 }
 
-// link is a client of s's node, as serve's invoker has one, with s's
-// loops.
+// link is a client of s's node, as serve's invoker has one (over lanes),
+// with s's loops.
 func link(t *testing.T, s *Supervisor) *nodelink.Client {
-	c := nodelink.New(s.sock)
+	c := nodelink.NewLanes(s.sock)
 	c.SetLoops(s.Stats().Loops)
 	t.Cleanup(c.Close)
 	return c
@@ -102,6 +106,69 @@ func TestSupervisor_Serves(t *testing.T) {
 			t.Fatalf("log record for inv1 not written; logs:\n%s", logs)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestSupervisor_Lanes: invocations go over a lane, which node holds open
+// as two FIFOs, one per loop however many invocations run at once; a
+// request for a lane that is not one serve makes reaches the handler, and
+// one for FIFOs that are not there fails, so that serve keeps the socket.
+func TestSupervisor_Lanes(t *testing.T) {
+	s, _, err := start(t, `export default (req, res) => setTimeout(() => res.end('handler ' + req.url), 50);`, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := link(t, s)
+	for round := range 3 {
+		var wg sync.WaitGroup
+		for i := range 4 {
+			wg.Go(func() {
+				if status, body, err := invoke(c, "/x", fmt.Sprint("inv", round, i)); err != nil || status != 200 || body != "handler /x" {
+					t.Errorf("invocation %d.%d: %d %q %v, want 200 %q", round, i, status, body, err, "handler /x")
+				}
+			})
+		}
+		wg.Wait()
+	}
+	fds, _ := filepath.Glob(fmt.Sprintf("/proc/%d/fd/*", s.cmd.Process.Pid))
+	var lanes []string
+	for _, fd := range fds {
+		if to, err := os.Readlink(fd); err == nil && strings.Contains(to, ".lane-") {
+			lanes = append(lanes, to)
+		}
+	}
+	// One lane: two FIFOs, removed from the folder once open.
+	if len(lanes) != 2 {
+		t.Errorf("node holds %d lane FIFOs open (%q), want 2", len(lanes), lanes)
+	}
+	if left, _ := filepath.Glob(s.sock + ".lane-*"); len(left) != 0 {
+		t.Errorf("lane FIFOs left in the folder: %q", left)
+	}
+
+	sock, err := net.Dial("unix", s.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sock.Close()
+	br := bufio.NewReader(sock)
+	for _, tc := range []struct{ header, want string }{
+		{"", "handler /.shoal-lane"},                       // no token: a request like any other
+		{"X-Shoal-Lane: ../x\r\n", "handler /.shoal-lane"}, // not a token serve makes
+		{"X-Shoal-Lane: nofifos\r\n", "500"},               // a token, with no FIFOs
+	} {
+		fmt.Fprintf(sock, "GET /.shoal-lane HTTP/1.1\r\nHost: fn\r\nX-Shoal-Id: lane\r\n%s\r\n", tc.header)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		got := strconv.Itoa(resp.StatusCode)
+		if resp.StatusCode == 200 {
+			got = string(body)
+		}
+		if got != tc.want {
+			t.Errorf("%q: got %s (%q), want %s", tc.header, got, body, tc.want)
+		}
 	}
 }
 

@@ -185,7 +185,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { AsyncLocalStorage, AsyncResource } from 'node:async_hooks';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
-import { Readable } from 'node:stream';
+import { Duplex, Readable } from 'node:stream';
 import { parse as parseQueryString } from 'node:querystring';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { format, inspect } from 'node:util';
@@ -1284,8 +1284,13 @@ function enter(inv, req, res) {
   // header fewer to write here and to parse there.
   res.sendDate = false;
   if (RESOURCE_STORE !== undefined) {
-    const handle = req.socket._handle;
-    if (handle) handle[RESOURCE_STORE] = inv;
+    const socket = req.socket;
+    if (socket._handle) {
+      socket._handle[RESOURCE_STORE] = inv;
+    } else if (socket[LANE_ENDS]) {
+      // A lane: the close events come from its FIFOs' handles.
+      for (const end of socket[LANE_ENDS]) if (end._handle) end._handle[RESOURCE_STORE] = inv;
+    }
   }
 }
 
@@ -1297,16 +1302,7 @@ function serveNodeInScope(inv, req, res) {
   new AsyncResource('shoal.invocation').runInAsyncScope(serveNode, null, nodeHandler, inv, req, res);
 }
 
-const server = http.createServer({
-  requestTimeout: 0,
-  headersTimeout: 0,
-  keepAlive: true,
-  // The gateway bounds request headers with serve's flags; node's own
-  // bound must only stay above any of them.
-  maxHeaderSize: 8 << 20,
-  requireHostHeader: false,
-  ...(helpers && webTarget === null ? { IncomingMessage: ShoalRequest, ServerResponse: ShoalResponse } : {}),
-}, webTarget !== null
+const invoke = webTarget !== null
   ? (req, res) => {
     const inv = new Invocation(invocationID(req.rawHeaders), req, res);
     enter(inv, req, res);
@@ -1322,9 +1318,100 @@ const server = http.createServer({
       const inv = new Invocation(invocationID(req.rawHeaders), req, res);
       enter(inv, req, res);
       serveNodeInScope(inv, req, res);
-    });
+    };
+
+const server = http.createServer({
+  requestTimeout: 0,
+  headersTimeout: 0,
+  keepAlive: true,
+  // The gateway bounds request headers with serve's flags; node's own
+  // bound must only stay above any of them.
+  maxHeaderSize: 8 << 20,
+  requireHostHeader: false,
+  ...(helpers && webTarget === null ? { IncomingMessage: ShoalRequest, ServerResponse: ShoalResponse } : {}),
+}, (req, res) => {
+  if (req.url === LANE_URL) {
+    const token = laneToken(req.rawHeaders);
+    if (token !== '') {
+      openLane(token, res);
+      return;
+    }
+  }
+  invoke(req, res);
+});
 server.keepAliveTimeout = 10 * 60 * 1000;
 server.timeout = 0;
+
+// Lanes: serve carries a loop's first connection over a pair of FIFOs,
+// which cost the kernel less per message than this loop's socket (nodelink's
+// lane.go says why only the first). It makes them beside the socket,
+// LISTEN_PATH.lane-TOKEN.in (requests) and .out (responses), and asks for
+// the lane with a request to LANE_URL carrying x-shoal-lane: TOKEN, a
+// header the gateway removes from clients' requests. The loop's server
+// then reads and writes the lane as one more connection.
+const LANE_URL = '/.shoal-lane';
+
+// laneToken is the x-shoal-lane header's token, or '' when there is none
+// or it is not one serve makes.
+function laneToken(raw) {
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i].length === 12 && raw[i].toLowerCase() === 'x-shoal-lane') {
+      return /^[0-9a-z]{1,40}$/.test(raw[i + 1]) ? raw[i + 1] : '';
+    }
+  }
+  return '';
+}
+
+// openLane opens the lane of token and answers res: 200 once the server
+// has it, 500 if the FIFOs would not open (serve then keeps the socket).
+function openLane(token, res) {
+  const base = listenPath + '.lane-' + token;
+  let rfd = -1;
+  let wfd = -1;
+  try {
+    rfd = fs.openSync(base + '.in', fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+    wfd = fs.openSync(base + '.out', fs.constants.O_WRONLY | fs.constants.O_NONBLOCK);
+  } catch (err) {
+    if (rfd >= 0) fs.closeSync(rfd);
+    res.statusCode = 500;
+    res.end(describe(err));
+    return;
+  }
+  server.emit('connection', laneSocket(new net.Socket({ fd: rfd, readable: true, writable: false }),
+    new net.Socket({ fd: wfd, readable: false, writable: true })));
+  res.end();
+}
+
+// LANE_ENDS holds a lane's two FIFO sockets, for enter.
+const LANE_ENDS = Symbol('shoal.laneEnds');
+
+// laneSocket joins a lane's two FIFOs into the duplex stream the server
+// reads requests from and writes responses to, with a socket's methods
+// that code may call on req.socket (a lane has no timeouts or addresses).
+function laneSocket(rd, wr) {
+  const lane = new Duplex({
+    read() { rd.resume(); },
+    write(chunk, encoding, callback) { wr.write(chunk, encoding, callback); },
+    final(callback) { wr.end(callback); },
+    destroy(err, callback) {
+      rd.destroy();
+      wr.destroy();
+      callback(err);
+    },
+  });
+  rd.on('data', (chunk) => { if (!lane.push(chunk)) rd.pause(); });
+  rd.on('end', () => lane.push(null));
+  rd.on('error', (err) => lane.destroy(err));
+  wr.on('error', (err) => lane.destroy(err));
+  lane[LANE_ENDS] = [rd, wr];
+  lane.setTimeout = function setTimeout(ms, callback) {
+    if (callback) this.once('timeout', callback);
+    return this;
+  };
+  lane.setNoDelay = lane.setKeepAlive = lane.ref = lane.unref = function () { return this; };
+  lane.address = () => ({});
+  return lane;
+}
 
 // Each event loop listens on a socket of its own: SOCKET_PATH for the main
 // thread's, SOCKET_PATH.N for loop N's.
