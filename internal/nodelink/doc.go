@@ -1,8 +1,8 @@
 // Package nodelink is the invoker's HTTP/1.1 client to one instance's node
 // process: each invocation goes straight to node over a connection to one
-// of its event loops, with no process between serve and node. A loop's
-// first connection is a lane, a pair of FIFOs, where node takes one (see
-// lane.go); its others are its unix socket's.
+// of its event loops, with no process between serve and node: a lane, a
+// pair of FIFOs, where node takes one (see lane.go), else the loop's unix
+// socket.
 //
 // Connections are pooled per event loop and carry one invocation at a time.
 // A connection has no goroutine of its own: the invocation's goroutine

@@ -49,7 +49,7 @@ const IdleTimeout = 5 * time.Minute
 type Client struct {
 	// immutable
 	socket string
-	lanes  bool // a loop's first connection is a lane where node takes one (see lane.go)
+	lanes  bool // connections are lanes where node takes them (see lane.go)
 
 	mu       sync.Mutex
 	loops    []*loop                // guarded by mu; loop n serves on socket, or socket.n for n > 0
@@ -62,11 +62,10 @@ type Client struct {
 type loop struct {
 	path string
 	// guarded by Client.mu
-	inflight int
-	idle     []*conn // most recently used last
-	dead     bool    // its socket refused a connection: not serving
-	// A lane is open or opening on this loop; node did not take one.
-	lane, laneRefused bool
+	inflight    int
+	idle        []*conn // most recently used last
+	dead        bool    // its socket refused a connection: not serving
+	laneRefused bool    // node did not take a lane: the socket's connections only
 }
 
 // conn is one connection to a loop, idle in its pool or carrying one
@@ -77,7 +76,6 @@ type conn struct {
 	w      io.Writer // nc's, for the request's head
 	loop   *loop
 	idleAt time.Time // when it was put back in the pool
-	lane   bool      // nc is a lane
 }
 
 // New returns a client of the node process whose first event loop serves
@@ -86,9 +84,8 @@ func New(socket string) *Client {
 	return &Client{socket: socket, loops: []*loop{{path: socket}}, watched: map[*exchange]struct{}{}}
 }
 
-// NewLanes is New for a node that runs shoal's bootstrap: each loop's first
-// connection is a lane, a pair of FIFOs, where node takes one (see
-// lane.go).
+// NewLanes is New for a node that runs shoal's bootstrap: its connections
+// are lanes, pairs of FIFOs, where node takes them (see lane.go).
 func NewLanes(socket string) *Client {
 	c := New(socket)
 	c.lanes = true
@@ -114,18 +111,10 @@ func (c *Client) Close() {
 	c.closed = true
 	for _, l := range c.loops {
 		for _, cn := range l.idle {
-			closeLocked(cn)
+			cn.nc.Close()
 		}
 		l.idle = nil
 	}
-}
-
-// closeLocked closes cn, which is in no pool, with the client's mu held.
-func closeLocked(cn *conn) {
-	if cn.lane {
-		cn.loop.lane = false
-	}
-	cn.nc.Close()
 }
 
 // pickLocked returns the serving loop with the fewest invocations in
@@ -158,13 +147,9 @@ func (c *Client) take(deadline time.Time) (*conn, error) {
 				c.mu.Unlock()
 				return cn, nil
 			}
-			closeLocked(cn)
+			cn.nc.Close()
 		}
-		// A loop's first connection is a lane (see lane.go).
-		useLane := c.lanes && !l.lane && !l.laneRefused
-		if useLane {
-			l.lane = true
-		}
+		useLane := c.lanes && !l.laneRefused
 		c.mu.Unlock()
 		dialer := dial
 		if useLane {
@@ -175,16 +160,13 @@ func (c *Client) take(deadline time.Time) (*conn, error) {
 			_, lane := nc.(*pipeConn)
 			if useLane && !lane {
 				c.mu.Lock()
-				l.lane, l.laneRefused = false, true
+				l.laneRefused = true
 				c.mu.Unlock()
 			}
 			r, w := connIO(nc)
-			return &conn{nc: nc, br: bufio.NewReaderSize(r, 4<<10), w: w, loop: l, lane: lane}, nil
+			return &conn{nc: nc, br: bufio.NewReaderSize(r, 4<<10), w: w, loop: l}, nil
 		}
 		c.mu.Lock()
-		if useLane {
-			l.lane = false
-		}
 		l.inflight--
 		if l == c.loops[0] {
 			c.mu.Unlock()
@@ -256,9 +238,6 @@ func (c *Client) done(ex *exchange, reusable bool) {
 		cn.loop.idle = append(cn.loop.idle, cn)
 		c.mu.Unlock()
 		return
-	}
-	if cn.lane {
-		cn.loop.lane = false
 	}
 	c.mu.Unlock()
 	cn.nc.Close()

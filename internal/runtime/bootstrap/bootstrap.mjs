@@ -185,7 +185,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { AsyncLocalStorage, AsyncResource } from 'node:async_hooks';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
-import { Duplex, Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { parse as parseQueryString } from 'node:querystring';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { format, inspect } from 'node:util';
@@ -1284,13 +1284,8 @@ function enter(inv, req, res) {
   // header fewer to write here and to parse there.
   res.sendDate = false;
   if (RESOURCE_STORE !== undefined) {
-    const socket = req.socket;
-    if (socket._handle) {
-      socket._handle[RESOURCE_STORE] = inv;
-    } else if (socket[LANE_ENDS]) {
-      // A lane: the close events come from its FIFOs' handles.
-      for (const end of socket[LANE_ENDS]) if (end._handle) end._handle[RESOURCE_STORE] = inv;
-    }
+    const handle = req.socket._handle;
+    if (handle) handle[RESOURCE_STORE] = inv;
   }
 }
 
@@ -1377,39 +1372,27 @@ function openLane(token, res) {
     res.end(describe(err));
     return;
   }
-  server.emit('connection', laneSocket(new net.Socket({ fd: rfd, readable: true, writable: false }),
-    new net.Socket({ fd: wfd, readable: false, writable: true })));
+  server.emit('connection', laneSocket(rfd, wfd));
   res.end();
 }
 
-// LANE_ENDS holds a lane's two FIFO sockets, for enter.
-const LANE_ENDS = Symbol('shoal.laneEnds');
-
-// laneSocket joins a lane's two FIFOs into the duplex stream the server
-// reads requests from and writes responses to, with a socket's methods
-// that code may call on req.socket (a lane has no timeouts or addresses).
-function laneSocket(rd, wr) {
-  const lane = new Duplex({
-    read() { rd.resume(); },
-    write(chunk, encoding, callback) { wr.write(chunk, encoding, callback); },
-    final(callback) { wr.end(callback); },
-    destroy(err, callback) {
-      rd.destroy();
-      wr.destroy();
-      callback(err);
-    },
-  });
-  rd.on('data', (chunk) => { if (!lane.push(chunk)) rd.pause(); });
-  rd.on('end', () => lane.push(null));
-  rd.on('error', (err) => lane.destroy(err));
-  wr.on('error', (err) => lane.destroy(err));
-  lane[LANE_ENDS] = [rd, wr];
-  lane.setTimeout = function setTimeout(ms, callback) {
-    if (callback) this.once('timeout', callback);
-    return this;
+// laneSocket makes a lane's two FIFOs one connection for the server: the
+// requests FIFO's socket, which the server reads from its handle in C++ as
+// it does a unix socket's, with its writes sent to the responses FIFO's
+// handle (the socket's own is read-only). Through a JS Duplex of the two
+// instead, node spent half as much again per request under load.
+function laneSocket(rfd, wfd) {
+  const wr = new net.Socket({ fd: wfd, readable: false, writable: true });
+  const lane = new net.Socket({ fd: rfd, readable: true, writable: true });
+  lane._writeGeneric = function writeGeneric(writev, data, encoding, callback) {
+    return writev ? wr._writev(data, callback) : wr._write(data, encoding, callback);
   };
-  lane.setNoDelay = lane.setKeepAlive = lane.ref = lane.unref = function () { return this; };
-  lane.address = () => ({});
+  lane._final = function final(callback) {
+    wr.end();
+    callback();
+  };
+  wr.on('error', (err) => lane.destroy(err));
+  lane.once('close', () => wr.destroy());
   return lane;
 }
 
