@@ -1337,9 +1337,9 @@ const server = http.createServer({
 server.keepAliveTimeout = 10 * 60 * 1000;
 server.timeout = 0;
 
-// Lanes: serve carries a loop's first connection over a pair of FIFOs,
-// which cost the kernel less per message than this loop's socket (nodelink's
-// lane.go says why only the first). It makes them beside the socket,
+// Lanes: serve carries its connections to this loop over pairs of FIFOs,
+// which cost the kernel less per message than the loop's socket (nodelink's
+// lane.go and BenchmarkTransport). It makes them beside the socket,
 // LISTEN_PATH.lane-TOKEN.in (requests) and .out (responses), and asks for
 // the lane with a request to LANE_URL carrying x-shoal-lane: TOKEN, a
 // header the gateway removes from clients' requests. The loop's server
