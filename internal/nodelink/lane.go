@@ -19,13 +19,13 @@ import (
 // Lanes. A pipe costs the kernel less per message than a unix socket, and
 // Go's network poller watches every socket for writing as well, so node
 // reading a request from one wakes the poller for nothing
-// (BenchmarkTransport: 33 against 17 µs of the caller's CPU per request,
-// 55 against 45 of node's, one at a time). A client made with lanes asks
-// a loop, on each new connection to its socket, to open two FIFOs the
-// client made beside the socket, SOCKET.lane-TOKEN.in (requests) and
-// SOCKET.lane-TOKEN.out (responses), and carries invocations over them
-// (the bootstrap's openLane); the socket's connection then closes. A loop
-// that cannot keeps the socket's.
+// (BenchmarkTransport: 28–31 against 15–17 µs of the caller's CPU per
+// request, 34–38 against 32–35 of node's, one at a time). A client made
+// with lanes asks a loop, on each new connection to its socket, to open
+// two FIFOs the client made beside the socket, SOCKET.lane-TOKEN.in
+// (requests) and SOCKET.lane-TOKEN.out (responses), and carries
+// invocations over them (the bootstrap's openLane); the socket's
+// connection then closes. A loop that cannot keeps the socket's.
 //
 // Two serves side by side, the build before lanes against this one: serve
 // spent 14.4 µs less per invocation at c=1 (median of 8 pairs) and 4.3 less

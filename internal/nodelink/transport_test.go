@@ -20,11 +20,10 @@ import (
 
 // transportServer is node's http server answering hello, on the unix
 // socket argv[3] ("unix") or on the pipes at descriptors 3 (requests) and
-// 4 (responses), which it reads and writes through a Duplex ("pipe").
+// 4 (responses), joined as the bootstrap joins a lane's FIFOs ("pipe").
 const transportServer = `
 const http = require('node:http');
 const net = require('node:net');
-const { Duplex } = require('node:stream');
 const server = http.createServer({ keepAliveTimeout: 600000 }, (req, res) => {
   res.setHeader('content-type', 'text/plain; charset=utf-8');
   res.end('hello, world\n');
@@ -32,24 +31,21 @@ const server = http.createServer({ keepAliveTimeout: 600000 }, (req, res) => {
 if (process.argv[2] === 'unix') {
   server.listen(process.argv[3], () => console.log('ready'));
 } else {
-  const rd = new net.Socket({ fd: 3, readable: true, writable: false });
+  // As the bootstrap's laneSocket: the requests pipe's socket, its writes
+  // sent to the responses pipe.
   const wr = new net.Socket({ fd: 4, readable: false, writable: true });
-  const d = new Duplex({
-    read() { rd.resume(); },
-    write(chunk, enc, cb) { wr.write(chunk, cb); },
-    final(cb) { wr.end(cb); },
-  });
-  rd.on('data', (b) => { if (!d.push(b)) rd.pause(); });
-  rd.on('end', () => d.push(null));
-  server.emit('connection', d);
+  const lane = new net.Socket({ fd: 3, readable: true, writable: true });
+  lane._writeGeneric = (writev, data, encoding, cb) => writev ? wr._writev(data, cb) : wr._write(data, encoding, cb);
+  lane._final = (cb) => { wr.end(); cb(); };
+  server.emit('connection', lane);
   console.log('ready');
 }
 `
 
 // BenchmarkTransport sends node's http server a small GET and reads the
 // answer, one at a time, over a unix socket (as the node link does) and
-// over a pair of pipes, which node's server reads and writes through a
-// Duplex, with this process's CPU time per request (cpu-ns/op) and node's
+// over a pair of pipes, joined as the bootstrap joins a lane's FIFOs, with
+// this process's CPU time per request (cpu-ns/op) and node's
 // (node-cpu-ns/op, in 10 ms ticks: run 100000x or more). Both sides read
 // and write with internal/rawsock on one P, as serve does. A pipe is
 // cheaper for the kernel than a socket, and node reading a request from
