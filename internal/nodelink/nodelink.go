@@ -62,11 +62,21 @@ type Client struct {
 type loop struct {
 	path string
 	// guarded by Client.mu
-	inflight    int
-	idle        []*conn // most recently used last
-	dead        bool    // its socket refused a connection: not serving
-	laneRefused bool    // node did not take a lane: the socket's connections only
+	inflight int
+	idle     []*conn   // most recently used last
+	dead     bool      // its socket refused a connection: not serving
+	lanes    laneState // what its new connections are, for a client with lanes
 }
+
+// laneState says whether a loop's new connections are lanes.
+type laneState int8
+
+const (
+	laneUntried laneState = iota // none asked for yet: the socket's connections
+	laneAsking                   // one is being asked for, in the background
+	laneTaken                    // node takes lanes: new connections are lanes
+	laneRefused                  // node did not take one: the socket's connections only
+)
 
 // conn is one connection to a loop, idle in its pool or carrying one
 // invocation.
@@ -75,7 +85,15 @@ type conn struct {
 	br     *bufio.Reader
 	w      io.Writer // nc's, for the request's head
 	loop   *loop
+	lane   bool      // a lane, not the socket's connection
 	idleAt time.Time // when it was put back in the pool
+}
+
+// newConn returns a connection to l over nc.
+func newConn(nc net.Conn, l *loop) *conn {
+	r, w := connIO(nc)
+	_, lane := nc.(*pipeConn)
+	return &conn{nc: nc, br: bufio.NewReaderSize(r, 4<<10), w: w, loop: l, lane: lane}
 }
 
 // New returns a client of the node process whose first event loop serves
@@ -149,7 +167,7 @@ func (c *Client) take(deadline time.Time) (*conn, error) {
 			}
 			cn.nc.Close()
 		}
-		useLane := c.lanes && !l.laneRefused
+		useLane := c.lanes && l.lanes == laneTaken
 		c.mu.Unlock()
 		dialer := dial
 		if useLane {
@@ -157,14 +175,13 @@ func (c *Client) take(deadline time.Time) (*conn, error) {
 		}
 		nc, err := dialer(l.path, deadline)
 		if err == nil {
-			_, lane := nc.(*pipeConn)
-			if useLane && !lane {
+			cn := newConn(nc, l)
+			if useLane && !cn.lane {
 				c.mu.Lock()
-				l.laneRefused = true
+				l.lanes = laneRefused
 				c.mu.Unlock()
 			}
-			r, w := connIO(nc)
-			return &conn{nc: nc, br: bufio.NewReaderSize(r, 4<<10), w: w, loop: l}, nil
+			return cn, nil
 		}
 		c.mu.Lock()
 		l.inflight--
@@ -226,21 +243,54 @@ func (c *Client) watch() {
 }
 
 // done counts ex's invocation as ended and puts its connection back in the
-// pool when reusable and untouched by watch, else closes it.
+// pool when reusable and untouched by watch, else closes it. The socket's
+// connections of a loop that takes lanes are closed too, and the first
+// invocation a loop of a client with lanes ends asks it for its first lane.
 func (c *Client) done(ex *exchange, reusable bool) {
 	cn := ex.cn
+	l := cn.loop
 	c.mu.Lock()
 	delete(c.watched, ex)
-	reusable = reusable && !ex.fired
-	cn.loop.inflight--
+	reusable = reusable && !ex.fired && !(l.lanes == laneTaken && !cn.lane)
+	l.inflight--
+	if c.lanes && l.lanes == laneUntried && !c.closed {
+		l.lanes = laneAsking
+		go c.addLane(l)
+	}
 	if reusable && !c.closed {
 		cn.idleAt = time.Now()
-		cn.loop.idle = append(cn.loop.idle, cn)
+		l.idle = append(l.idle, cn)
 		c.mu.Unlock()
 		return
 	}
 	c.mu.Unlock()
 	cn.nc.Close()
+}
+
+// addLane asks l for a lane in the background and puts it in l's pool, or
+// the socket's connection where node did not take it. A loop's
+// invocations go over the socket's connections meanwhile, so that a cold
+// start does not wait for a lane (see lane.go).
+func (c *Client) addLane(l *loop) {
+	nc, err := dialLane(l.path, time.Now().Add(laneTimeout))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err != nil {
+		l.lanes = laneUntried // asked again after the next invocation
+		return
+	}
+	cn := newConn(nc, l)
+	if cn.lane {
+		l.lanes = laneTaken
+	} else {
+		l.lanes = laneRefused
+	}
+	if c.closed {
+		nc.Close()
+		return
+	}
+	cn.idleAt = time.Now()
+	l.idle = append(l.idle, cn)
 }
 
 // longAgo is a deadline in the past: it fails a connection's reads and

@@ -370,18 +370,34 @@ func TestClient_Closed(t *testing.T) {
 	}
 }
 
-// TestClient_LanesFallBackToTheSocket: a node that says it took a lane it
-// did not open leaves the client on its socket, with no FIFO left behind.
+// TestClient_LanesFallBackToTheSocket: a client with lanes sends a loop's
+// first invocation over the socket's connection and asks for a lane after
+// it; a node that says it took the lane but did not open it leaves the
+// client on its socket, with no FIFO left behind.
 func TestClient_LanesFallBackToTheSocket(t *testing.T) {
 	sock := socketPath(t)
 	startNode(t, sock, "main")
 	c := NewLanes(sock)
 	defer c.Close()
-	// The lane's request was the first connection's; the second carries
-	// the invocations.
+	if _, got := call(t, c, request(t, "GET", "/conn", nil)); got != "main 1" {
+		t.Fatalf("first call: got %q, want %q", got, "main 1")
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		c.mu.Lock()
+		state := c.loops[0].lanes
+		c.mu.Unlock()
+		if state == laneRefused {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the loop's lanes are %d after 10 s, want %d (refused)", state, laneRefused)
+		}
+	}
+	// Connection 2 asked for the lane; 3 is the socket's connection that
+	// replaced it.
 	for i := range 3 {
-		if _, got := call(t, c, request(t, "GET", "/conn", nil)); got != "main 2" {
-			t.Fatalf("call %d: got %q, want %q", i, got, "main 2")
+		if _, got := call(t, c, request(t, "GET", "/conn", nil)); got != "main 1" && got != "main 3" {
+			t.Fatalf("call %d: got %q, want main 1 or main 3", i, got)
 		}
 	}
 	if left, _ := filepath.Glob(sock + ".lane-*"); len(left) != 0 {
