@@ -152,7 +152,7 @@ func (s *goStarter) Start(ctx context.Context, l Launch) (Process, error) {
 				}
 				return r
 			}
-		})
+		}, nil)
 		// The loops asked for serve at once.
 		tunnel.Serve(pctx, c, tunnel.WithLoops(reports, func(n int) error {
 			for k := loops.Load(); k < int64(n); k++ {

@@ -61,10 +61,12 @@ func (s *Supervisor) addLoop(n int) {
 	}
 }
 
-func (s *Supervisor) setLoad(n int, load Loop) {
+// setLoad records loop n's load report, and when node said its next one
+// would come.
+func (s *Supervisor) setLoad(n int, load Loop, next time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if n >= 0 && n < len(s.loops) && s.loops[n] != nil {
-		s.loops[n].load, s.loops[n].loadAt = load, time.Now()
+		s.loops[n].load, s.loops[n].loadAt, s.loops[n].next = load, time.Now(), next
 	}
 }

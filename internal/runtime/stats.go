@@ -33,7 +33,8 @@ type Stats struct {
 	Waited []Waited
 }
 
-// Loop is the load of node's event loop over the last ~100 ms.
+// Loop is the load of node's event loop over the interval of its last
+// report: 100 ms, or a second while it idles.
 type Loop struct {
 	// InFlight is how many invocations it was serving (whose responses
 	// had not finished).
@@ -45,10 +46,15 @@ type Loop struct {
 	DelayMean, DelayMax time.Duration
 }
 
-// loopStale is how old node's last load report may be before the loop
-// counts as blocked: node reports every 100 ms unless user code holds the
-// loop.
-const loopStale = 250 * time.Millisecond
+// loadEvery is how often a loop at work reports its load; a loop that
+// idles reports once a second, and at once when an invocation begins
+// (the bootstrap's reportLoad). Each report says when the next comes.
+const loadEvery = 100 * time.Millisecond
+
+// loopLate is how much later than node said a loop's next load report
+// may come before the loop counts as blocked: a report comes on time
+// unless user code holds the loop.
+const loopLate = 150 * time.Millisecond
 
 func ms(f float64) time.Duration { return time.Duration(f * float64(time.Millisecond)) }
 
@@ -111,7 +117,7 @@ func (s *Supervisor) Stats() Stats {
 		st.LoopKnown = true
 		load := l.load
 		st.InFlight += load.InFlight
-		if age := now.Sub(l.loadAt); age > loopStale {
+		if age := now.Sub(l.loadAt); age > l.next+loopLate {
 			// Code holds the loop (an idle loop reports on time): it is
 			// as busy as it gets, and what waits for it has waited this
 			// long already.

@@ -92,6 +92,7 @@ type Supervisor struct {
 
 	exited  chan struct{} // closed by the wait goroutine when node exited
 	exitErr error         // set before exited is closed
+	working chan struct{} // signalled when node reports a loop at work (see Working)
 
 	codeCache string // what became of the code cache; set before Start returns
 
@@ -123,8 +124,9 @@ func (s *Supervisor) CodeCache() string { return s.codeCache }
 // loop is one of node's event loops.
 type loop struct {
 	// guarded by Supervisor.mu
-	load   Loop      // its last load report
-	loadAt time.Time // when it came; zero: none yet
+	load   Loop          // its last load report
+	loadAt time.Time     // when it came; zero: none yet
+	next   time.Duration // when node said the next would come, after loadAt
 }
 
 // Start starts node and returns once the bootstrap reported ready, or with
@@ -199,11 +201,12 @@ func Start(ctx context.Context, cfg Config) (*Supervisor, error) {
 	}
 
 	s := &Supervisor{
-		cfg:    cfg,
-		cmd:    cmd,
-		sock:   sock,
-		logs:   &lockedWriter{w: cfg.Logs},
-		exited: make(chan struct{}),
+		cfg:     cfg,
+		cmd:     cmd,
+		sock:    sock,
+		logs:    &lockedWriter{w: cfg.Logs},
+		exited:  make(chan struct{}),
+		working: make(chan struct{}, 1),
 		proc: procFiles{
 			node: procFile{path: "/proc/" + strconv.Itoa(cmd.Process.Pid) + "/stat"},
 			self: procFile{path: "/proc/" + strconv.Itoa(os.Getpid()) + "/stat"},
@@ -283,9 +286,17 @@ func (s *Supervisor) readControl(r io.ReadCloser, ready chan<- error) {
 					ELU      float64 `json:"elu"`
 					ELDMean  float64 `json:"eld_mean"`
 					ELDMax   float64 `json:"eld_max"`
+					Next     float64 `json:"next"`
 				}
 				if json.Unmarshal(line, &l) == nil {
-					s.setLoad(l.Loop, Loop{InFlight: l.InFlight, Utilization: l.ELU, DelayMean: ms(l.ELDMean), DelayMax: ms(l.ELDMax)})
+					next := ms(l.Next)
+					if next <= 0 {
+						next = loadEvery
+					}
+					s.setLoad(l.Loop, Loop{InFlight: l.InFlight, Utilization: l.ELU, DelayMean: ms(l.ELDMean), DelayMax: ms(l.ELDMax)}, next)
+					if next <= loadEvery {
+						s.signalWorking()
+					}
 				}
 			case bytes.HasPrefix(line, []byte(`{"type":"loop"`)):
 				var l struct{ Loop int }
@@ -299,6 +310,7 @@ func (s *Supervisor) readControl(r io.ReadCloser, ready chan<- error) {
 				}
 				if json.Unmarshal(line, &m) == nil {
 					s.addWaited(Waited{ID: m.ID, From: time.UnixMilli(m.From), To: time.UnixMilli(m.To)})
+					s.signalWorking()
 				}
 			case bytes.HasPrefix(line, []byte(`{"type":"ready"`)):
 				var m struct{ CodeCache string }
@@ -383,6 +395,18 @@ func (s *Supervisor) write(r Record) {
 
 // Exited is closed when node has exited.
 func (s *Supervisor) Exited() <-chan struct{} { return s.exited }
+
+// Working receives when node reports a loop at work, or waitUntil work
+// that ended: while node idles it reports once a second, so a sampler of
+// Stats may sample that seldom too, and sooner when this says so.
+func (s *Supervisor) Working() <-chan struct{} { return s.working }
+
+func (s *Supervisor) signalWorking() {
+	select {
+	case s.working <- struct{}{}:
+	default:
+	}
+}
 
 // ExitErr is node's exit status; valid after Exited is closed.
 func (s *Supervisor) ExitErr() error { return s.exitErr }

@@ -466,11 +466,11 @@ export default function (req, res) {
 	}()
 	var busy Loop
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if busy = s.Stats().Loop; busy.Utilization == 1 && busy.DelayMax >= loopStale {
+		if busy = s.Stats().Loop; busy.Utilization == 1 && busy.DelayMax >= loadEvery+loopLate {
 			break
 		}
 	}
-	if busy.Utilization != 1 || busy.DelayMax < loopStale {
+	if busy.Utilization != 1 || busy.DelayMax < loadEvery+loopLate {
 		t.Errorf("loop during an 800 ms busy handler %+v, want blocked", busy)
 	}
 	<-done

@@ -155,7 +155,7 @@ the tunnel or node goes away. serve starts this; users do not.`,
 			}()
 			// Invocations go to node's sockets; the tunnel carries the
 			// reports and the loops.
-			h := tunnel.WithReports(tctx, http.NotFoundHandler(), func() tunnel.Report { return report(sup.Stats()) })
+			h := tunnel.WithReports(tctx, http.NotFoundHandler(), func() tunnel.Report { return report(sup.Stats()) }, sup.Working())
 			tunnel.Serve(tctx, conn, tunnel.WithLoops(h, sup.SetLoops))
 			return nil
 		},

@@ -72,7 +72,13 @@ const IdleReportInterval = time.Second
 // ReportInterval (IdleReportInterval while idle), until the request is
 // cancelled or ctx is done; a final report is sent then, so a draining
 // instance does not hold its stream.
-func WithReports(ctx context.Context, h http.Handler, sample func() Report) http.Handler {
+//
+// With a nil working, sample is called every ReportInterval, idle or not.
+// Otherwise an idle instance is sampled once every IdleReportInterval, and
+// at once when working receives: what an instance waiting for work costs
+// is then one sample a second (the runtime's working channel says when
+// node reports work).
+func WithReports(ctx context.Context, h http.Handler, sample func() Report, working <-chan struct{}) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if len(r.Header[reportKey]) == 0 {
 			h.ServeHTTP(w, r)
@@ -82,8 +88,8 @@ func WithReports(ctx context.Context, h http.Handler, sample func() Report) http
 		w.WriteHeader(http.StatusOK)
 		rc := http.NewResponseController(w)
 		enc := json.NewEncoder(w)
-		tick := time.NewTicker(ReportInterval)
-		defer tick.Stop()
+		timer := time.NewTimer(ReportInterval)
+		defer timer.Stop()
 		var sent time.Time
 		wasIdle := false
 		for {
@@ -96,8 +102,16 @@ func WithReports(ctx context.Context, h http.Handler, sample func() Report) http
 				sent = time.Now()
 			}
 			wasIdle = idle
+			var wake <-chan struct{}
+			if idle && working != nil {
+				timer.Reset(IdleReportInterval)
+				wake = working
+			} else {
+				timer.Reset(ReportInterval)
+			}
 			select {
-			case <-tick.C:
+			case <-timer.C:
+			case <-wake:
 			case <-r.Context().Done():
 				return
 			case <-ctx.Done():

@@ -304,7 +304,7 @@ func TestTunnel_Reports(t *testing.T) {
 		}), func() Report {
 			i := n.Add(1)
 			return Report{TS: i, CPUMs: 10 * i, Waited: []Waited{{ID: "w", From: i, To: i + 1}}}
-		}))
+		}, nil))
 	}()
 	conn := waitConn(t, p)
 
@@ -371,7 +371,7 @@ func TestTunnel_IdleReportsSlowDown(t *testing.T) {
 			return Report{InFlight: 1}
 		}
 		return Report{}
-	}))
+	}, nil))
 	conn := waitConn(t, p)
 	var n atomic.Int64
 	ctx, cancel := context.WithCancel(context.Background())
@@ -394,6 +394,54 @@ func TestTunnel_IdleReportsSlowDown(t *testing.T) {
 	}
 	if busyReports < 8 {
 		t.Errorf("%d reports in 1.5 s busy, want about 15", busyReports)
+	}
+}
+
+// TestTunnel_IdleSamplesSlowDown: with a working channel, an idle
+// instance is sampled about once a second rather than ten times, and a
+// signal on working gets the next report out at once.
+func TestTunnel_IdleSamplesSlowDown(t *testing.T) {
+	l := startListener(t)
+	p := l.Expect("inst-idle")
+	var busy atomic.Bool
+	var samples atomic.Int64
+	working := make(chan struct{}, 1)
+	serveInstance(t, l, "inst-idle", p.Token(), WithReports(context.Background(), http.NotFoundHandler(), func() Report {
+		samples.Add(1)
+		if busy.Load() {
+			return Report{InFlight: 1}
+		}
+		return Report{}
+	}, working))
+	conn := waitConn(t, p)
+	reports := make(chan Report, 100)
+	ctx, cancel := context.WithCancel(context.Background())
+	streamed := make(chan struct{})
+	go func() {
+		defer close(streamed)
+		conn.Reports(ctx, func(r Report) { reports <- r })
+	}()
+	defer func() { cancel(); <-streamed }()
+	time.Sleep(1500 * time.Millisecond)
+	// The first sample and one a second (generous: the machine is shared).
+	if n := samples.Load(); n < 1 || n > 4 {
+		t.Errorf("%d samples in 1.5 s idle, want 2 or 3", n)
+	}
+	busy.Store(true)
+	signalled := time.Now()
+	working <- struct{}{}
+	for r := range reports {
+		if r.InFlight == 1 {
+			break
+		}
+	}
+	if d := time.Since(signalled); d > 300*time.Millisecond {
+		t.Errorf("the report of work came %v after working said so, want it at once", d)
+	}
+	before := samples.Load()
+	time.Sleep(time.Second)
+	if n := samples.Load() - before; n < 5 {
+		t.Errorf("%d samples in 1 s busy, want about 10", n)
 	}
 }
 

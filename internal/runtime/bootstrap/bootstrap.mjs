@@ -1280,6 +1280,7 @@ function enter(inv, req, res) {
     delaySampler.enable();
     delaySampling = true;
   }
+  if (reportNext === IDLE_REPORT_EVERY) reportNow();
   // serve's front dates every response that has no Date of its own: one
   // header fewer to write here and to parse there.
   res.sendDate = false;
@@ -1425,21 +1426,36 @@ function inFlight() {
 
 // The loop's delay sampler, a 10 ms timer, and whether it runs: it stops
 // while the loop idles (an interval with nothing in flight, no invocation
-// begun and the loop all but unused), so that a warm instance waiting for
-// work wakes node 10 times a second rather than 110, and starts again with
-// the next invocation. loadSeen says an invocation began since the last
-// report.
+// begun and the loop all but unused), and starts again with the next
+// invocation. loadSeen says an invocation began since the last report.
 let delaySampler = null;
 let delaySampling = false;
 let loadSeen = false;
 
 // idleUtilization is the loop's utilisation under which an interval with
-// nothing in flight counts as idle.
-const idleUtilization = 0.01;
+// nothing in flight counts as idle. The sampler's own 100 wakeups a second
+// come to 1-6% of the loop on a slow or busy host, so a lower bound could
+// keep the sampler running for itself.
+const idleUtilization = 0.05;
 
-// reportLoad writes the event loop's load every 100 ms; the timer does not
-// keep node alive. The delay is the worst of what the 10 ms sampler saw and
-// how late this timer itself ran, which a long block always shows.
+// REPORT_EVERY and IDLE_REPORT_EVERY are how often the loop reports its
+// load, in ms: while it works, and while it idles. An idle instance waiting
+// for work so wakes node once a second, not 10 or 110 times, and the
+// runtime with it. Each report says when the next comes, so that the
+// runtime knows how late one is (a loop held by code).
+const REPORT_EVERY = 100;
+const IDLE_REPORT_EVERY = 1000;
+
+// reportNext is when the next report comes, after the last one; reportNow
+// writes one at once, which enter does for an invocation that finds the
+// loop idling, so that the runtime hears at once that it works.
+let reportNext = REPORT_EVERY;
+let reportNow = null;
+
+// reportLoad writes the event loop's load every REPORT_EVERY ms, or
+// IDLE_REPORT_EVERY while it idles; the timer does not keep node alive.
+// The delay is the worst of what the 10 ms sampler saw and how late this
+// timer itself ran, which a long block always shows.
 function reportLoad() {
   const delay = monitorEventLoopDelay({ resolution: 10 });
   delay.enable();
@@ -1447,9 +1463,11 @@ function reportLoad() {
   delaySampling = true;
   let last = performance.eventLoopUtilization();
   let lastAt = performance.now();
-  setInterval(() => {
+  let timer = null;
+  reportNow = () => {
+    clearTimeout(timer);
     const at = performance.now();
-    const own = Math.max(0, at - lastAt - 100);
+    const own = Math.max(0, at - lastAt - reportNext);
     lastAt = at;
     const now = performance.eventLoopUtilization();
     const elu = performance.eventLoopUtilization(now, last).utilization;
@@ -1461,9 +1479,10 @@ function reportLoad() {
     const max = Math.max(n > 0 ? delay.max / 1e6 - 10 : 0, own);
     delay.reset();
     const inflight = inFlight();
-    writeControl('{"type":"load","loop":' + loopIndex + ',"inflight":' + inflight + ',"elu":' + elu.toFixed(3) + ',"eld_mean":' +
-      mean.toFixed(2) + ',"eld_max":' + max.toFixed(2) + '}\n');
     const idle = inflight === 0 && !loadSeen && elu < idleUtilization;
+    reportNext = idle ? IDLE_REPORT_EVERY : REPORT_EVERY;
+    writeControl('{"type":"load","loop":' + loopIndex + ',"inflight":' + inflight + ',"elu":' + elu.toFixed(3) + ',"eld_mean":' +
+      mean.toFixed(2) + ',"eld_max":' + max.toFixed(2) + ',"next":' + reportNext + '}\n');
     if (idle && delaySampling) {
       delay.disable();
       delaySampling = false;
@@ -1473,7 +1492,9 @@ function reportLoad() {
       delaySampling = true;
     }
     loadSeen = false;
-  }, 100).unref();
+    timer = setTimeout(reportNow, reportNext).unref();
+  };
+  timer = setTimeout(reportNow, REPORT_EVERY).unref();
 }
 
 // ---------------------------------------------------------------------------
