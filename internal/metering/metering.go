@@ -247,6 +247,11 @@ const (
 	maxSamples  = 4096
 )
 
+// bendCPU is how far off the straight line between its neighbours a
+// sample may lie and still be dropped: two ticks of the kernel's CPU time,
+// whose figures move by one.
+const bendCPU = 20 * time.Millisecond
+
 // InstanceSampled records an instance's CPU time so far and resident
 // memory.
 func (r *Recorder) InstanceSampled(instance string, at time.Time, cpu time.Duration, rss int64) {
@@ -258,8 +263,12 @@ func (r *Recorder) InstanceSampled(instance string, at time.Time, cpu time.Durat
 	}
 	in.PeakRSS = max(in.PeakRSS, rss)
 	n := len(in.CPU)
-	if n >= 2 && at.Sub(in.CPU[n-2].At) < sampleEvery {
-		in.CPU[n-1] = CPUSample{At: at, CPU: cpu} // the newest moves on
+	// The newest moves on within sampleEvery, unless the instance's CPU
+	// rate turned there (it began or stopped working): CPU between samples
+	// counts as spent evenly, so a window that begins or ends at such a
+	// turn would get a share of the work on the other side of it.
+	if n >= 2 && at.Sub(in.CPU[n-2].At) < sampleEvery && onLine(in.CPU[n-2], in.CPU[n-1], CPUSample{At: at, CPU: cpu}) {
+		in.CPU[n-1] = CPUSample{At: at, CPU: cpu}
 		return
 	}
 	if n >= maxSamples {
@@ -270,6 +279,17 @@ func (r *Recorder) InstanceSampled(instance string, at time.Time, cpu time.Durat
 		in.CPU = in.CPU[:n/2]
 	}
 	in.CPU = append(in.CPU, CPUSample{At: at, CPU: cpu})
+}
+
+// onLine reports whether b lies within bendCPU of the straight line from a
+// to c, which are apart.
+func onLine(a, b, c CPUSample) bool {
+	span := c.At.Sub(a.At)
+	if span <= 0 {
+		return true
+	}
+	line := a.CPU + time.Duration(float64(c.CPU-a.CPU)*float64(b.At.Sub(a.At))/float64(span))
+	return (b.CPU - line).Abs() <= bendCPU
 }
 
 // searchBack bounds how far back Waited looks for its invocation.

@@ -245,6 +245,40 @@ func TestRecorder_InstanceSampled(t *testing.T) {
 	}
 }
 
+// TestRecorder_InstanceSampledKeepsTurns: where an instance's CPU rate
+// turns (it starts to work, or stops) within a second of the sample kept
+// before, the sample there stays, so that a window that begins with the
+// work gets all of its CPU and none of what came before it.
+func TestRecorder_InstanceSampledKeepsTurns(t *testing.T) {
+	tests := []struct {
+		name   string
+		before func(ms int) int // CPU ms used by ms, up to 2450 ms
+	}{
+		{"idle", func(int) int { return 0 }},
+		// 100 ms of CPU over the 300 ms before the work (a first request).
+		{"warm", func(ms int) int { return min(max(ms-2150, 0), 300) / 3 }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := NewRecorder()
+			r.InstanceStarted(Instance{Deployment: "d", Instance: "i1", MemoryMB: 1024, Start: at(0)})
+			// Samples every 50 ms; from 2450 ms, 400 ms of CPU over 400 ms,
+			// then none up to 5 s.
+			base := tt.before(2450)
+			for ms := 0; ms <= 5000; ms += 50 {
+				cpu := tt.before(min(ms, 2450)) + min(max(ms-2450, 0), 400)
+				r.InstanceSampled("i1", at(ms), time.Duration(cpu)*time.Millisecond, 1)
+			}
+			for _, tc := range []struct{ from, to, want int }{{2450, 5000, 400}, {2450, 2850, 400}, {0, 2850, base + 400}, {2850, 5000, 0}} {
+				u := r.Usage([]string{"d"}, at(tc.from), at(tc.to))
+				if d := u.ActiveCPU - time.Duration(tc.want)*time.Millisecond; d.Abs() > 10*time.Millisecond {
+					t.Errorf("CPU from %d to %d ms = %v, want %d ms", tc.from, tc.to, u.ActiveCPU, tc.want)
+				}
+			}
+		})
+	}
+}
+
 func TestBusy(t *testing.T) {
 	type add struct{ start, end, want int }
 	tests := []struct {
