@@ -79,11 +79,13 @@
 //       event loop n (1, 2...) could not start (see Loops).
 //     {"type":"log","id":"<invocation id or empty>","stream":"stdout"|"stderr",
 //      "msg":"<one line, no trailing newline>","ts":<epoch ms>}
-//     {"type":"load","loop":<n>,"inflight":<n>,"elu":<0..1>,"eld_mean":<ms>,"eld_max":<ms>}
-//       every 100 ms from each event loop once it serves: the invocations
-//       it serves (their responses not finished), the loop's utilisation
-//       over the last interval and how late a 10 ms timer ran (mean and
-//       max). A loop blocked by user code sends nothing until it unblocks.
+//     {"type":"load","loop":<n>,"inflight":<n>,"elu":<0..1>,"eld_mean":<ms>,"eld_max":<ms>,"next":<ms>}
+//       every 100 ms from each event loop once it serves, every second
+//       while it idles and at once when an invocation finds it idling: the
+//       invocations it serves (their responses not finished), the loop's
+//       utilisation over the last interval, how late a 10 ms timer ran
+//       (mean and max), and when the next report comes. A loop blocked by
+//       user code sends nothing until it unblocks.
 //     {"type":"loop","loop":<n>}
 //       event loop n (1, 2...) serves on SOCKET_PATH.n (see Loops).
 //     {"type":"waited","id":"<invocation id>","from":<epoch ms>,"to":<epoch ms>}
