@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"net/http"
@@ -8,6 +9,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -196,6 +199,67 @@ func newestDeployment(b *testing.B, dataDir string) string {
 	return newest
 }
 
+// BenchmarkIdleInstance measures what a warm instance with nothing to do
+// costs: the CPU its runtime and its node use, as a share of one CPU, over
+// b.N seconds after its one invocation (and 2 s to settle).
+//
+//	go test -run '^$' -bench IdleInstance -benchtime 20x ./test/e2e
+func BenchmarkIdleInstance(b *testing.B) {
+	s := testutil.StartServe(b, testutil.ServeOptions{})
+	url := s.Deploy(testutil.WriteProject(b, "idle", map[string]string{
+		"index.mjs": "export default (req, res) => res.end('hello')\n",
+	}))
+	if code, _, _ := testutil.Get(b, url); code != 200 {
+		b.Fatalf("GET: %d", code)
+	}
+	time.Sleep(2 * time.Second)
+	runtime, node := instanceProcesses(b, s)
+	began := time.Now()
+	runtime0, node0 := cpuOf(b, runtime), cpuOf(b, node)
+	for b.Loop() {
+		time.Sleep(time.Second)
+	}
+	d := time.Since(began)
+	b.ReportMetric(100*float64(cpuOf(b, runtime)-runtime0)/float64(d), "%cpu-runtime")
+	b.ReportMetric(100*float64(cpuOf(b, node)-node0)/float64(d), "%cpu-node")
+}
+
+// instanceProcesses returns the pids of s's one instance: its runtime and
+// its node.
+func instanceProcesses(b *testing.B, s *testutil.Serve) (runtime, node int) {
+	runtimes := testutil.RuntimePids(s.DataDir)
+	if len(runtimes) != 1 {
+		b.Fatalf("%d instance runtimes, want 1", len(runtimes))
+	}
+	for _, pid := range testutil.InstancePids(s.DataDir) {
+		if pid != runtimes[0] {
+			node = pid
+		}
+	}
+	if node == 0 {
+		b.Fatal("no node process under the runtime")
+	}
+	return runtimes[0], node
+}
+
+// cpuOf is the CPU time (user + system) process pid has used, from
+// /proc/PID/stat, in the kernel's 10 ms ticks.
+func cpuOf(b *testing.B, pid int) time.Duration {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// The fields after the command's closing parenthesis: utime and stime
+	// are the 12th and 13th.
+	f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		b.Fatalf("/proc/%d/stat: %q", pid, stat)
+	}
+	return time.Duration(utime+stime) * 10 * time.Millisecond
+}
+
 // BenchmarkInstanceMemory measures what one instance holds in memory after
 // b.N hello invocations: its runtime (the Go supervisor) and its node, each
 // as resident memory (RSS), the part of it no other process shares
@@ -225,23 +289,11 @@ func instanceMemory(b *testing.B, args ...string) {
 			b.Fatalf("GET: %d", resp.StatusCode)
 		}
 	}
-	runtimes := testutil.RuntimePids(s.DataDir)
-	if len(runtimes) != 1 {
-		b.Fatalf("%d instance runtimes, want 1", len(runtimes))
-	}
-	var node int
-	for _, pid := range testutil.InstancePids(s.DataDir) {
-		if pid != runtimes[0] {
-			node = pid
-		}
-	}
-	if node == 0 {
-		b.Fatal("no node process under the runtime")
-	}
+	runtime, node := instanceProcesses(b, s)
 	for _, p := range []struct {
 		name string
 		pid  int
-	}{{"runtime", runtimes[0]}, {"node", node}} {
+	}{{"runtime", runtime}, {"node", node}} {
 		m, err := testutil.MemoryOf(p.pid)
 		if err != nil {
 			b.Fatal(err)
