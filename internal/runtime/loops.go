@@ -61,12 +61,13 @@ func (s *Supervisor) addLoop(n int) {
 	}
 }
 
-// setLoad records loop n's load report, and when node said its next one
-// would come.
-func (s *Supervisor) setLoad(n int, load Loop, next time.Duration) {
+// setLoad records loop n's load report, when node said its next one would
+// come, and whether an invocation that ended the loop's idle time sent it.
+func (s *Supervisor) setLoad(n int, load Loop, next time.Duration, woke bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if n >= 0 && n < len(s.loops) && s.loops[n] != nil {
-		s.loops[n].load, s.loops[n].loadAt, s.loops[n].next = load, time.Now(), next
+		l := s.loops[n]
+		l.load, l.loadAt, l.next, l.woke = load, time.Now(), next, woke
 	}
 }

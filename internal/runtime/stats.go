@@ -25,7 +25,9 @@ type Stats struct {
 	// the last Stats (0 at the first): room for another loop to compute.
 	HostIdle float64
 	// Loop is how loaded node's busiest event loop is (the highest of each
-	// figure among the loops); LoopKnown says node has reported it yet.
+	// figure among the loops); LoopKnown says there is a report to judge
+	// it by: not yet from a new node, and not from a loop whose last
+	// report is of the idle time an invocation just ended.
 	Loop      Loop
 	LoopKnown bool
 	// Waited are the invocations whose waitUntil work ended since the
@@ -114,7 +116,6 @@ func (s *Supervisor) Stats() Stats {
 		if l.loadAt.IsZero() {
 			continue
 		}
-		st.LoopKnown = true
 		load := l.load
 		st.InFlight += load.InFlight
 		if age := now.Sub(l.loadAt); age > l.next+loopLate {
@@ -122,7 +123,14 @@ func (s *Supervisor) Stats() Stats {
 			// as busy as it gets, and what waits for it has waited this
 			// long already.
 			load = Loop{Utilization: 1, DelayMean: age, DelayMax: age}
+		} else if l.woke {
+			// A loop free through the idle time that just ended says
+			// nothing of how it does with the work that ended it (judged
+			// so, a burst that found the instance full grew its limit
+			// while the burst held the loop).
+			continue
 		}
+		st.LoopKnown = true
 		st.Loop.Utilization = max(st.Loop.Utilization, load.Utilization)
 		st.Loop.DelayMean = max(st.Loop.DelayMean, load.DelayMean)
 		st.Loop.DelayMax = max(st.Loop.DelayMax, load.DelayMax)

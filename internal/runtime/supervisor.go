@@ -127,6 +127,7 @@ type loop struct {
 	load   Loop          // its last load report
 	loadAt time.Time     // when it came; zero: none yet
 	next   time.Duration // when node said the next would come, after loadAt
+	woke   bool          // the report is of idle time an invocation ended
 }
 
 // Start starts node and returns once the bootstrap reported ready, or with
@@ -287,13 +288,14 @@ func (s *Supervisor) readControl(r io.ReadCloser, ready chan<- error) {
 					ELDMean  float64 `json:"eld_mean"`
 					ELDMax   float64 `json:"eld_max"`
 					Next     float64 `json:"next"`
+					Woke     bool    `json:"woke"`
 				}
 				if json.Unmarshal(line, &l) == nil {
 					next := ms(l.Next)
 					if next <= 0 {
 						next = loadEvery
 					}
-					s.setLoad(l.Loop, Loop{InFlight: l.InFlight, Utilization: l.ELU, DelayMean: ms(l.ELDMean), DelayMax: ms(l.ELDMax)}, next)
+					s.setLoad(l.Loop, Loop{InFlight: l.InFlight, Utilization: l.ELU, DelayMean: ms(l.ELDMean), DelayMax: ms(l.ELDMax)}, next, l.Woke)
 					if next <= loadEvery {
 						s.signalWorking()
 					}

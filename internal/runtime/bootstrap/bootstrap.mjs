@@ -84,8 +84,10 @@
 //       while it idles and at once when an invocation finds it idling: the
 //       invocations it serves (their responses not finished), the loop's
 //       utilisation over the last interval, how late a 10 ms timer ran
-//       (mean and max), and when the next report comes. A loop blocked by
-//       user code sends nothing until it unblocks.
+//       (mean and max), and when the next report comes; "woke":true marks
+//       the one an invocation that found the loop idling sent, which is of
+//       that idle time. A loop blocked by user code sends nothing until it
+//       unblocks.
 //     {"type":"loop","loop":<n>}
 //       event loop n (1, 2...) serves on SOCKET_PATH.n (see Loops).
 //     {"type":"waited","id":"<invocation id>","from":<epoch ms>,"to":<epoch ms>}
@@ -1282,7 +1284,7 @@ function enter(inv, req, res) {
     delaySampler.enable();
     delaySampling = true;
   }
-  if (reportNext === IDLE_REPORT_EVERY) reportNow();
+  if (reportNext === IDLE_REPORT_EVERY) reportNow(true);
   // serve's front dates every response that has no Date of its own: one
   // header fewer to write here and to parse there.
   res.sendDate = false;
@@ -1466,7 +1468,9 @@ function reportLoad() {
   let last = performance.eventLoopUtilization();
   let lastAt = performance.now();
   let timer = null;
-  reportNow = () => {
+  // woke: an invocation that found the loop idling asks, and the report
+  // (of the idle time) says so.
+  reportNow = (woke) => {
     clearTimeout(timer);
     const at = performance.now();
     const own = Math.max(0, at - lastAt - reportNext);
@@ -1475,16 +1479,19 @@ function reportLoad() {
     const elu = performance.eventLoopUtilization(now, last).utilization;
     last = now;
     // The histogram holds the sampler's intervals: its lateness is what
-    // exceeds the 10 ms resolution.
+    // exceeds the 10 ms resolution. A sampler started by an invocation that
+    // found the loop idling has none yet when that invocation held the loop
+    // (its first tick only starts it): then this timer's own lateness is
+    // the one measure of the wait.
     const n = delay.count;
-    const mean = n > 0 ? Math.max(0, delay.mean / 1e6 - 10) : 0;
+    const mean = n > 0 ? Math.max(0, delay.mean / 1e6 - 10) : own;
     const max = Math.max(n > 0 ? delay.max / 1e6 - 10 : 0, own);
     delay.reset();
     const inflight = inFlight();
     const idle = inflight === 0 && !loadSeen && elu < idleUtilization;
     reportNext = idle ? IDLE_REPORT_EVERY : REPORT_EVERY;
     writeControl('{"type":"load","loop":' + loopIndex + ',"inflight":' + inflight + ',"elu":' + elu.toFixed(3) + ',"eld_mean":' +
-      mean.toFixed(2) + ',"eld_max":' + max.toFixed(2) + ',"next":' + reportNext + '}\n');
+      mean.toFixed(2) + ',"eld_max":' + max.toFixed(2) + ',"next":' + reportNext + (woke === true ? ',"woke":true}\n' : '}\n'));
     if (idle && delaySampling) {
       delay.disable();
       delaySampling = false;
@@ -1494,7 +1501,7 @@ function reportLoad() {
       delaySampling = true;
     }
     loadSeen = false;
-    timer = setTimeout(reportNow, reportNext).unref();
+    timer = setTimeout(reportNow, reportNext, false).unref();
   };
   timer = setTimeout(reportNow, REPORT_EVERY).unref();
 }
