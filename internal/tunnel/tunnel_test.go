@@ -427,6 +427,16 @@ func TestTunnel_IdleSamplesSlowDown(t *testing.T) {
 	if n := samples.Load(); n < 1 || n > 4 {
 		t.Errorf("%d samples in 1.5 s idle, want 2 or 3", n)
 	}
+	// Signalled right after an idle report, so that without the signal
+	// the report of work would be a second away.
+	for len(reports) > 0 {
+		<-reports
+	}
+	select {
+	case <-reports:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no idle report within 5 s")
+	}
 	busy.Store(true)
 	signalled := time.Now()
 	working <- struct{}{}
@@ -435,7 +445,7 @@ func TestTunnel_IdleSamplesSlowDown(t *testing.T) {
 			break
 		}
 	}
-	if d := time.Since(signalled); d > 300*time.Millisecond {
+	if d := time.Since(signalled); d > IdleReportInterval/2 {
 		t.Errorf("the report of work came %v after working said so, want it at once", d)
 	}
 	before := samples.Load()
