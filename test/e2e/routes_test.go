@@ -189,9 +189,11 @@ export default (req: any, res: any) => res.send(String(check({ n: 1 })));
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var out string
+	// The stack's lines are log records of their own: wait for its first
+	// frame, which names the source or the bundle.
 	testutil.Eventually(t, 10*time.Second, "the stack in shoal logs", func() bool {
 		out, _, _ = s.CLI(ctx, "logs", "mapped")
-		return strings.Contains(out, "boom from typescript")
+		return strings.Contains(out, "boom from typescript") && (strings.Contains(out, "boom.ts:") || strings.Contains(out, ".shoal-boom.ts."))
 	})
 	if !strings.Contains(out, "api/boom.ts:5") || strings.Contains(out, ".shoal-boom.ts.") {
 		t.Errorf("the stack does not name api/boom.ts:5 (or names the bundle):\n%s", out)
