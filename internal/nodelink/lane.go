@@ -137,10 +137,13 @@ type pipeConn struct{ r, w *os.File }
 func (p *pipeConn) Read(b []byte) (int, error)  { return p.r.Read(b) }
 func (p *pipeConn) Write(b []byte) (int, error) { return p.w.Write(b) }
 
-// Close closes both ends: node reads the end of its request.
+// Close closes both ends, the responses end first: node reads the end of
+// its request only once nothing it writes after can be read as its answer
+// (node answers a request cut mid-body with a 400, which over a lane closed
+// the other way round reached the client in place of the 413).
 func (p *pipeConn) Close() error {
-	werr := p.w.Close()
-	return errors.Join(p.r.Close(), werr)
+	rerr := p.r.Close()
+	return errors.Join(rerr, p.w.Close())
 }
 
 func (p *pipeConn) LocalAddr() net.Addr  { return laneAddr }
