@@ -3,14 +3,19 @@
 // handler and answers in a loop of its own that does less per request than
 // net/http's: no goroutine per request to notice the client leaving (a
 // watch peeks at the connections whose request is older than WatchEvery
-// instead), one deadline change instead of about eight, and no copy of the
-// response header.
+// instead), no copy of the response header, and for most requests no
+// deadline change, where net/http makes about eight: the idle deadline
+// moves on only once it would move by more than a 64th of the timeout, and
+// a response's write deadline reaches the socket only while a write waits
+// (rawsock.WaitDeadliner).
 //
 // Every other connection is handed whole to a net/http Server, from the
 // first request the lane does not serve: HTTP/2, request bodies, upgrades,
 // Expect, heads over the lane's buffer, malformed input and whatever else
-// net/http knows how to answer. The lane parses with net/http's own
-// ReadRequest and net/http's server checks, and only looks at the bytes to
-// find where a request's head ends, so net/http reads a handed-off request
-// exactly as the client sent it.
+// net/http knows how to answer. The lane parses the common head itself
+// (parsePlain, fuzzed against net/http's ReadRequest: what it parses,
+// ReadRequest parses the same), any other with ReadRequest, and checks
+// what net/http's server checks; it only looks at the bytes to find where a
+// request's head ends, so net/http reads a handed-off request exactly as
+// the client sent it.
 package fastlane

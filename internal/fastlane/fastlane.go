@@ -56,8 +56,11 @@ type conn struct {
 	remote string
 	br     *bufio.Reader
 	bw     *bufio.Writer
-	head   []byte // the current request's head, copied out of br to parse
-	body   []byte // a response's body written before its length is known
+	// bw's writer, where it bounds only the writes that wait; else nil.
+	waits  rawsock.WaitDeadliner
+	readBy time.Time // the read deadline the lane last set on rwc
+	head   []byte    // the current request's head, copied out of br to parse
+	body   []byte    // a response's body written before its length is known
 	// The response to the request in flight, and its header: one per
 	// connection, as a handler must not use either once it returned.
 	resp   response
@@ -175,8 +178,10 @@ func (s *Server) logf(format string, args ...any) {
 // serveConn serves rwc's requests until it closes, fails, idles out or
 // brings a request the lane hands off.
 func (s *Server) serveConn(rwc net.Conn) {
+	w := rawsock.Writer(rwc)
 	c := &conn{rwc: rwc, remote: rwc.RemoteAddr().String(),
-		br: bufio.NewReaderSize(rawsock.Reader(rwc), bufferSize), bw: bufio.NewWriterSize(rawsock.Writer(rwc), bufferSize)}
+		br: bufio.NewReaderSize(rawsock.Reader(rwc), bufferSize), bw: bufio.NewWriterSize(w, bufferSize)}
+	c.waits, _ = w.(rawsock.WaitDeadliner)
 	if sc, ok := rwc.(syscall.Conn); ok {
 		c.raw, _ = sc.SyscallConn()
 	}
@@ -223,7 +228,10 @@ func (s *Server) serveConn(rwc net.Conn) {
 
 // await waits for the first byte of c's next request, under the header
 // timeout for a new connection and the idle timeout for one that served a
-// request already. It returns false if c is to close.
+// request already. The idle deadline moves on only once it would move by
+// more than a 64th of the timeout, which spares most requests a timer
+// update: a connection idles out up to that much early. It returns false
+// if c is to close.
 func (s *Server) await(c *conn, first bool) bool {
 	d := s.HTTP.IdleTimeout
 	if first {
@@ -240,8 +248,8 @@ func (s *Server) await(c *conn, first bool) bool {
 	}
 	c.idle = true
 	// Under the lock, so that Shutdown's deadline is the last one set.
-	if d > 0 || !first {
-		c.rwc.SetReadDeadline(deadline)
+	if (d > 0 || !first) && !keeps(c.readBy, deadline, d/64) {
+		c.setReadDeadline(deadline)
 	}
 	s.mu.Unlock()
 	_, err := c.br.Peek(1)
@@ -262,13 +270,28 @@ func (c *conn) readHead(timeout time.Duration, newDeadline bool) ([]byte, error)
 			return buf[:n], nil
 		}
 		if newDeadline && timeout > 0 {
-			c.rwc.SetReadDeadline(time.Now().Add(timeout))
+			c.setReadDeadline(time.Now().Add(timeout))
 			newDeadline = false
 		}
 		if _, err := c.br.Peek(len(buf) + 1); err != nil {
 			return nil, err
 		}
 	}
+}
+
+// keeps reports whether a read deadline set at set may stay for one at
+// want: both none, or set at most slack before want.
+func keeps(set, want time.Time, slack time.Duration) bool {
+	if set.IsZero() || want.IsZero() {
+		return set.IsZero() == want.IsZero()
+	}
+	ahead := want.Sub(set)
+	return ahead >= 0 && ahead <= slack
+}
+
+func (c *conn) setReadDeadline(t time.Time) error {
+	c.readBy = t
+	return c.rwc.SetReadDeadline(t)
 }
 
 // headLen is the length of the request head at the start of buf, up to and
@@ -297,18 +320,11 @@ type headReader struct {
 // HTTP/1.1 request that net/http's server would accept and that s.Serves
 // does; nil otherwise.
 func (s *Server) parse(c *conn, head []byte) *http.Request {
-	c.head = append(c.head[:0], head...)
-	hr := headReaders.Get().(*headReader)
-	hr.b.Reset(c.head)
-	if hr.br == nil {
-		hr.br = bufio.NewReaderSize(&hr.b, 512)
-	} else {
-		hr.br.Reset(&hr.b)
+	req := parsePlain(head)
+	if req == nil {
+		req = readRequest(c, head)
 	}
-	req, err := http.ReadRequest(hr.br)
-	hr.br.Reset(nil)
-	headReaders.Put(hr)
-	if err != nil || req.ProtoMajor != 1 || req.ProtoMinor != 1 || req.Body != http.NoBody ||
+	if req == nil || req.ProtoMajor != 1 || req.ProtoMinor != 1 || req.Body != http.NoBody ||
 		req.Method == http.MethodConnect || req.RequestURI == "*" {
 		return nil
 	}
@@ -338,6 +354,26 @@ func (s *Server) parse(c *conn, head []byte) *http.Request {
 		return nil
 	}
 	req.RemoteAddr = c.remote
+	return req
+}
+
+// readRequest parses head with http.ReadRequest, or returns nil if it
+// cannot.
+func readRequest(c *conn, head []byte) *http.Request {
+	c.head = append(c.head[:0], head...)
+	hr := headReaders.Get().(*headReader)
+	hr.b.Reset(c.head)
+	if hr.br == nil {
+		hr.br = bufio.NewReaderSize(&hr.b, 512)
+	} else {
+		hr.br.Reset(&hr.b)
+	}
+	req, err := http.ReadRequest(hr.br)
+	hr.br.Reset(nil)
+	headReaders.Put(hr)
+	if err != nil {
+		return nil
+	}
 	return req
 }
 

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -341,16 +342,71 @@ func TestLane_ClientLeaving(t *testing.T) {
 	}
 }
 
+// A write deadline bounds a write that waits for a client that takes
+// nothing, and one the response leaves in the past does not fail the
+// connection's next response.
+func TestLane_WriteDeadline(t *testing.T) {
+	failed := make(chan error, 1)
+	mux := http.NewServeMux()
+	mux.HandleFunc("/flood", func(w http.ResponseWriter, r *http.Request) {
+		http.NewResponseController(w).SetWriteDeadline(time.Now().Add(300 * time.Millisecond))
+		start := time.Now()
+		_, err := w.Write(make([]byte, 64<<20))
+		if err == nil {
+			err = http.NewResponseController(w).Flush()
+		}
+		if err != nil && time.Since(start) < 250*time.Millisecond {
+			err = fmt.Errorf("%w after %v, before the deadline", err, time.Since(start))
+		}
+		failed <- err
+	})
+	mux.HandleFunc("/brief", func(w http.ResponseWriter, r *http.Request) {
+		http.NewResponseController(w).SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+		w.Write([]byte("brief"))
+	})
+	_, addr := start(t, mux, nil, nil)
+
+	c := dial(t, addr)
+	c.c.(*net.TCPConn).SetReadBuffer(4 << 10)
+	c.send(get("/flood"))
+	select {
+	case err := <-failed:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("the write to a client that takes nothing: %v, want a deadline error", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the write to a client that takes nothing still waits")
+	}
+
+	c = dial(t, addr)
+	c.send(get("/brief"))
+	c.read("GET")
+	time.Sleep(200 * time.Millisecond) // past /brief's deadline
+	c.send(get("/brief"))
+	if resp, body := c.read("GET"); resp.StatusCode != 200 || body != "brief" {
+		t.Fatalf("the next response: %d %q", resp.StatusCode, body)
+	}
+}
+
+// The idle timeout counts from a connection's last request: requests that
+// come closer together than it keep the connection, however long.
 func TestLane_IdleTimeout(t *testing.T) {
 	_, addr := start(t, testHandler(t), nil, func(s *http.Server) { s.IdleTimeout = 200 * time.Millisecond })
 	c := dial(t, addr)
-	c.send(get("/x"))
-	c.read("GET")
+	for i := range 5 {
+		if i > 0 {
+			time.Sleep(100 * time.Millisecond)
+		}
+		c.send(get("/x"))
+		if resp, _ := c.read("GET"); resp.StatusCode != 200 {
+			t.Fatalf("request %d: %d", i, resp.StatusCode)
+		}
+	}
 	start := time.Now()
 	if err := c.eof(); err != nil {
 		t.Fatal(err)
 	}
-	if d := time.Since(start); d > 5*time.Second {
+	if d := time.Since(start); d < 150*time.Millisecond || d > 5*time.Second {
 		t.Fatalf("closed after %v, want about 200 ms", d)
 	}
 }

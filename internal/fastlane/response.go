@@ -92,12 +92,18 @@ func (w *response) FlushError() error {
 func (w *response) Flush() { w.FlushError() }
 
 // SetWriteDeadline bounds the writes of this response; finish clears it.
+// On a socket it bounds only the writes that wait (see
+// rawsock.WaitDeadliner), which most do not.
 func (w *response) SetWriteDeadline(t time.Time) error {
 	w.deadlineSet = true
+	if w.c.waits != nil {
+		w.c.waits.SetWaitDeadline(t)
+		return nil
+	}
 	return w.c.rwc.SetWriteDeadline(t)
 }
 
-func (w *response) SetReadDeadline(t time.Time) error { return w.c.rwc.SetReadDeadline(t) }
+func (w *response) SetReadDeadline(t time.Time) error { return w.c.setReadDeadline(t) }
 
 // EnableFullDuplex is net/http's switch for reading a request body while
 // responding; the lane's requests have none.
@@ -209,7 +215,11 @@ func (w *response) finish() bool {
 	}
 	w.fail(w.c.bw.Flush())
 	if w.deadlineSet {
-		w.c.rwc.SetWriteDeadline(time.Time{})
+		if w.c.waits != nil {
+			w.c.waits.SetWaitDeadline(time.Time{})
+		} else {
+			w.c.rwc.SetWriteDeadline(time.Time{})
+		}
 	}
 	short := w.length >= 0 && w.written < w.length && w.req.Method != http.MethodHead && bodyAllowed(w.status)
 	_, closing := w.header["Connection"]

@@ -5,10 +5,9 @@ import (
 	"bytes"
 	"io"
 	"net/http"
-	"net/textproto"
 	"strconv"
 
-	"golang.org/x/net/http/httpguts"
+	"github.com/shoal-dev/shoal/internal/httphead"
 )
 
 // readResponse reads the response to req, past any informational (1xx)
@@ -70,7 +69,7 @@ func readPlain(br *bufio.Reader, req *http.Request) *http.Response {
 		code = code*10 + int(c-'0')
 	}
 	if code < 200 || code > 599 || code == http.StatusNoContent || code == http.StatusNotModified ||
-		!plainText(line[len(proto)+4:]) {
+		!httphead.PlainText(line[len(proto)+4:]) {
 		return nil
 	}
 
@@ -83,24 +82,8 @@ func readPlain(br *bufio.Reader, req *http.Request) *http.Response {
 	at := len(line) + 2 - len(proto) // where rest starts in head
 	for i := range lines {
 		kv, after, _ := bytes.Cut(rest, []byte("\r\n"))
-		name, _, ok := bytes.Cut(kv, []byte(":"))
-		if !ok || len(name) == 0 {
-			return nil
-		}
-		for _, c := range name {
-			if !httpguts.IsTokenRune(rune(c)) {
-				return nil
-			}
-		}
-		key := canonicalKey(name)
-		from, to := len(name)+1, len(kv)
-		for from < to && (kv[from] == ' ' || kv[from] == '\t') {
-			from++
-		}
-		for to > from && (kv[to-1] == ' ' || kv[to-1] == '\t') {
-			to--
-		}
-		if !plainText(kv[from:to]) {
+		key, from, to, ok := httphead.Line(kv)
+		if !ok {
 			return nil
 		}
 		values[i] = head[at+from : at+to]
@@ -111,7 +94,7 @@ func readPlain(br *bufio.Reader, req *http.Request) *http.Response {
 		case "Transfer-Encoding", "Trailer":
 			return nil
 		case "Connection":
-			if !equalFold(values[i], "keep-alive") {
+			if !httphead.EqualFold(values[i], "keep-alive") {
 				return nil
 			}
 		case "Content-Length":
@@ -149,69 +132,6 @@ func readPlain(br *bufio.Reader, req *http.Request) *http.Response {
 		resp.Body = &fixedBody{br: br, left: length}
 	}
 	return resp
-}
-
-// canonicalKey returns name's canonical form: without allocating for the
-// names node sends most.
-func canonicalKey(name []byte) string {
-	var b [32]byte
-	if len(name) <= len(b) {
-		upper := true
-		for i, c := range name {
-			if upper && 'a' <= c && c <= 'z' {
-				c -= 'a' - 'A'
-			} else if !upper && 'A' <= c && c <= 'Z' {
-				c += 'a' - 'A'
-			}
-			b[i] = c
-			upper = c == '-'
-		}
-		if k, ok := commonKeys[string(b[:len(name)])]; ok {
-			return k
-		}
-	}
-	return textproto.CanonicalMIMEHeaderKey(string(name))
-}
-
-// commonKeys are the header names of most responses, canonical.
-var commonKeys = func() map[string]string {
-	m := map[string]string{}
-	for _, k := range []string{"Access-Control-Allow-Origin", "Cache-Control", "Connection",
-		"Content-Encoding", "Content-Length", "Content-Type", "Date", "Etag", "Keep-Alive",
-		"Last-Modified", "Location", "Set-Cookie", "Trailer", "Transfer-Encoding", "Vary",
-		"X-Powered-By", "X-Shoal-Entry-Ms", "X-Shoal-Error"} {
-		m[k] = k
-	}
-	return m
-}()
-
-// plainText reports whether b, a reason or a header value, has no control
-// byte but tabs: no stray CR or LF, which would end its line for
-// http.ReadResponse.
-func plainText(b []byte) bool {
-	for _, c := range b {
-		if c < ' ' && c != '\t' || c == 0x7f {
-			return false
-		}
-	}
-	return true
-}
-
-// equalFold reports whether s is ASCII t (lower case) in any case.
-func equalFold(s, t string) bool {
-	if len(s) != len(t) {
-		return false
-	}
-	for i := range len(s) {
-		c := s[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c != t[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // fixedBody is a body of a known length, left to read from br.

@@ -16,6 +16,7 @@ import (
 	"io"
 	"os"
 	"syscall"
+	"time"
 	"unsafe"
 )
 
@@ -31,12 +32,25 @@ func Reader(c io.Reader) io.Reader {
 
 // Writer returns an io.Writer to c, or c itself when c has no file
 // descriptor in the network poller. One goroutine at a time may write to
-// it.
+// it. If c has a SetWriteDeadline method, as sockets and files do, the
+// writer is a WaitDeadliner.
 func Writer(c io.Writer) io.Writer {
 	if raw := rawConn(c); raw != nil {
-		return &writer{raw: raw}
+		dl, _ := c.(interface{ SetWriteDeadline(time.Time) error })
+		return &writer{raw: raw, dl: dl}
 	}
 	return c
+}
+
+// A WaitDeadliner bounds only the writes that wait, for room in the
+// socket's buffer: a write that finds room ends at once, and needs no
+// deadline, so the deadline is set on the socket, with its timer, only
+// while a write waits. That spares a server that bounds each response's
+// writes two timer updates per response, as most responses fit.
+type WaitDeadliner interface {
+	// SetWaitDeadline sets the time after which a write that waits fails
+	// with os.ErrDeadlineExceeded; zero means none.
+	SetWaitDeadline(t time.Time)
 }
 
 // rawConn is c's RawConn if c has a non-blocking file descriptor (Go's
@@ -118,7 +132,14 @@ type writer struct {
 	n   int
 	err error
 	fn  func(uintptr) bool
+	// The wait deadline, and where to set it; set says it is on the
+	// socket.
+	dl     interface{ SetWriteDeadline(time.Time) error }
+	waitBy time.Time
+	set    bool
 }
+
+func (w *writer) SetWaitDeadline(t time.Time) { w.waitBy = t }
 
 // Write writes all of p, waiting in the network poller while the socket's
 // buffer is full.
@@ -133,6 +154,10 @@ func (w *writer) Write(p []byte) (int, error) {
 		err = w.err
 	}
 	w.p, w.err = nil, nil
+	if w.set {
+		w.set = false
+		w.dl.SetWriteDeadline(time.Time{})
+	}
 	return n, err
 }
 
@@ -148,6 +173,14 @@ func (w *writer) write(fd uintptr) bool {
 		case syscall.EINTR:
 			continue
 		case syscall.EAGAIN:
+			if !w.set && !w.waitBy.IsZero() && w.dl != nil {
+				// The wait that follows is bounded by it.
+				w.set = true
+				if err := w.dl.SetWriteDeadline(w.waitBy); err != nil {
+					w.err = err
+					return true
+				}
+			}
 			return false
 		}
 		w.err = os.NewSyscallError("write", errno)

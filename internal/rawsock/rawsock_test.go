@@ -104,6 +104,44 @@ func TestRead_Deadline(t *testing.T) {
 
 // A write into a socket nobody reads waits for room until its deadline,
 // and says how much went out. (The deadline is far enough off that a busy
+
+// A wait deadline bounds a write that waits, and is off the socket once
+// the write returns; a write that finds room ends whatever the deadline.
+func TestWrite_WaitDeadline(t *testing.T) {
+	for _, network := range []string{"unix", "tcp"} {
+		t.Run(network, func(t *testing.T) {
+			client, server := pair(t, network)
+			w := Writer(client)
+			w.(WaitDeadliner).SetWaitDeadline(time.Now().Add(-time.Second))
+			if n, err := w.Write([]byte("fits")); n != 4 || err != nil {
+				t.Fatalf("Write past the wait deadline, with room: %d, %v; want 4, nil", n, err)
+			}
+			w.(WaitDeadliner).SetWaitDeadline(time.Now().Add(time.Second))
+			start := time.Now()
+			n, err := w.Write(make([]byte, 64<<20))
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("Write: %v, want a deadline error", err)
+			}
+			if n <= 0 || n >= 64<<20 {
+				t.Fatalf("Write wrote %d bytes, want some of them", n)
+			}
+			if waited := time.Since(start); waited < 900*time.Millisecond {
+				t.Fatalf("Write failed after %v, before its deadline", waited)
+			}
+			// With the deadline off the socket, the socket's own Write
+			// waits for room rather than fail at once.
+			go io.Copy(io.Discard, server)
+			if _, err := client.Write(make([]byte, 16<<20)); err != nil {
+				t.Fatalf("socket's Write after the wait deadline: %v", err)
+			}
+			w.(WaitDeadliner).SetWaitDeadline(time.Time{})
+			if _, err := w.Write(make([]byte, 16<<20)); err != nil {
+				t.Fatalf("Write with no wait deadline: %v", err)
+			}
+		})
+	}
+}
+
 // CI machine does not pass it before the first write: 50 ms did once.)
 func TestWrite_Deadline(t *testing.T) {
 	client, _ := pair(t, "unix")

@@ -1,0 +1,125 @@
+package fastlane
+
+import (
+	"bytes"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/shoal-dev/shoal/internal/httphead"
+	"golang.org/x/net/http/httpguts"
+)
+
+// parsePlain parses head, a whole request head with the empty line that
+// ends it, with half of http.ReadRequest's allocations, for the request
+// clients send most: HTTP/1.1, lines that end in CRLF, a target that is a
+// path (and a query) net/url leaves as it is, plain header lines (see
+// httphead.Line), no body, and a Connection, if any, of keep-alive or
+// close. It returns the request as http.ReadRequest would, or nil for any
+// other (a body, Pragma, which net/http rewrites, Expect, Upgrade, an
+// escaped or absolute target, two Host lines, anything malformed...),
+// which http.ReadRequest then parses.
+func parsePlain(head []byte) *http.Request {
+	if !bytes.HasSuffix(head, []byte("\r\n\r\n")) {
+		return nil
+	}
+	head = head[:len(head)-2]
+	line, rest, _ := bytes.Cut(head, []byte("\r\n"))
+	method, rest1, ok1 := bytes.Cut(line, []byte(" "))
+	target, proto, ok2 := bytes.Cut(rest1, []byte(" "))
+	if !ok1 || !ok2 || string(proto) != "HTTP/1.1" || len(method) == 0 || string(method) == http.MethodConnect ||
+		len(target) == 0 || target[0] != '/' {
+		return nil
+	}
+	for _, c := range method {
+		if !httpguts.IsTokenRune(rune(c)) {
+			return nil
+		}
+	}
+	path, query, hasQuery := bytes.Cut(target, []byte("?"))
+	for _, c := range path {
+		if !pathByte(c) {
+			return nil
+		}
+	}
+	for _, c := range query {
+		if c <= ' ' || c >= 0x7f {
+			return nil
+		}
+	}
+
+	lines := bytes.Count(rest, []byte("\r\n"))
+	// One string holds every part: one allocation.
+	s := string(head)
+	values := make([]string, lines)
+	h := make(http.Header, lines)
+	host, closing := "", false
+	at := len(line) + 2 // where rest starts in s
+	for i := range lines {
+		kv, after, _ := bytes.Cut(rest, []byte("\r\n"))
+		key, from, to, ok := httphead.Line(kv)
+		if !ok {
+			return nil
+		}
+		values[i] = s[at+from : at+to]
+		at += len(kv) + 2
+		rest = after
+
+		switch key {
+		case "Content-Length", "Transfer-Encoding", "Trailer", "Pragma", "Expect", "Upgrade":
+			return nil
+		case "Host":
+			if host != "" || values[i] == "" {
+				return nil
+			}
+			// ReadRequest takes it out of Header.
+			host = values[i]
+			continue
+		case "Connection":
+			switch {
+			case httphead.EqualFold(values[i], "close"):
+				closing = true
+			case !httphead.EqualFold(values[i], "keep-alive"):
+				return nil
+			}
+		}
+		if vs, ok := h[key]; ok {
+			h[key] = append(vs, values[i])
+		} else {
+			h[key] = values[i : i+1 : i+1]
+		}
+	}
+	if host == "" {
+		return nil
+	}
+	// The request line's parts, in s.
+	t := len(method) + 1 // where the target starts
+	p := t + len(path)   // where its path ends
+	u := &url.URL{Path: s[t:p]}
+	if hasQuery {
+		u.RawQuery = s[p+1 : p+1+len(query)]
+		u.ForceQuery = len(query) == 0
+	}
+	return &http.Request{
+		Method:     s[:len(method)],
+		URL:        u,
+		Proto:      s[t+len(target)+1 : len(line)],
+		ProtoMajor: 1,
+		ProtoMinor: 1,
+		Header:     h,
+		Body:       http.NoBody,
+		Host:       host,
+		RequestURI: s[t : t+len(target)],
+		Close:      closing,
+	}
+}
+
+// pathByte reports whether net/url keeps c as it is in a path: a byte
+// neither escaped (%) nor one it would escape.
+func pathByte(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	}
+	return strings.IndexByte("-_.~$&+,/:;=@", c) >= 0
+}

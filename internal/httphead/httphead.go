@@ -1,0 +1,115 @@
+// Package httphead reads the header lines of an HTTP/1.1 head as
+// net/textproto does, for the parsers of the hot path (fastlane's of a
+// client's request, nodelink's of node's response): a line's name in
+// canonical form, without allocating for the names sent most, and its value
+// trimmed. A line these parsers do not read plainly (folded, with a control
+// byte, a name that is not a token) they leave to net/http.
+package httphead
+
+import (
+	"net/textproto"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// Line reads kv, a header line without its CRLF, as
+// textproto.Reader.ReadMIMEHeader does: key is its name in canonical form,
+// and kv[from:to] its value without the spaces and tabs around it. ok is
+// false for a line that it would read otherwise or not at all: no colon, a
+// name that is not a token, or a control byte in the value.
+func Line(kv []byte) (key string, from, to int, ok bool) {
+	colon := -1
+	for i, c := range kv {
+		if c == ':' {
+			colon = i
+			break
+		}
+		if !httpguts.IsTokenRune(rune(c)) {
+			return "", 0, 0, false
+		}
+	}
+	if colon <= 0 {
+		return "", 0, 0, false
+	}
+	from, to = colon+1, len(kv)
+	for from < to && (kv[from] == ' ' || kv[from] == '\t') {
+		from++
+	}
+	for to > from && (kv[to-1] == ' ' || kv[to-1] == '\t') {
+		to--
+	}
+	if !PlainText(kv[from:to]) {
+		return "", 0, 0, false
+	}
+	return canonicalKey(kv[:colon]), from, to, true
+}
+
+// canonicalKey returns name, a token, in canonical form: without
+// allocating for the names in commonKeys.
+func canonicalKey(name []byte) string {
+	var b [32]byte
+	if len(name) <= len(b) {
+		upper := true
+		for i, c := range name {
+			if upper && 'a' <= c && c <= 'z' {
+				c -= 'a' - 'A'
+			} else if !upper && 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			b[i] = c
+			upper = c == '-'
+		}
+		if k, ok := commonKeys[string(b[:len(name)])]; ok {
+			return k
+		}
+	}
+	return textproto.CanonicalMIMEHeaderKey(string(name))
+}
+
+// commonKeys are the header names of most requests and responses,
+// canonical.
+var commonKeys = func() map[string]string {
+	m := map[string]string{}
+	for _, k := range []string{
+		// requests
+		"Accept", "Accept-Encoding", "Accept-Language", "Authorization", "Cache-Control",
+		"Connection", "Cookie", "Host", "If-Modified-Since", "If-None-Match", "Origin", "Referer",
+		"Sec-Fetch-Dest", "Sec-Fetch-Mode", "Sec-Fetch-Site", "Upgrade-Insecure-Requests",
+		"User-Agent", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Request-Id",
+		// responses
+		"Access-Control-Allow-Origin", "Content-Encoding", "Content-Length", "Content-Type",
+		"Date", "Etag", "Keep-Alive", "Last-Modified", "Location", "Set-Cookie", "Trailer",
+		"Transfer-Encoding", "Vary", "X-Powered-By", "X-Shoal-Entry-Ms", "X-Shoal-Error"} {
+		m[k] = k
+	}
+	return m
+}()
+
+// PlainText reports whether b, a reason or a header value, has no control
+// byte but tabs: no stray CR or LF, which would end its line for net/http.
+func PlainText(b []byte) bool {
+	for _, c := range b {
+		if c < ' ' && c != '\t' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// EqualFold reports whether s is ASCII lower, which is in lower case, in
+// any case.
+func EqualFold(s, lower string) bool {
+	if len(s) != len(lower) {
+		return false
+	}
+	for i := range len(s) {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != lower[i] {
+			return false
+		}
+	}
+	return true
+}
