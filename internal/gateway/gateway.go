@@ -160,10 +160,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	r.URL.Path = path
 	r.URL.RawPath = ""
-	// The function may answer while the body still streams in; without
-	// full duplex net/http would discard the unread body when the
-	// response starts.
-	http.NewResponseController(w).EnableFullDuplex()
+	if inv.body != nil {
+		// The function may answer while the body still streams in;
+		// without full duplex net/http would discard the unread body when
+		// the response starts.
+		http.NewResponseController(w).EnableFullDuplex()
+	}
 	g.forward(w, r, inv)
 }
 
@@ -311,6 +313,9 @@ var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy
 // removeHopHeaders deletes hop-by-hop headers from h: those named in its
 // Connection header and the standard ones.
 func removeHopHeaders(h http.Header) {
+	if !hasHopHeader(h) {
+		return
+	}
 	for _, v := range h["Connection"] {
 		for name := range strings.SplitSeq(v, ",") {
 			// keep-alive, node's on every response, goes below anyway:
@@ -324,6 +329,20 @@ func removeHopHeaders(h http.Header) {
 	for _, k := range hopHeaders {
 		delete(h, k)
 	}
+}
+
+// hasHopHeader reports whether h has any of hopHeaders: with a handful of
+// headers, as most messages have, a look at each costs less than a
+// delete of each of hopHeaders.
+func hasHopHeader(h http.Header) bool {
+	for k := range h {
+		switch k {
+		case "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+			"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade":
+			return true
+		}
+	}
+	return false
 }
 
 // copyFlushing copies body to w, flushing after every write, each of

@@ -550,3 +550,20 @@ func TestGateway_SendTimeoutBoundsEachWrite(t *testing.T) {
 		}
 	}
 }
+
+// removeHopHeaders takes out each hop-by-hop header, alone or among
+// others, and what Connection names; it leaves the rest.
+func TestRemoveHopHeaders(t *testing.T) {
+	for _, hop := range hopHeaders {
+		h := http.Header{"Content-Type": {"text/plain"}, hop: {"x"}}
+		removeHopHeaders(h)
+		if _, ok := h[hop]; ok || len(h) != 1 {
+			t.Errorf("%s: left %v", hop, h)
+		}
+	}
+	h := http.Header{"Connection": {"keep-alive, X-Hop"}, "X-Hop": {"1"}, "X-End": {"2"}}
+	removeHopHeaders(h)
+	if len(h) != 1 || h.Get("X-End") != "2" {
+		t.Errorf("left %v, want X-End alone", h)
+	}
+}
