@@ -48,50 +48,28 @@ func parsePlain(head []byte) *http.Request {
 		}
 	}
 
-	lines := bytes.Count(rest, []byte("\r\n"))
 	// One string holds every part: one allocation.
 	s := string(head)
-	values := make([]string, lines)
-	h := make(http.Header, lines)
-	host, closing := "", false
-	at := len(line) + 2 // where rest starts in s
-	for i := range lines {
-		kv, after, _ := bytes.Cut(rest, []byte("\r\n"))
-		key, from, to, ok := httphead.Line(kv)
-		if !ok {
-			return nil
-		}
-		values[i] = s[at+from : at+to]
-		at += len(kv) + 2
-		rest = after
-
+	closing := false
+	h, ok := httphead.Fields(rest, s, len(line)+2, func(key, value string) bool {
 		switch key {
 		case "Content-Length", "Transfer-Encoding", "Trailer", "Pragma", "Expect", "Upgrade":
-			return nil
-		case "Host":
-			if host != "" || values[i] == "" {
-				return nil
-			}
-			// ReadRequest takes it out of Header.
-			host = values[i]
-			continue
+			return false
 		case "Connection":
-			switch {
-			case httphead.EqualFold(values[i], "close"):
+			if httphead.EqualFold(value, "close") {
 				closing = true
-			case !httphead.EqualFold(values[i], "keep-alive"):
-				return nil
+				return true
 			}
+			return httphead.EqualFold(value, "keep-alive")
 		}
-		if vs, ok := h[key]; ok {
-			h[key] = append(vs, values[i])
-		} else {
-			h[key] = values[i : i+1 : i+1]
-		}
-	}
-	if host == "" {
+		return true
+	})
+	// One Host, which ReadRequest takes out of Header.
+	if !ok || len(h["Host"]) != 1 || h["Host"][0] == "" {
 		return nil
 	}
+	host := h["Host"][0]
+	delete(h, "Host")
 	// The request line's parts, in s.
 	t := len(method) + 1 // where the target starts
 	p := t + len(path)   // where its path ends

@@ -1,16 +1,49 @@
 // Package httphead reads the header lines of an HTTP/1.1 head as
 // net/textproto does, for the parsers of the hot path (fastlane's of a
-// client's request, nodelink's of node's response): a line's name in
-// canonical form, without allocating for the names sent most, and its value
-// trimmed. A line these parsers do not read plainly (folded, with a control
-// byte, a name that is not a token) they leave to net/http.
+// client's request, nodelink's of node's response): into a header map
+// whose values share one string, each line's name in canonical form,
+// without allocating for the names sent most, and its value trimmed. A
+// line these parsers do not read plainly (folded, with a control byte, a
+// name that is not a token) they leave to net/http.
 package httphead
 
 import (
+	"bytes"
+	"net/http"
 	"net/textproto"
 
 	"golang.org/x/net/http/httpguts"
 )
+
+// Fields reads rest, header lines that each end in CRLF, into a header
+// map whose values are substrings of s, which holds rest's text from
+// offset at: the parsers allocate one string for a whole head. Each line's
+// name (canonical) and value go through check, which may refuse them; ok
+// is false if check refuses a line or Line does not read one.
+func Fields(rest []byte, s string, at int, check func(key, value string) bool) (h http.Header, ok bool) {
+	lines := bytes.Count(rest, []byte("\r\n"))
+	values := make([]string, lines)
+	h = make(http.Header, lines)
+	for i := range lines {
+		kv, after, _ := bytes.Cut(rest, []byte("\r\n"))
+		key, from, to, ok := Line(kv)
+		if !ok {
+			return nil, false
+		}
+		values[i] = s[at+from : at+to]
+		at += len(kv) + 2
+		rest = after
+		if !check(key, values[i]) {
+			return nil, false
+		}
+		if vs, ok := h[key]; ok {
+			h[key] = append(vs, values[i])
+		} else {
+			h[key] = values[i : i+1 : i+1]
+		}
+	}
+	return h, true
+}
 
 // Line reads kv, a header line without its CRLF, as
 // textproto.Reader.ReadMIMEHeader does: key is its name in canonical form,

@@ -73,47 +73,25 @@ func readPlain(br *bufio.Reader, req *http.Request) *http.Response {
 		return nil
 	}
 
-	lines := bytes.Count(rest, []byte("\r\n"))
 	// One string holds the status and every value: one allocation.
 	head := string(buf[len(proto):end])
-	values := make([]string, lines)
-	h := make(http.Header, lines)
 	length := int64(-1)
-	at := len(line) + 2 - len(proto) // where rest starts in head
-	for i := range lines {
-		kv, after, _ := bytes.Cut(rest, []byte("\r\n"))
-		key, from, to, ok := httphead.Line(kv)
-		if !ok {
-			return nil
-		}
-		values[i] = head[at+from : at+to]
-		at += len(kv) + 2
-		rest = after
-
+	h, ok := httphead.Fields(rest, head, len(line)+2-len(proto), func(key, value string) bool {
 		switch key {
 		case "Transfer-Encoding", "Trailer":
-			return nil
+			return false
 		case "Connection":
-			if !httphead.EqualFold(values[i], "keep-alive") {
-				return nil
-			}
+			return httphead.EqualFold(value, "keep-alive")
 		case "Content-Length":
-			if length >= 0 {
-				return nil
-			}
-			n, err := strconv.ParseUint(values[i], 10, 63)
-			if err != nil {
-				return nil
+			n, err := strconv.ParseUint(value, 10, 63)
+			if length >= 0 || err != nil {
+				return false
 			}
 			length = int64(n)
 		}
-		if vs, ok := h[key]; ok {
-			h[key] = append(vs, values[i])
-		} else {
-			h[key] = values[i : i+1 : i+1]
-		}
-	}
-	if length < 0 {
+		return true
+	})
+	if !ok || length < 0 {
 		return nil
 	}
 	br.Discard(end + 4)
