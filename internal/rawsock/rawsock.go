@@ -36,8 +36,12 @@ func Reader(c io.Reader) io.Reader {
 // writer is a WaitDeadliner.
 func Writer(c io.Writer) io.Writer {
 	if raw := rawConn(c); raw != nil {
-		dl, _ := c.(interface{ SetWriteDeadline(time.Time) error })
-		return &writer{raw: raw, dl: dl}
+		w := &writer{raw: raw}
+		if dl, ok := c.(interface{ SetWriteDeadline(time.Time) error }); ok {
+			w.dl = dl
+			return waitWriter{w}
+		}
+		return w
 	}
 	return c
 }
@@ -49,9 +53,15 @@ func Writer(c io.Writer) io.Writer {
 // writes two timer updates per response, as most responses fit.
 type WaitDeadliner interface {
 	// SetWaitDeadline sets the time after which a write that waits fails
-	// with os.ErrDeadlineExceeded; zero means none.
+	// with os.ErrDeadlineExceeded; zero means none. Only the goroutine
+	// that writes may call it.
 	SetWaitDeadline(t time.Time)
 }
+
+// waitWriter is a writer that can set its wait deadline on the socket.
+type waitWriter struct{ *writer }
+
+func (w waitWriter) SetWaitDeadline(t time.Time) { w.waitBy = t }
 
 // rawConn is c's RawConn if c has a non-blocking file descriptor (Go's
 // sockets and pipes, which are in the network poller), else nil: a raw
@@ -132,14 +142,12 @@ type writer struct {
 	n   int
 	err error
 	fn  func(uintptr) bool
-	// The wait deadline, and where to set it; set says it is on the
-	// socket.
+	// The wait deadline (see waitWriter), and where to set it; set says
+	// it is on the socket.
 	dl     interface{ SetWriteDeadline(time.Time) error }
 	waitBy time.Time
 	set    bool
 }
-
-func (w *writer) SetWaitDeadline(t time.Time) { w.waitBy = t }
 
 // Write writes all of p, waiting in the network poller while the socket's
 // buffer is full.
@@ -173,7 +181,7 @@ func (w *writer) write(fd uintptr) bool {
 		case syscall.EINTR:
 			continue
 		case syscall.EAGAIN:
-			if !w.set && !w.waitBy.IsZero() && w.dl != nil {
+			if !w.set && !w.waitBy.IsZero() {
 				// The wait that follows is bounded by it.
 				w.set = true
 				if err := w.dl.SetWriteDeadline(w.waitBy); err != nil {

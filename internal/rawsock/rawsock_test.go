@@ -214,8 +214,8 @@ func TestReadWrite_Pipe(t *testing.T) {
 	if _, ok := r.(*reader); !ok {
 		t.Fatalf("Reader of an os.Pipe is %T, want the raw reader", r)
 	}
-	if _, ok := w.(*writer); !ok {
-		t.Fatalf("Writer of an os.Pipe is %T, want the raw writer", w)
+	if _, ok := w.(waitWriter); !ok {
+		t.Fatalf("Writer of an os.Pipe is %T, want the raw writer with its wait deadline", w)
 	}
 	pr.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
 	if n, err := r.Read(make([]byte, 8)); !errors.Is(err, os.ErrDeadlineExceeded) {
