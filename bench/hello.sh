@@ -2,13 +2,14 @@
 # Hello-world throughput and latency through shoal against the same handler
 # in a bare node http server, behind a byte relay (bench/relay: the least a
 # hop in front of node does, forwarding bytes to node's unix socket with no
-# HTTP) and behind one plain Go proxy hop (bench/proxy: net/http/httputil's
-# reverse proxy in front of that node), side by side in one run (wrk,
-# loopback only), with the CPU time each spends per request from /proc,
-# user + system and system alone: node's own for node; the relay's and the
-# proxy's for them (not node's behind them); serve's and the runtimes' for
-# shoal (not node's).
-# Each path runs in slices, the four in turn, and the figures are the
+# HTTP), behind a hop that rewrites heads as bytes (bench/rawhop: the least
+# an HTTP-aware hop does) and behind one plain Go proxy hop (bench/proxy:
+# net/http/httputil's reverse proxy in front of that node), side by side in
+# one run (wrk, loopback only), with the CPU time each spends per request
+# from /proc, user + system and system alone: node's own for node; the
+# hops' own for them (not node's behind them); serve's and the runtimes'
+# for shoal (not node's).
+# Each path runs in slices, the five in turn, and the figures are the
 # medians over the slices (ratios and differences paired slice by slice), so
 # that a burst of other load on the machine moves one slice, not a result.
 # Usage: bench/hello.sh [seconds per path and concurrency, default 10] [slices, default 5]
@@ -22,7 +23,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-CGO_ENABLED=0 go build -o "$work/" ./cmd/shoal ./cmd/shoal-runtime ./bench/proxy ./bench/relay
+CGO_ENABLED=0 go build -o "$work/" ./cmd/shoal ./cmd/shoal-runtime ./bench/proxy ./bench/relay ./bench/rawhop
 # examples/hello logs every request; the benchmark handler does not.
 mkdir -p "$work/hello"
 sed '/console.log/d' examples/hello/index.mjs > "$work/hello/index.mjs"
@@ -30,7 +31,7 @@ sed "s#../examples/hello/index.mjs#$work/hello/index.mjs#" bench/hello-node.mjs 
 
 node "$work/node.mjs" 3901 "$work/node.sock" > /dev/null & pids+=($!)
 node=$!
-# The relay's and the proxy's Go schedulers run on as many CPUs as serve's
+# The hops' Go schedulers run on as many CPUs as serve's
 # (half, at least one).
 export GOMAXPROCS=$(( $(nproc) / 2 > 1 ? $(nproc) / 2 : 1 ))
 "$work/proxy" -listen 127.0.0.1:3903 -to http://127.0.0.1:3901 > "$work/proxy.log" 2>&1 & pids+=($!)
@@ -38,23 +39,26 @@ proxy=$!
 for _ in $(seq 100); do [ -S "$work/node.sock" ] && break; sleep 0.1; done
 "$work/relay" -listen 127.0.0.1:3904 -to "$work/node.sock" > "$work/relay.log" 2>&1 & pids+=($!)
 relay=$!
+"$work/rawhop" -listen 127.0.0.1:3905 -to "$work/node.sock" > "$work/rawhop.log" 2>&1 & pids+=($!)
+rawhop=$!
 unset GOMAXPROCS
 XDG_CONFIG_HOME="$work/config" "$work/shoal" serve --listen 127.0.0.1:3902 --data "$work/data" \
   --deploy "$work/hello" > "$work/serve.log" 2>&1 & pids+=($!)
 serve=$!
 for _ in $(seq 100); do
   curl -sf http://127.0.0.1:3902/hello/ >/dev/null && curl -sf http://127.0.0.1:3903/ >/dev/null &&
-    curl -sf http://127.0.0.1:3904/ >/dev/null && break
+    curl -sf http://127.0.0.1:3904/ >/dev/null && curl -sf http://127.0.0.1:3905/ >/dev/null && break
   sleep 0.1
 done
 
 # cpu prints the user + system and the system CPU time, in clock ticks, of
-# what serves a path: node, the relay, the proxy, or serve and its children
-# that are shoal (the runtimes; not node).
+# what serves a path: node, a hop, or serve and its children that are shoal
+# (the runtimes; not node).
 cpu() {
   local pids=$node p u s all=0 sys=0
   case $1 in
   relay) pids=$relay ;;
+  rawhop) pids=$rawhop ;;
   proxy) pids=$proxy ;;
   shoal) pids="$serve $(ps -o pid= --ppid "$serve" | tr '\n' ' ')" ;;
   esac
@@ -92,8 +96,8 @@ paired() { # c path-a path-b f expr(a, b)
     awk "{ a = \$2; b = \$3; print $5 }"
 }
 
-paths=(node:http://127.0.0.1:3901/ relay:http://127.0.0.1:3904/ proxy:http://127.0.0.1:3903/
-  shoal:http://127.0.0.1:3902/hello/)
+paths=(node:http://127.0.0.1:3901/ relay:http://127.0.0.1:3904/ rawhop:http://127.0.0.1:3905/
+  proxy:http://127.0.0.1:3903/ shoal:http://127.0.0.1:3902/hello/)
 : > "$work/res"
 for c in 1 16 64; do
   for path in "${paths[@]}"; do wrk -t1 -c"$c" -d1s "${path#*:}" > /dev/null; done
@@ -109,21 +113,21 @@ done
 printf "medians of %d slices of %s s each\n" "$slices" "$secs"
 printf "%-6s %5s %10s %10s %10s %10s %10s\n" path conns req/s "p50 µs" "p99 µs" "cpu/req µs" "of it sys"
 for c in 1 16 64; do
-  for p in node relay proxy shoal; do
+  for p in node relay rawhop proxy shoal; do
     printf "%-6s %5s %10.0f %10.0f %10.0f %10.1f %10.1f\n" "$p" "$c" "$(col "$c" $p 4 | median)" \
       "$(col "$c" $p 5 | median)" "$(col "$c" $p 6 | median)" "$(col "$c" $p 7 | median)" "$(col "$c" $p 8 | median)"
   done
 done
 echo
 for c in 16 64; do
-  printf "c=%d: shoal at %.1f%% of node's req/s (the proxy at %.1f%%, the relay at %.1f%%)\n" "$c" \
+  printf "c=%d: shoal at %.1f%% of node's req/s (the proxy at %.1f%%, rawhop at %.1f%%, the relay at %.1f%%)\n" "$c" \
     "$(paired "$c" shoal node 4 '100 * a / b' | median)" "$(paired "$c" proxy node 4 '100 * a / b' | median)" \
-    "$(paired "$c" relay node 4 '100 * a / b' | median)"
+    "$(paired "$c" rawhop node 4 '100 * a / b' | median)" "$(paired "$c" relay node 4 '100 * a / b' | median)"
 done
-printf "c=1: p50 added by shoal %.0f µs (by the proxy %.0f µs, by the relay %.0f µs)\n" \
+printf "c=1: p50 added by shoal %.0f µs (by the proxy %.0f µs, by rawhop %.0f µs, by the relay %.0f µs)\n" \
   "$(paired 1 shoal node 5 'a - b' | median)" "$(paired 1 proxy node 5 'a - b' | median)" \
-  "$(paired 1 relay node 5 'a - b' | median)"
+  "$(paired 1 rawhop node 5 'a - b' | median)" "$(paired 1 relay node 5 'a - b' | median)"
 for c in 1 16 64; do
-  printf "c=%d: Go CPU per invocation %.1f µs in shoal, %.1f µs in the proxy, %.1f µs in the relay\n" "$c" \
-    "$(col "$c" shoal 7 | median)" "$(col "$c" proxy 7 | median)" "$(col "$c" relay 7 | median)"
+  printf "c=%d: Go CPU per invocation %.1f µs in shoal, %.1f µs in the proxy, %.1f µs in rawhop, %.1f µs in the relay\n" "$c" \
+    "$(col "$c" shoal 7 | median)" "$(col "$c" proxy 7 | median)" "$(col "$c" rawhop 7 | median)" "$(col "$c" relay 7 | median)"
 done
