@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/textproto"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -332,13 +333,11 @@ func removeHopHeaders(h http.Header) {
 }
 
 // hasHopHeader reports whether h has any of hopHeaders: with a handful of
-// headers, as most messages have, a look at each costs less than a
-// delete of each of hopHeaders.
+// headers, as most messages have, comparing each name with them costs
+// less than a delete of each of them (a hash each).
 func hasHopHeader(h http.Header) bool {
 	for k := range h {
-		switch k {
-		case "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
-			"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade":
+		if slices.Contains(hopHeaders, k) {
 			return true
 		}
 	}
