@@ -2,13 +2,13 @@
 # Hello-world throughput and latency through shoal against the same handler
 # in a bare node http server, behind a byte relay (bench/relay: the least a
 # hop in front of node does, forwarding bytes to node's unix socket with no
-# HTTP), behind a hop that rewrites heads as bytes (bench/rawhop: the least
-# an HTTP-aware hop does) and behind one plain Go proxy hop (bench/proxy:
-# net/http/httputil's reverse proxy in front of that node), side by side in
-# one run (wrk, loopback only), with the CPU time each spends per request
-# from /proc, user + system and system alone: node's own for node; the
-# hops' own for them (not node's behind them); serve's and the runtimes'
-# for shoal (not node's).
+# HTTP), behind a hop that rewrites heads as bytes (rawhop, bench/relay
+# -heads: the least an HTTP-aware hop does) and behind one plain Go proxy
+# hop (bench/proxy: net/http/httputil's reverse proxy in front of that
+# node), side by side in one run (wrk, loopback only), with the CPU time
+# each spends per request from /proc, user + system and system alone:
+# node's own for node; the hops' own for them (not node's behind them);
+# serve's and the runtimes' for shoal (not node's).
 # Each path runs in slices, the five in turn, and the figures are the
 # medians over the slices (ratios and differences paired slice by slice), so
 # that a burst of other load on the machine moves one slice, not a result.
@@ -23,7 +23,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-CGO_ENABLED=0 go build -o "$work/" ./cmd/shoal ./cmd/shoal-runtime ./bench/proxy ./bench/relay ./bench/rawhop
+CGO_ENABLED=0 go build -o "$work/" ./cmd/shoal ./cmd/shoal-runtime ./bench/proxy ./bench/relay
 # examples/hello logs every request; the benchmark handler does not.
 mkdir -p "$work/hello"
 sed '/console.log/d' examples/hello/index.mjs > "$work/hello/index.mjs"
@@ -39,7 +39,7 @@ proxy=$!
 for _ in $(seq 100); do [ -S "$work/node.sock" ] && break; sleep 0.1; done
 "$work/relay" -listen 127.0.0.1:3904 -to "$work/node.sock" > "$work/relay.log" 2>&1 & pids+=($!)
 relay=$!
-"$work/rawhop" -listen 127.0.0.1:3905 -to "$work/node.sock" > "$work/rawhop.log" 2>&1 & pids+=($!)
+"$work/relay" -heads -listen 127.0.0.1:3905 -to "$work/node.sock" > "$work/rawhop.log" 2>&1 & pids+=($!)
 rawhop=$!
 unset GOMAXPROCS
 XDG_CONFIG_HOME="$work/config" "$work/shoal" serve --listen 127.0.0.1:3902 --data "$work/data" \

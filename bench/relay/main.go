@@ -4,7 +4,8 @@
 // the raw system calls serve uses (internal/rawsock). Whatever stands
 // between a client and node does at least this per request: two reads, two
 // writes, and a wait for each side; so the relay's CPU per request is what
-// a hop costs before it parses, routes or meters anything.
+// a hop costs before it parses, routes or meters anything. With -heads it
+// reads and rewrites HTTP heads instead (see heads.go).
 package main
 
 import (
@@ -18,6 +19,7 @@ import (
 func main() {
 	listen := flag.String("listen", "127.0.0.1:3904", "address to serve on")
 	to := flag.String("to", "", "the unix socket of the server to relay to")
+	heads := flag.Bool("heads", false, "read and rewrite HTTP heads, as bench/hello.sh's rawhop")
 	flag.Parse()
 	if *to == "" {
 		log.Fatal("relay: -to is required")
@@ -26,18 +28,22 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	log.Fatal(serve(ln, *to))
+	carry := relay
+	if *heads {
+		carry = rewrite
+	}
+	log.Fatal(serve(ln, *to, carry))
 }
 
-// serve relays each connection ln accepts to the unix socket at path, until
-// ln fails.
-func serve(ln net.Listener, path string) error {
+// serve has carry take each connection ln accepts to the unix socket at
+// path, until ln fails.
+func serve(ln net.Listener, path string, carry func(client net.Conn, path string)) error {
 	for {
 		client, err := ln.Accept()
 		if err != nil {
 			return err
 		}
-		go relay(client, path)
+		go carry(client, path)
 	}
 }
 
