@@ -500,8 +500,9 @@ func (r *Recorder) Usage(deployments []string, since, until time.Time) Usage {
 
 // Busy adds up one instance's busy time as invocations are reported, each
 // as it ends, in any order: the length of the union of their intervals. It
-// remembers the recent busy stretches (at most maxStretches), so an
-// interval reaching further back than them may be counted again in part.
+// remembers the recent busy stretches (at least maxStretches, at most
+// twice that), so an interval reaching further back than them may be
+// counted again in part.
 type Busy struct {
 	stretches []interval // disjoint, sorted by start
 }
@@ -514,6 +515,12 @@ func (b *Busy) Add(start, end time.Time) time.Duration {
 		return 0
 	}
 	added := end.Sub(start)
+	if n := len(b.stretches); n == 0 || b.stretches[n-1].end.Before(start) {
+		// After every stretch, as most are: a stretch of its own.
+		b.stretches = append(b.stretches, interval{start, end})
+		b.forget()
+		return added
+	}
 	merged := interval{start, end}
 	// Stretches before and after the new one stay; those touching it merge.
 	i := sort.Search(len(b.stretches), func(i int) bool { return !b.stretches[i].end.Before(start) })
@@ -538,8 +545,15 @@ func (b *Busy) Add(start, end time.Time) time.Duration {
 		}
 	}
 	b.stretches = slices.Replace(b.stretches, i, j, merged)
-	if len(b.stretches) > maxStretches {
+	b.forget()
+	return added
+}
+
+// forget drops the oldest stretches past maxStretches, once there are
+// twice as many: the rest move once per maxStretches stretches added, not
+// once per stretch.
+func (b *Busy) forget() {
+	if len(b.stretches) > 2*maxStretches {
 		b.stretches = slices.Delete(b.stretches, 0, len(b.stretches)-maxStretches)
 	}
-	return added
 }

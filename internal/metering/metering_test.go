@@ -319,8 +319,15 @@ func TestBusy_BoundedAndMatchesUnion(t *testing.T) {
 		total += b.Add(start, end)
 		ivs = append(ivs, interval{start, end})
 	}
-	if len(b.stretches) > maxStretches {
-		t.Errorf("%d stretches kept, want at most %d", len(b.stretches), maxStretches)
+	for i := range 3 * maxStretches {
+		// Then one invocation at a time, with gaps: a stretch each.
+		start := at(20_000 + i*10)
+		end := start.Add(time.Duration(1+i%7) * time.Millisecond)
+		total += b.Add(start, end)
+		ivs = append(ivs, interval{start, end})
+	}
+	if n := len(b.stretches); n < maxStretches || n > 2*maxStretches {
+		t.Errorf("%d stretches kept, want %d to %d", n, maxStretches, 2*maxStretches)
 	}
 	if want := union(ivs); total != want {
 		t.Errorf("busy %v, union %v", total, want)
@@ -421,5 +428,18 @@ func TestRecorder_KeepsWhatItRecords(t *testing.T) {
 	}
 	if len(r.early) != 0 {
 		t.Errorf("%d early ends, want none: Waited found the record by its long id", len(r.early))
+	}
+}
+
+// BenchmarkBusy_Add adds invocations one after another with gaps between
+// them, as an instance serving one connection reports them: each a stretch
+// of its own.
+func BenchmarkBusy_Add(b *testing.B) {
+	var busy Busy
+	start := time.Now()
+	b.ReportAllocs()
+	for b.Loop() {
+		busy.Add(start, start.Add(40*time.Microsecond))
+		start = start.Add(50 * time.Microsecond)
 	}
 }
