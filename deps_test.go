@@ -30,6 +30,7 @@ var forbidden = map[string][]string{
 	"adminapi": {"gateway", "invoker", "tunnel", "runtime", "sandbox", "store", "server", "build"},
 	"model":    {"gateway", "invoker", "tunnel", "runtime", "sandbox", "store", "server", "build"},
 	"httphead": {"fastlane", "gateway", "invoker", "nodelink", "tunnel", "runtime", "sandbox", "store", "server", "build"},
+	"sweep":    {"fastlane", "gateway", "invoker", "nodelink", "tunnel", "runtime", "sandbox", "store", "server", "build"},
 }
 
 // heavy are third-party modules that must stay out of the instance's

@@ -13,12 +13,16 @@ import (
 	"time"
 
 	"github.com/shoal-dev/shoal/internal/rawsock"
+	"github.com/shoal-dev/shoal/internal/sweep"
 	"golang.org/x/net/http/httpguts"
 )
 
 // WatchEvery is how often the watch looks for clients that left while
-// their request was in flight. A request younger than one period is not
-// looked at, so a client that leaves is noticed after one to three periods.
+// their request was in flight; a look comes up to sweep.Backstop periods
+// late, once, when requests stop starting (see package sweep). A request
+// is looked at from the second look after it began, so a client that
+// leaves is noticed within three periods, or Backstop+2 (120 ms) if no
+// request started since the look before it left.
 const WatchEvery = 10 * time.Millisecond
 
 // bufferSize is the size of a connection's read and write buffers; a
@@ -39,14 +43,14 @@ type Server struct {
 	// that net/http would accept; nil means it serves all of them.
 	Serves func(*http.Request) bool
 
-	mu       sync.Mutex
-	ln       net.Listener
-	handoff  *handoff
-	conns    map[*conn]struct{}
-	closing  bool
-	watched  map[*conn]struct{}
-	watching bool
-	tick     uint64
+	mu      sync.Mutex
+	ln      net.Listener
+	handoff *handoff
+	conns   map[*conn]struct{}
+	closing bool
+	watched map[*conn]struct{}
+	watch   sweep.Sweeper // looks at watched
+	looks   uint64        // the watch's looks so far
 }
 
 // conn is one client connection the lane serves.
@@ -69,7 +73,7 @@ type conn struct {
 	// guarded by Server.mu
 	idle   bool
 	cancel context.CancelFunc // ends the context of the request in flight
-	since  uint64             // the watch's tick when the request began
+	since  uint64             // the watch's looks when the request began
 	gone   bool               // the watch saw the client leave
 }
 
@@ -86,6 +90,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	s.handoff = newHandoff(ln.Addr())
 	s.conns = make(map[*conn]struct{})
 	s.watched = make(map[*conn]struct{})
+	s.watch = sweep.Sweeper{L: &s.mu, Every: WatchEvery, Sweep: s.lookAtClients}
 	s.mu.Unlock()
 	go s.HTTP.Serve(s.handoff)
 
@@ -388,7 +393,7 @@ func (s *Server) serveRequest(c *conn, req *http.Request) bool {
 	clear(c.header)
 	w := &c.resp
 	*w = response{c: c, req: req, header: c.header}
-	s.watch(c, cancel)
+	s.watchClient(c, cancel)
 	ok := s.call(w, req)
 	gone := s.unwatch(c)
 	cancel()
@@ -415,21 +420,18 @@ func (s *Server) call(w *response, req *http.Request) (returned bool) {
 	return true
 }
 
-// watch has the watch end the request in flight on c with cancel if its
-// client leaves.
-func (s *Server) watch(c *conn, cancel context.CancelFunc) {
+// watchClient has the watch end the request in flight on c with cancel
+// if its client leaves.
+func (s *Server) watchClient(c *conn, cancel context.CancelFunc) {
 	if c.raw == nil {
 		return
 	}
 	s.mu.Lock()
 	c.cancel = cancel
-	c.since = s.tick
+	c.since = s.looks
 	c.gone = false
 	s.watched[c] = struct{}{}
-	if !s.watching {
-		s.watching = true
-		go s.watchClients()
-	}
+	s.watch.Start()
 	s.mu.Unlock()
 }
 
@@ -447,36 +449,30 @@ func (s *Server) unwatch(c *conn) (gone bool) {
 	return gone
 }
 
-// watchClients runs while requests are in flight; every WatchEvery it
-// looks at the connections whose request began before the last tick.
-func (s *Server) watchClients() {
-	t := time.NewTicker(WatchEvery)
-	defer t.Stop()
-	for range t.C {
-		s.mu.Lock()
-		if len(s.watched) == 0 {
-			s.watching = false
-			s.mu.Unlock()
-			return
-		}
-		s.tick++
-		for c := range s.watched {
-			if s.tick-c.since < 2 {
-				continue
-			}
-			switch peer(c.raw) {
-			case peerLeft:
-				c.gone = true
-				c.cancel()
-				delete(s.watched, c)
-			case peerSent:
-				// The next request is on its way; like net/http, stop
-				// looking.
-				delete(s.watched, c)
-			}
-		}
-		s.mu.Unlock()
+// lookAtClients, the watch's sweep, looks at the connections whose request
+// began before its last look, with s.mu held, and reports whether any
+// request is still watched.
+func (s *Server) lookAtClients(time.Time) bool {
+	if len(s.watched) == 0 {
+		return false
 	}
+	s.looks++
+	for c := range s.watched {
+		if s.looks-c.since < 2 {
+			continue
+		}
+		switch peer(c.raw) {
+		case peerLeft:
+			c.gone = true
+			c.cancel()
+			delete(s.watched, c)
+		case peerSent:
+			// The next request is on its way; like net/http, stop
+			// looking.
+			delete(s.watched, c)
+		}
+	}
+	return true
 }
 
 // What a peek at a connection found.

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/shoal-dev/shoal/internal/sweep"
 )
 
 // Errors callers branch on.
@@ -35,9 +37,10 @@ const MaxLoops = 16
 // one whose deadline passed or whose client went away, and ends it. A
 // watch per client is cheaper than a deadline and a context callback per
 // invocation (context.AfterFunc allocates ~600 B, the request context's
-// children map among them): serve spent 1-2 µs less CPU per invocation
-// at c=16, paired runs. The price is ending an invocation up to WatchEvery
-// late.
+// children map among them): serve spent 1-2 µs less CPU per invocation at
+// c=16, paired runs. The price is ending an invocation up to a period late,
+// or sweep.Backstop periods (100 ms) if invocations stopped starting just
+// before (see package sweep).
 const WatchEvery = 10 * time.Millisecond
 
 // IdleTimeout is how long a connection may wait in the pool: well under
@@ -51,11 +54,11 @@ type Client struct {
 	socket string
 	lanes  bool // connections are lanes where node takes them (see lane.go)
 
-	mu       sync.Mutex
-	loops    []*loop                // guarded by mu; loop n serves on socket, or socket.n for n > 0
-	closed   bool                   // guarded by mu
-	watched  map[*exchange]struct{} // guarded by mu; the exchanges in flight, which watch looks at
-	watching bool                   // guarded by mu; watch runs
+	mu      sync.Mutex
+	loops   []*loop                // guarded by mu; loop n serves on socket, or socket.n for n > 0
+	closed  bool                   // guarded by mu
+	watched map[*exchange]struct{} // guarded by mu; the exchanges in flight, which watch looks at
+	watch   sweep.Sweeper          // guarded by mu
 }
 
 // loop is one event loop's socket and its connections.
@@ -99,7 +102,9 @@ func newConn(nc net.Conn, l *loop) *conn {
 // New returns a client of the node process whose first event loop serves
 // on the unix socket at socket.
 func New(socket string) *Client {
-	return &Client{socket: socket, loops: []*loop{{path: socket}}, watched: map[*exchange]struct{}{}}
+	c := &Client{socket: socket, loops: []*loop{{path: socket}}, watched: map[*exchange]struct{}{}}
+	c.watch = sweep.Sweeper{L: &c.mu, Every: WatchEvery, Sweep: c.lookAtExchanges}
+	return c
 }
 
 // NewLanes is New for a node that runs shoal's bootstrap: its connections
@@ -213,33 +218,23 @@ func (c *Client) watchOver(ex *exchange) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.watched[ex] = struct{}{}
-	if !c.watching {
-		c.watching = true
-		go c.watch()
-	}
+	c.watch.Start()
 }
 
-// watch ends, every WatchEvery, the invocations in flight whose deadline
-// passed or whose context is done, by failing their connection's reads and
-// writes. It returns once none is in flight.
-func (c *Client) watch() {
-	t := time.NewTicker(WatchEvery)
-	defer t.Stop()
-	for now := range t.C {
-		c.mu.Lock()
-		if len(c.watched) == 0 {
-			c.watching = false
-			c.mu.Unlock()
-			return
-		}
-		for ex := range c.watched {
-			if !ex.fired && (now.After(ex.deadline) || ex.ctx.Err() != nil) {
-				ex.fired = true
-				ex.cn.nc.SetDeadline(longAgo)
-			}
-		}
-		c.mu.Unlock()
+// lookAtExchanges, the watch's sweep, ends the invocations in flight whose
+// deadline passed or whose context is done, by failing their connection's
+// reads and writes, with c.mu held. It reports whether any is in flight.
+func (c *Client) lookAtExchanges(now time.Time) bool {
+	if len(c.watched) == 0 {
+		return false
 	}
+	for ex := range c.watched {
+		if !ex.fired && (now.After(ex.deadline) || ex.ctx.Err() != nil) {
+			ex.fired = true
+			ex.cn.nc.SetDeadline(longAgo)
+		}
+	}
+	return true
 }
 
 // done counts ex's invocation as ended and puts its connection back in the

@@ -264,7 +264,7 @@ func TestClient_DeadlineMidBody(t *testing.T) {
 	sawRequestEnd(t, out, "/stall")
 	for end := time.Now().Add(10 * time.Second); ; time.Sleep(WatchEvery) {
 		c.mu.Lock()
-		watching := c.watching
+		watching := c.watch.Running()
 		c.mu.Unlock()
 		if !watching {
 			break
