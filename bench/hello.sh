@@ -131,3 +131,9 @@ for c in 1 16 64; do
   printf "c=%d: Go CPU per invocation %.1f µs in shoal, %.1f µs in the proxy, %.1f µs in rawhop, %.1f µs in the relay\n" "$c" \
     "$(col "$c" shoal 7 | median)" "$(col "$c" proxy 7 | median)" "$(col "$c" rawhop 7 | median)" "$(col "$c" relay 7 | median)"
 done
+# What shoal spends over the least an HTTP-aware hop spends, slice by
+# slice: its own work, with the cost of any hop on this machine taken out.
+for c in 1 16 64; do
+  printf "c=%d: Go CPU per invocation over rawhop's %.1f µs in shoal, %.1f µs in the proxy\n" "$c" \
+    "$(paired "$c" shoal rawhop 7 'a - b' | median)" "$(paired "$c" proxy rawhop 7 'a - b' | median)"
+done
