@@ -215,11 +215,7 @@ func (w *response) finish() bool {
 	}
 	w.fail(w.c.bw.Flush())
 	if w.deadlineSet {
-		if w.c.waits != nil {
-			w.c.waits.SetWaitDeadline(time.Time{})
-		} else {
-			w.c.rwc.SetWriteDeadline(time.Time{})
-		}
+		w.SetWriteDeadline(time.Time{})
 	}
 	short := w.length >= 0 && w.written < w.length && w.req.Method != http.MethodHead && bodyAllowed(w.status)
 	_, closing := w.header["Connection"]
