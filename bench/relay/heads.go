@@ -8,10 +8,13 @@ package main
 // and X-Forwarded-For to the request, and takes Connection and Keep-Alive
 // out of the response and adds the id and a Date, as a platform's front
 // does. Rawhop minus the relay is what reading and rewriting heads costs
-// on its own; shoal minus rawhop is what shoal's structure costs
-// (net/http's types, routing, the limits, metering). Only what the
-// benchmark sends is handled: bodies with a Content-Length; a message with
-// any other framing ends the connection.
+// on its own. With -lanes too it is bench/hello.sh's rawlane: the same hop
+// over lanes, node's FIFOs, as serve reaches node (a unix socket wakes the
+// hop once more per request, when node reads it: see nodelink's lane.go),
+// so shoal minus rawlane is what shoal's structure costs (net/http's
+// types, routing, the limits, metering). Only what the benchmark sends is
+// handled: bodies with a Content-Length; a message with any other framing
+// ends the connection.
 
 import (
 	"bytes"
@@ -22,6 +25,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/shoal-dev/shoal/internal/nodelink"
 	"github.com/shoal-dev/shoal/internal/rawsock"
 )
 
@@ -39,22 +43,44 @@ type hop struct {
 	out    []byte // what is to be written next
 }
 
-// rewrite carries client's requests to a new connection to the server at
-// path, one at a time, rewriting their heads and their responses', until
-// either side ends or sends what it does not handle.
-func rewrite(client net.Conn, path string) {
-	defer client.Close()
+// dialer connects to the server at path: its requests are written to w,
+// its responses read from r, and c ends the connection.
+type dialer func(path string) (r io.Reader, w io.Writer, c io.Closer, err error)
+
+// dialSocket connects to the server's unix socket at path.
+func dialSocket(path string) (io.Reader, io.Writer, io.Closer, error) {
 	server, err := net.Dial("unix", path)
 	if err != nil {
-		log.Print(err)
-		return
+		return nil, nil, nil, err
 	}
-	defer server.Close()
-	h := &hop{cr: rawsock.Reader(client), cw: rawsock.Writer(client), nr: rawsock.Reader(server),
-		nw: rawsock.Writer(server), mem: make([]byte, maxHead+8<<10), out: make([]byte, 0, 2*maxHead)}
-	for {
-		if err := h.exchange(); err != nil {
+	return rawsock.Reader(server), rawsock.Writer(server), server, nil
+}
+
+// dialLane connects to node at path over a lane, as serve does (with
+// -lanes: bench/hello.sh's rawlane).
+func dialLane(path string) (io.Reader, io.Writer, io.Closer, error) {
+	return nodelink.DialLane(path, time.Now().Add(10*time.Second))
+}
+
+// rewriter returns the carry that takes client's requests to a new
+// connection to the server at path made with dial, one at a time,
+// rewriting their heads and their responses', until either side ends or
+// sends what it does not handle.
+func rewriter(dial dialer) func(client net.Conn, path string) {
+	return func(client net.Conn, path string) {
+		defer client.Close()
+		nr, nw, server, err := dial(path)
+		if err != nil {
+			log.Print(err)
 			return
+		}
+		defer server.Close()
+		h := &hop{cr: rawsock.Reader(client), cw: rawsock.Writer(client), nr: nr, nw: nw,
+			mem: make([]byte, maxHead+8<<10), out: make([]byte, 0, 2*maxHead)}
+		for {
+			if err := h.exchange(); err != nil {
+				return
+			}
 		}
 	}
 }

@@ -5,7 +5,8 @@
 // between a client and node does at least this per request: two reads, two
 // writes, and a wait for each side; so the relay's CPU per request is what
 // a hop costs before it parses, routes or meters anything. With -heads it
-// reads and rewrites HTTP heads instead (see heads.go).
+// reads and rewrites HTTP heads instead (see heads.go), and with -lanes
+// too it reaches node over lanes, as serve does.
 package main
 
 import (
@@ -20,6 +21,7 @@ func main() {
 	listen := flag.String("listen", "127.0.0.1:3904", "address to serve on")
 	to := flag.String("to", "", "the unix socket of the server to relay to")
 	heads := flag.Bool("heads", false, "read and rewrite HTTP heads, as bench/hello.sh's rawhop")
+	lanes := flag.Bool("lanes", false, "with -heads, reach node over lanes, as serve does (bench/hello.sh's rawlane)")
 	flag.Parse()
 	if *to == "" {
 		log.Fatal("relay: -to is required")
@@ -29,8 +31,13 @@ func main() {
 		log.Fatal(err)
 	}
 	carry := relay
-	if *heads {
-		carry = rewrite
+	switch {
+	case *heads && *lanes:
+		carry = rewriter(dialLane)
+	case *heads:
+		carry = rewriter(dialSocket)
+	case *lanes:
+		log.Fatal("relay: -lanes goes with -heads")
 	}
 	log.Fatal(serve(ln, *to, carry))
 }

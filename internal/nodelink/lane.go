@@ -73,6 +73,23 @@ func dialLane(path string, deadline time.Time) (net.Conn, error) {
 	return nc, nil
 }
 
+// DialLane dials the loop at path and makes the connection a lane, for a
+// hop of its own in front of node (bench/relay's rawlane): requests are
+// written to w and responses read from r, both with internal/rawsock, and
+// c closes the lane. It fails where node does not take the lane.
+func DialLane(path string, deadline time.Time) (r io.Reader, w io.Writer, c io.Closer, err error) {
+	nc, err := dialLane(path, deadline)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if _, ok := nc.(*pipeConn); !ok {
+		nc.Close()
+		return nil, nil, nil, errors.New("nodelink: node did not take the lane")
+	}
+	r, w = connIO(nc)
+	return r, w, nc, nil
+}
+
 // errLaneAsked: the lane's request went out, and what came back is not a
 // lane.
 var errLaneAsked = errors.New("nodelink: node did not take the lane")
