@@ -3,11 +3,13 @@
 // handler and answers in a loop of its own that does less per request than
 // net/http's: no goroutine per request to notice the client leaving (a
 // watch peeks at the connections whose request is older than WatchEvery
-// instead), no copy of the response header, and for most requests no
-// deadline change, where net/http makes about eight: the idle deadline
-// moves on only once it would move by more than a 64th of the timeout, and
-// a response's write deadline reaches the socket only while a write waits
-// (rawsock.WaitDeadliner).
+// instead), no copy of the response header, a request's URL and header
+// kept in the connection's storage from one request to the next (a handler
+// must not keep them, nor the response, once it returned), and for most
+// requests no deadline change, where net/http makes about eight: the idle
+// deadline moves on only once it would move by more than a 64th of the
+// timeout, and a response's write deadline reaches the socket only while a
+// write waits (rawsock.WaitDeadliner).
 //
 // Every other connection is handed whole to a net/http Server, from the
 // first request the lane does not serve: HTTP/2, request bodies, upgrades,

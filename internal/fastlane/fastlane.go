@@ -64,6 +64,7 @@ type conn struct {
 	waits  rawsock.WaitDeadliner
 	readBy time.Time // the read deadline the lane last set on rwc
 	head   []byte    // the current request's head, copied out of br to parse
+	plain  plain     // where parsePlain reads the requests
 	body   []byte    // a response's body written before its length is known
 	// The response to the request in flight, and its header: one per
 	// connection, as a handler must not use either once it returned.
@@ -325,7 +326,7 @@ type headReader struct {
 // HTTP/1.1 request that net/http's server would accept and that s.Serves
 // does; nil otherwise.
 func (s *Server) parse(c *conn, head []byte) *http.Request {
-	req := parsePlain(head)
+	req := parsePlain(head, &c.plain)
 	if req == nil {
 		req = readRequest(c, head)
 	}

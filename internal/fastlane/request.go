@@ -18,8 +18,9 @@ import (
 // close. It returns the request as http.ReadRequest would, or nil for any
 // other (a body, Pragma, which net/http rewrites, Expect, Upgrade, an
 // escaped or absolute target, two Host lines, anything malformed...),
-// which http.ReadRequest then parses.
-func parsePlain(head []byte) *http.Request {
+// which http.ReadRequest then parses. The request is into's, and so are its
+// URL and header: they are for one request at a time.
+func parsePlain(head []byte, into *plain) *http.Request {
 	if !bytes.HasSuffix(head, []byte("\r\n\r\n")) {
 		return nil
 	}
@@ -51,7 +52,7 @@ func parsePlain(head []byte) *http.Request {
 	// One string holds every part: one allocation.
 	s := string(head)
 	closing := false
-	h, ok := httphead.Fields(rest, s, len(line)+2, func(key, value string) bool {
+	h, ok := into.header.Read(rest, s, len(line)+2, func(key, value string) bool {
 		switch key {
 		case "Content-Length", "Transfer-Encoding", "Trailer", "Pragma", "Expect", "Upgrade":
 			return false
@@ -73,14 +74,14 @@ func parsePlain(head []byte) *http.Request {
 	// The request line's parts, in s.
 	t := len(method) + 1 // where the target starts
 	p := t + len(path)   // where its path ends
-	u := &url.URL{Path: s[t:p]}
+	into.url = url.URL{Path: s[t:p]}
 	if hasQuery {
-		u.RawQuery = s[p+1 : p+1+len(query)]
-		u.ForceQuery = len(query) == 0
+		into.url.RawQuery = s[p+1 : p+1+len(query)]
+		into.url.ForceQuery = len(query) == 0
 	}
-	return &http.Request{
+	into.req = http.Request{
 		Method:     s[:len(method)],
-		URL:        u,
+		URL:        &into.url,
 		Proto:      s[t+len(target)+1 : len(line)],
 		ProtoMajor: 1,
 		ProtoMinor: 1,
@@ -90,6 +91,19 @@ func parsePlain(head []byte) *http.Request {
 		RequestURI: s[t : t+len(target)],
 		Close:      closing,
 	}
+	return &into.req
+}
+
+// plain is where parsePlain reads a connection's requests, one after the
+// other: the request, its URL and its header, kept from one request to the
+// next, so that parsing one allocates only the string of its head once
+// they have room for it. A handler must not keep what it was given of a
+// request once it returned (the lane hands it a copy of the request, whose
+// URL and header are these).
+type plain struct {
+	req    http.Request
+	url    url.URL
+	header httphead.Header
 }
 
 // pathByte reports whether net/url keeps c as it is in a path: a byte

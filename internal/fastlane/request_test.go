@@ -61,31 +61,41 @@ func readWithNetHTTP(raw string) *http.Request {
 	return req
 }
 
+// TestParsePlain parses each request into storage of its own, and all of
+// them one after the other into one storage, as a connection does: what
+// one request left there must not show in the next.
 func TestParsePlain(t *testing.T) {
+	shared := new(plain)
 	for _, tc := range requests {
 		t.Run(tc.name, func(t *testing.T) {
-			got := parsePlain([]byte(tc.raw))
-			if (got != nil) != tc.plain {
-				t.Fatalf("parsePlain read it: %v, want %v", got != nil, tc.plain)
-			}
-			if got == nil {
-				return
-			}
-			if want := readWithNetHTTP(tc.raw); !reflect.DeepEqual(got, want) {
-				t.Errorf("got\n%+v\nwant, as http.ReadRequest reads it,\n%+v", got, want)
+			for _, into := range []*plain{new(plain), shared} {
+				got := parsePlain([]byte(tc.raw), into)
+				if (got != nil) != tc.plain {
+					t.Fatalf("parsePlain read it: %v, want %v", got != nil, tc.plain)
+				}
+				if got == nil {
+					return
+				}
+				if want := readWithNetHTTP(tc.raw); !reflect.DeepEqual(got, want) {
+					t.Errorf("got\n%+v\nwant, as http.ReadRequest reads it,\n%+v", got, want)
+				}
 			}
 		})
 	}
 }
 
 // FuzzParsePlain checks that what parsePlain reads, http.ReadRequest reads
-// the same.
+// the same, in storage where it read a browser's request before.
 func FuzzParsePlain(f *testing.F) {
 	for _, tc := range requests {
 		f.Add(tc.raw)
 	}
 	f.Fuzz(func(t *testing.T, raw string) {
-		got := parsePlain([]byte(raw))
+		into := new(plain)
+		if parsePlain([]byte(requests[2].raw), into) == nil {
+			t.Fatal("the browser's request was not read")
+		}
+		got := parsePlain([]byte(raw), into)
 		if got == nil {
 			return
 		}
@@ -103,7 +113,7 @@ func BenchmarkParse(b *testing.B) {
 	for _, bc := range []struct {
 		name  string
 		parse func(*conn, []byte) *http.Request
-	}{{"plain", func(_ *conn, head []byte) *http.Request { return parsePlain(head) }}, {"net/http", readRequest}} {
+	}{{"plain", func(c *conn, head []byte) *http.Request { return parsePlain(head, &c.plain) }}, {"net/http", readRequest}} {
 		b.Run(bc.name, func(b *testing.B) {
 			c := new(conn)
 			b.ReportAllocs()

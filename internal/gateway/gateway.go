@@ -260,7 +260,8 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, inv *invocatio
 	for k, vs := range resp.Header {
 		h[k] = vs
 	}
-	h[canonicalIDHeader] = []string{inv.id}
+	// The request's id value, which prepare made: one allocation less.
+	h[canonicalIDHeader] = r.Header[canonicalIDHeader]
 	w.WriteHeader(resp.StatusCode)
 	if err := copyFlushing(w, resp.Body, g.cfg.SendTimeout); err != nil {
 		// Ends the client's connection mid-response: a response cut short

@@ -21,9 +21,34 @@ import (
 // name (canonical) and value go through check, which may refuse them; ok
 // is false if check refuses a line or Line does not read one.
 func Fields(rest []byte, s string, at int, check func(key, value string) bool) (h http.Header, ok bool) {
+	var hd Header
+	return hd.Read(rest, s, at, check)
+}
+
+// Header is where Read reads header lines, again and again: a map and the
+// array of its values, kept from one head to the next, so that reading a
+// head allocates nothing once they have room for it. What Read returned is
+// not to be used once it reads again.
+type Header struct {
+	h      http.Header
+	values []string
+}
+
+// Read is Fields, into hd's map and values.
+func (hd *Header) Read(rest []byte, s string, at int, check func(key, value string) bool) (h http.Header, ok bool) {
 	lines := bytes.Count(rest, []byte("\r\n"))
-	values := make([]string, lines)
-	h = make(http.Header, lines)
+	if len(hd.values) < lines {
+		hd.values = make([]string, lines)
+	}
+	// The values of a longer head before: not to be kept alive.
+	clear(hd.values[lines:])
+	values := hd.values[:lines]
+	if hd.h == nil {
+		hd.h = make(http.Header, lines)
+	} else {
+		clear(hd.h)
+	}
+	h = hd.h
 	for i := range lines {
 		kv, after, _ := bytes.Cut(rest, []byte("\r\n"))
 		key, from, to, ok := Line(kv)

@@ -2,7 +2,9 @@ package httphead
 
 import (
 	"bufio"
+	"net/http"
 	"net/textproto"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -51,5 +53,36 @@ func TestEqualFold(t *testing.T) {
 		if got := EqualFold(tc.s, "keep-alive"); got != tc.want {
 			t.Errorf("EqualFold(%q, keep-alive) = %v", tc.s, got)
 		}
+	}
+}
+
+// A Header reads head after head: each map holds its own head's lines and
+// nothing of the one before, and reading a head it has room for allocates
+// nothing.
+func TestHeader_Read(t *testing.T) {
+	all := func(string, string) bool { return true }
+	var hd Header
+	for _, tc := range []struct {
+		head string
+		want http.Header
+	}{
+		{"A: 1\r\nB: 2\r\nb: 3\r\nC: 4\r\n", http.Header{"A": {"1"}, "B": {"2", "3"}, "C": {"4"}}},
+		{"D: 5\r\n", http.Header{"D": {"5"}}},
+		{"", http.Header{}},
+		{"a: 6\r\nE: 7\r\n", http.Header{"A": {"6"}, "E": {"7"}}},
+	} {
+		h, ok := hd.Read([]byte(tc.head), tc.head, 0, all)
+		if !ok || !reflect.DeepEqual(h, tc.want) {
+			t.Errorf("Read(%q) = %v, %v; want %v", tc.head, h, ok, tc.want)
+		}
+		for i, v := range hd.values[strings.Count(tc.head, "\r\n"):] {
+			if v != "" {
+				t.Errorf("after %q: value %d of a head before, %q, still held", tc.head, i, v)
+			}
+		}
+	}
+	head := "A: 1\r\nC: 2\r\n"
+	if n := testing.AllocsPerRun(100, func() { hd.Read([]byte(head), head, 0, all) }); n != 0 {
+		t.Errorf("Read allocates %v times a head it has room for, want 0", n)
 	}
 }

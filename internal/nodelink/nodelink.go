@@ -333,11 +333,13 @@ func (c *Client) RoundTrip(req *http.Request, deadline time.Time) (*http.Respons
 		return nil, ex.cause(err)
 	}
 	ex.close = resp.Close || resp.StatusCode == http.StatusSwitchingProtocols
-	resp.Body = &body{rc: resp.Body, ex: ex}
+	ex.body = resp.Body
+	resp.Body = ex
 	return resp, nil
 }
 
-// exchange is one invocation on one connection.
+// exchange is one invocation on one connection, and its response's body:
+// reading that to its end or closing it ends the exchange.
 type exchange struct {
 	// immutable
 	c        *Client
@@ -345,9 +347,10 @@ type exchange struct {
 	ctx      context.Context
 	deadline time.Time
 
-	fired bool       // guarded by c.mu; watch failed cn's reads and writes
-	wrote chan error // the body writer's result; nil without a body
-	close bool       // the response says the connection ends with it
+	body  io.ReadCloser // the response's body as read from cn; set before it is returned
+	fired bool          // guarded by c.mu; watch failed cn's reads and writes
+	wrote chan error    // the body writer's result; nil without a body
+	close bool          // the response says the connection ends with it
 	ended bool
 }
 
@@ -383,30 +386,23 @@ func (ex *exchange) finish(complete bool) {
 	ex.c.done(ex, reusable)
 }
 
-// body is a response body; reading it to its end or closing it ends the
-// exchange.
-type body struct {
-	rc io.ReadCloser
-	ex *exchange
-}
-
-func (b *body) Read(p []byte) (int, error) {
-	n, err := b.rc.Read(p)
+func (ex *exchange) Read(p []byte) (int, error) {
+	n, err := ex.body.Read(p)
 	switch {
 	case err == io.EOF:
-		b.ex.finish(true)
+		ex.finish(true)
 	case err != nil:
-		b.ex.finish(false)
-		err = b.ex.cause(err)
+		ex.finish(false)
+		err = ex.cause(err)
 	}
 	return n, err
 }
 
 // Close ends the exchange; a body not read to its end closes the
 // connection, which ends the invocation in node.
-func (b *body) Close() error {
-	if !b.ex.ended {
-		b.ex.finish(b.rc == http.NoBody)
+func (ex *exchange) Close() error {
+	if !ex.ended {
+		ex.finish(ex.body == http.NoBody)
 	}
 	return nil
 }
