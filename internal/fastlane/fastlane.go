@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/shoal-dev/shoal/internal/httphead"
 	"github.com/shoal-dev/shoal/internal/rawsock"
 	"github.com/shoal-dev/shoal/internal/sweep"
 	"golang.org/x/net/http/httpguts"
@@ -65,7 +66,12 @@ type conn struct {
 	readBy time.Time // the read deadline the lane last set on rwc
 	head   []byte    // the current request's head, copied out of br to parse
 	plain  plain     // where parsePlain reads the requests
-	body   []byte    // a response's body written before its length is known
+	// The context of the connection's requests, which carries where the
+	// handler may read the header of each one's response (nodelink does,
+	// node's): a request and its response at a time, like plain.
+	base    context.Context
+	replies httphead.Header
+	body    []byte // a response's body written before its length is known
 	// The response to the request in flight, and its header: one per
 	// connection, as a handler must not use either once it returned.
 	resp   response
@@ -188,6 +194,7 @@ func (s *Server) serveConn(rwc net.Conn) {
 	c := &conn{rwc: rwc, remote: rwc.RemoteAddr().String(),
 		br: bufio.NewReaderSize(rawsock.Reader(rwc), bufferSize), bw: bufio.NewWriterSize(w, bufferSize)}
 	c.waits, _ = w.(rawsock.WaitDeadliner)
+	c.base = httphead.WithHeader(context.Background(), &c.replies)
 	if sc, ok := rwc.(syscall.Conn); ok {
 		c.raw, _ = sc.SyscallConn()
 	}
@@ -386,7 +393,7 @@ func readRequest(c *conn, head []byte) *http.Request {
 // serveRequest has the handler answer req on c and reports whether c may
 // serve another request.
 func (s *Server) serveRequest(c *conn, req *http.Request) bool {
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(c.base)
 	req = req.WithContext(ctx)
 	if c.header == nil {
 		c.header = make(http.Header)

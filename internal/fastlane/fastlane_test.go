@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-dev/shoal/internal/httphead"
 	"golang.org/x/net/http2"
 )
 
@@ -520,5 +521,30 @@ func TestLane_CloseBeforeServe(t *testing.T) {
 	if c, err := net.Dial("tcp", ln.Addr().String()); err == nil {
 		c.Close()
 		t.Fatal("the listener is still open")
+	}
+}
+
+// The lane's requests carry their connection's httphead.Header, where
+// nodelink reads node's responses: the same one for each request on a
+// connection, another on another connection.
+func TestLane_RequestsCarryTheirConnectionsHeader(t *testing.T) {
+	seen := make(chan *httphead.Header, 4)
+	_, addr := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen <- httphead.HeaderFrom(r.Context())
+		io.WriteString(w, "ok")
+	}), nil, nil)
+	var got []*httphead.Header
+	for range 2 {
+		c := dial(t, addr)
+		for range 2 {
+			c.send(get("/"))
+			if _, body := c.read("GET"); body != "ok" {
+				t.Fatalf("answer %q", body)
+			}
+			got = append(got, <-seen)
+		}
+	}
+	if got[0] == nil || got[0] != got[1] || got[2] == nil || got[2] != got[3] || got[0] == got[2] {
+		t.Errorf("the requests carried %p %p on one connection and %p %p on another, want one non-nil each", got[0], got[1], got[2], got[3])
 	}
 }

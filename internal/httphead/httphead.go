@@ -9,6 +9,7 @@ package httphead
 
 import (
 	"bytes"
+	"context"
 	"net/http"
 	"net/textproto"
 
@@ -32,6 +33,23 @@ func Fields(rest []byte, s string, at int, check func(key, value string) bool) (
 type Header struct {
 	h      http.Header
 	values []string
+}
+
+// headerKey keys the Header a context carries.
+type headerKey struct{}
+
+// WithHeader returns ctx carrying hd, where the head of a message in ctx's
+// scope may be read: fastlane's requests carry their connection's, into
+// which nodelink reads node's responses (a connection carries one request,
+// and so one response, at a time).
+func WithHeader(ctx context.Context, hd *Header) context.Context {
+	return context.WithValue(ctx, headerKey{}, hd)
+}
+
+// HeaderFrom returns the Header ctx carries, or nil.
+func HeaderFrom(ctx context.Context) *Header {
+	hd, _ := ctx.Value(headerKey{}).(*Header)
+	return hd
 }
 
 // Read is Fields, into hd's map and values.

@@ -48,7 +48,8 @@ func readNetHTTP(br *bufio.Reader, req *http.Request) (*http.Response, error) {
 // as http.ReadResponse would, or nil, having consumed nothing, for any
 // other (chunked, 1xx, 204, 304, Connection other than keep-alive,
 // anything malformed...), which http.ReadResponse then reads. req's
-// method is not HEAD, whose response has no body to read.
+// method is not HEAD, whose response has no body to read. The header is
+// read into the httphead.Header req's context carries, if any.
 func readPlain(br *bufio.Reader, req *http.Request) *http.Response {
 	buf, _ := br.Peek(br.Buffered())
 	end := bytes.Index(buf, []byte("\r\n\r\n"))
@@ -76,7 +77,13 @@ func readPlain(br *bufio.Reader, req *http.Request) *http.Response {
 	// One string holds the status and every value: one allocation.
 	head := string(buf[len(proto):end])
 	length := int64(-1)
-	h, ok := httphead.Fields(rest, head, len(line)+2-len(proto), func(key, value string) bool {
+	// Into the client connection's storage, where the request carries
+	// one: that response is read and written before the next is read.
+	hd := httphead.HeaderFrom(req.Context())
+	if hd == nil {
+		hd = new(httphead.Header)
+	}
+	h, ok := hd.Read(rest, head, len(line)+2-len(proto), func(key, value string) bool {
 		switch key {
 		case "Transfer-Encoding", "Trailer":
 			return false

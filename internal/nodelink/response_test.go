@@ -2,6 +2,7 @@ package nodelink
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -9,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+
+	"github.com/shoal-dev/shoal/internal/httphead"
 )
 
 // responses are what node may send, and whether readPlain reads them itself
@@ -160,5 +163,37 @@ func BenchmarkReadResponse(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// A request whose context carries a httphead.Header, as fastlane's do, has
+// its response's header read there: each response's header is the one
+// map, holding nothing of the response before, and reading one allocates
+// neither the map nor its values.
+func TestReadPlain_IntoTheRequestsHeader(t *testing.T) {
+	var hd httphead.Header
+	req, _ := http.NewRequestWithContext(httphead.WithHeader(context.Background(), &hd), "GET", "http://node/", nil)
+	read := func(req *http.Request, raw string) *http.Response {
+		br := bufio.NewReader(strings.NewReader(raw))
+		br.Peek(1)
+		return readPlain(br, req)
+	}
+	first := read(req, "HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\nContent-Length: 0\r\n\r\n")
+	second := read(req, "HTTP/1.1 201 Created\r\nC: 3\r\nContent-Length: 0\r\n\r\n")
+	if first == nil || second == nil {
+		t.Fatal("readPlain did not read a plain response")
+	}
+	if reflect.ValueOf(first.Header).UnsafePointer() != reflect.ValueOf(second.Header).UnsafePointer() {
+		t.Error("the two responses' headers are two maps, want the one the request carries")
+	}
+	if want := (http.Header{"C": {"3"}, "Content-Length": {"0"}}); !reflect.DeepEqual(second.Header, want) {
+		t.Errorf("the second response's header is %v, want %v", second.Header, want)
+	}
+	raw := "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nDate: x\r\nContent-Length: 0\r\n\r\n"
+	alone, _ := http.NewRequest("GET", "http://node/", nil)
+	without := testing.AllocsPerRun(100, func() { read(alone, raw) })
+	with := testing.AllocsPerRun(100, func() { read(req, raw) })
+	if with > without-3 {
+		t.Errorf("reading into the request's header: %v allocations, against %v without; want 3 fewer (the map, its group, its values)", with, without)
 	}
 }
