@@ -4,8 +4,10 @@
 // net/http's: no goroutine per request to notice the client leaving (a
 // watch peeks at the connections whose request is older than WatchEvery
 // instead), no copy of the response header, a request's URL and header
-// kept in the connection's storage from one request to the next (a handler
-// must not keep them, nor the response, once it returned), and for most
+// kept in the connection's storage from one request to the next, with room
+// there for the header of the response the handler reads for it
+// (httphead.WithHeader; nodelink reads node's there), so that a handler
+// must not keep them, nor the response, once it returned, and for most
 // requests no deadline change, where net/http makes about eight: the idle
 // deadline moves on only once it would move by more than a 64th of the
 // timeout, and a response's write deadline reaches the socket only while a

@@ -61,14 +61,14 @@ func readWithNetHTTP(raw string) *http.Request {
 	return req
 }
 
-// TestParsePlain parses each request into storage of its own, and all of
-// them one after the other into one storage, as a connection does: what
-// one request left there must not show in the next.
+// TestParsePlain parses all the requests one after the other into one
+// storage, as a connection does (what one request left there, read whole
+// or not, must not show in the next), and each into storage of its own.
 func TestParsePlain(t *testing.T) {
 	shared := new(plain)
 	for _, tc := range requests {
 		t.Run(tc.name, func(t *testing.T) {
-			for _, into := range []*plain{new(plain), shared} {
+			for _, into := range []*plain{shared, new(plain)} {
 				got := parsePlain([]byte(tc.raw), into)
 				if (got != nil) != tc.plain {
 					t.Fatalf("parsePlain read it: %v, want %v", got != nil, tc.plain)

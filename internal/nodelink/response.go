@@ -79,9 +79,10 @@ func readPlain(br *bufio.Reader, req *http.Request) *http.Response {
 	length := int64(-1)
 	// Into the client connection's storage, where the request carries
 	// one: that response is read and written before the next is read.
+	var own httphead.Header
 	hd := httphead.HeaderFrom(req.Context())
 	if hd == nil {
-		hd = new(httphead.Header)
+		hd = &own
 	}
 	h, ok := hd.Read(rest, head, len(line)+2-len(proto), func(key, value string) bool {
 		switch key {
