@@ -1,17 +1,23 @@
 // Package fastlane serves the gateway's client connections. The common
 // request, a bodiless HTTP/1.1 request to a function, it reads, hands to the
 // handler and answers in a loop of its own that does less per request than
-// net/http's: no goroutine per request to notice the client leaving (a
-// watch peeks at the connections whose request is older than WatchEvery
-// instead), no copy of the response header, a request's URL and header
-// kept in the connection's storage from one request to the next, with room
-// there for the header of the response the handler reads for it
-// (httphead.WithHeader; nodelink reads node's there), so that a handler
-// must not keep them, nor the response, once it returned, and for most
-// requests no deadline change, where net/http makes about eight: the idle
-// deadline moves on only once it would move by more than a 64th of the
-// timeout, and a response's write deadline reaches the socket only while a
-// write waits (rawsock.WaitDeadliner).
+// net/http's:
+//
+//   - No goroutine per request to notice the client leaving: a watch peeks
+//     at the connections whose request is older than WatchEvery instead.
+//   - Little allocated per request (parsePlain: the head's string): the
+//     request, its URL and header, and room for the header of the response
+//     the handler reads for it (httphead.WithHeader; nodelink reads node's
+//     there) are the connection's, kept from one request to the next, so a
+//     handler must not keep them, nor the response, once it returned. Nor
+//     is the response's header copied when it is sent, as net/http's is.
+//   - One context for all of a connection's requests, which ends when the
+//     client leaves or the connection closes; not, as net/http's, when the
+//     handler returns.
+//   - For most requests no deadline change, where net/http makes about
+//     eight: the idle deadline moves on only once it would move by more
+//     than a 64th of the timeout, and a response's write deadline reaches
+//     the socket only while a write waits (rawsock.WaitDeadliner).
 //
 // Every other connection is handed whole to a net/http Server, from the
 // first request the lane does not serve: HTTP/2, request bodies, upgrades,

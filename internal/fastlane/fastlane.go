@@ -66,22 +66,24 @@ type conn struct {
 	readBy time.Time // the read deadline the lane last set on rwc
 	head   []byte    // the current request's head, copied out of br to parse
 	plain  plain     // where parsePlain reads the requests
-	// The context of the connection's requests, which carries where the
-	// handler may read the header of each one's response (nodelink does,
-	// node's): a request and its response at a time, like plain.
-	base    context.Context
+	// The context of the connection's requests: it ends when the client
+	// leaves or the connection closes, not with each request, and it
+	// carries where the handler may read the header of each one's
+	// response (nodelink reads node's there), one at a time like plain.
+	ctx     context.Context
+	end     context.CancelFunc
 	replies httphead.Header
-	body    []byte // a response's body written before its length is known
+	req     http.Request // the request in flight, with ctx
+	body    []byte       // a response's body written before its length is known
 	// The response to the request in flight, and its header: one per
 	// connection, as a handler must not use either once it returned.
 	resp   response
 	header http.Header
 
 	// guarded by Server.mu
-	idle   bool
-	cancel context.CancelFunc // ends the context of the request in flight
-	since  uint64             // the watch's looks when the request began
-	gone   bool               // the watch saw the client leave
+	idle  bool
+	since uint64 // the watch's looks when the request began
+	gone  bool   // the watch saw the client leave
 }
 
 // Serve accepts connections on ln until Shutdown or Close, and returns
@@ -194,7 +196,7 @@ func (s *Server) serveConn(rwc net.Conn) {
 	c := &conn{rwc: rwc, remote: rwc.RemoteAddr().String(),
 		br: bufio.NewReaderSize(rawsock.Reader(rwc), bufferSize), bw: bufio.NewWriterSize(w, bufferSize)}
 	c.waits, _ = w.(rawsock.WaitDeadliner)
-	c.base = httphead.WithHeader(context.Background(), &c.replies)
+	c.ctx, c.end = context.WithCancel(httphead.WithHeader(context.Background(), &c.replies))
 	if sc, ok := rwc.(syscall.Conn); ok {
 		c.raw, _ = sc.SyscallConn()
 	}
@@ -208,6 +210,7 @@ func (s *Server) serveConn(rwc net.Conn) {
 	s.mu.Unlock()
 	handedOff := false
 	defer func() {
+		c.end()
 		s.mu.Lock()
 		delete(s.conns, c)
 		s.mu.Unlock()
@@ -393,18 +396,19 @@ func readRequest(c *conn, head []byte) *http.Request {
 // serveRequest has the handler answer req on c and reports whether c may
 // serve another request.
 func (s *Server) serveRequest(c *conn, req *http.Request) bool {
-	ctx, cancel := context.WithCancel(c.base)
-	req = req.WithContext(ctx)
+	// WithContext's copy, inlined, stays on the stack: the request is
+	// the connection's, with its context, and nothing is allocated.
+	c.req = *req.WithContext(c.ctx)
+	req = &c.req
 	if c.header == nil {
 		c.header = make(http.Header)
 	}
 	clear(c.header)
 	w := &c.resp
 	*w = response{c: c, req: req, header: c.header}
-	s.watchClient(c, cancel)
+	s.watchClient(c)
 	ok := s.call(w, req)
 	gone := s.unwatch(c)
-	cancel()
 	if !ok || gone {
 		return false
 	}
@@ -428,14 +432,13 @@ func (s *Server) call(w *response, req *http.Request) (returned bool) {
 	return true
 }
 
-// watchClient has the watch end the request in flight on c with cancel
-// if its client leaves.
-func (s *Server) watchClient(c *conn, cancel context.CancelFunc) {
+// watchClient has the watch end the request in flight on c, with c's
+// context, if its client leaves.
+func (s *Server) watchClient(c *conn) {
 	if c.raw == nil {
 		return
 	}
 	s.mu.Lock()
-	c.cancel = cancel
 	c.since = s.looks
 	c.gone = false
 	s.watched[c] = struct{}{}
@@ -452,7 +455,6 @@ func (s *Server) unwatch(c *conn) (gone bool) {
 	s.mu.Lock()
 	delete(s.watched, c)
 	gone = c.gone
-	c.cancel = nil
 	s.mu.Unlock()
 	return gone
 }
@@ -472,7 +474,7 @@ func (s *Server) lookAtClients(time.Time) bool {
 		switch peer(c.raw) {
 		case peerLeft:
 			c.gone = true
-			c.cancel()
+			c.end()
 			delete(s.watched, c)
 		case peerSent:
 			// The next request is on its way; like net/http, stop

@@ -548,3 +548,31 @@ func TestLane_RequestsCarryTheirConnectionsHeader(t *testing.T) {
 		t.Errorf("the requests carried %p %p on one connection and %p %p on another, want one non-nil each", got[0], got[1], got[2], got[3])
 	}
 }
+
+// A connection's requests share its context, which a request's end does
+// not end; the connection's end does.
+func TestLane_ConnectionContext(t *testing.T) {
+	seen := make(chan context.Context, 2)
+	_, addr := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen <- r.Context()
+		io.WriteString(w, "ok")
+	}), nil, nil)
+	c := dial(t, addr)
+	var ctxs []context.Context
+	for range 2 {
+		c.send(get("/"))
+		if _, body := c.read("GET"); body != "ok" {
+			t.Fatalf("answer %q", body)
+		}
+		ctxs = append(ctxs, <-seen)
+	}
+	if ctxs[0] != ctxs[1] || ctxs[0].Err() != nil {
+		t.Fatalf("the connection's requests had contexts %p (%v) and %p, want one, not ended", ctxs[0], ctxs[0].Err(), ctxs[1])
+	}
+	c.c.Close()
+	select {
+	case <-ctxs[0].Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the context outlived its connection by 10 s")
+	}
+}
