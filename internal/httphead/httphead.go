@@ -1,10 +1,11 @@
 // Package httphead reads the header lines of an HTTP/1.1 head as
 // net/textproto does, for the parsers of the hot path (fastlane's of a
 // client's request, nodelink's of node's response): into a header map
-// whose values share one string, each line's name in canonical form,
-// without allocating for the names sent most, and its value trimmed. A
-// line these parsers do not read plainly (folded, with a control byte, a
-// name that is not a token) they leave to net/http.
+// kept from one head to the next (Header), whose values share one string,
+// each line's name in canonical form, without allocating for the names
+// sent most, and its value trimmed. A line these parsers do not read
+// plainly (folded, with a control byte, a name that is not a token) they
+// leave to net/http.
 package httphead
 
 import (
@@ -15,16 +16,6 @@ import (
 
 	"golang.org/x/net/http/httpguts"
 )
-
-// Fields reads rest, header lines that each end in CRLF, into a header
-// map whose values are substrings of s, which holds rest's text from
-// offset at: the parsers allocate one string for a whole head. Each line's
-// name (canonical) and value go through check, which may refuse them; ok
-// is false if check refuses a line or Line does not read one.
-func Fields(rest []byte, s string, at int, check func(key, value string) bool) (h http.Header, ok bool) {
-	var hd Header
-	return hd.Read(rest, s, at, check)
-}
 
 // Header is where Read reads header lines, again and again: a map and the
 // array of its values, kept from one head to the next, so that reading a
@@ -52,7 +43,11 @@ func HeaderFrom(ctx context.Context) *Header {
 	return hd
 }
 
-// Read is Fields, into hd's map and values.
+// Read reads rest, header lines that each end in CRLF, into hd's map,
+// with values that are substrings of s, which holds rest's text from
+// offset at: the parsers allocate one string for a whole head. Each line's
+// name (canonical) and value go through check, which may refuse them; ok
+// is false if check refuses a line or Line does not read one.
 func (hd *Header) Read(rest []byte, s string, at int, check func(key, value string) bool) (h http.Header, ok bool) {
 	lines := bytes.Count(rest, []byte("\r\n"))
 	if len(hd.values) < lines {
