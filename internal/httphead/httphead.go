@@ -1,9 +1,10 @@
 // Package httphead reads the header lines of an HTTP/1.1 head as
 // net/textproto does, for the parsers of the hot path (fastlane's of a
 // client's request, nodelink's of node's response): into a header map
-// kept from one head to the next (Header), whose values share one string,
-// each line's name in canonical form, without allocating for the names
-// sent most, and its value trimmed. A line these parsers do not read
+// kept from one head to the next (Header), whose keys and values share one
+// string, each line's name in canonical form (a name sent so is its own
+// key; others are looked up among the names sent most, and allocated only
+// if not there), and its value trimmed. A line these parsers do not read
 // plainly (folded, with a control byte, a name that is not a token) they
 // leave to net/http.
 package httphead
@@ -44,7 +45,7 @@ func HeaderFrom(ctx context.Context) *Header {
 }
 
 // Read reads rest, header lines that each end in CRLF, into hd's map,
-// with values that are substrings of s, which holds rest's text from
+// with values, and keys sent in canonical form, that are substrings of s, which holds rest's text from
 // offset at: the parsers allocate one string for a whole head. Each line's
 // name (canonical) and value go through check, which may refuse them; ok
 // is false if check refuses a line or Line does not read one.
@@ -64,9 +65,16 @@ func (hd *Header) Read(rest []byte, s string, at int, check func(key, value stri
 	h = hd.h
 	for i := range lines {
 		kv, after, _ := bytes.Cut(rest, []byte("\r\n"))
-		key, from, to, ok := Line(kv)
+		colon, from, to, canonical, ok := line(kv)
 		if !ok {
 			return nil, false
+		}
+		// A name sent in canonical form, as node's own and most clients'
+		// are, is its own key: no lookup, whose memory is cold by the time
+		// the next message comes.
+		key := s[at : at+colon]
+		if !canonical {
+			key = canonicalKey(kv[:colon])
 		}
 		values[i] = s[at+from : at+to]
 		at += len(kv) + 2
@@ -89,18 +97,33 @@ func (hd *Header) Read(rest []byte, s string, at int, check func(key, value stri
 // false for a line that it would read otherwise or not at all: no colon, a
 // name that is not a token, or a control byte in the value.
 func Line(kv []byte) (key string, from, to int, ok bool) {
-	colon := -1
+	colon, from, to, _, ok := line(kv)
+	if !ok {
+		return "", 0, 0, false
+	}
+	return canonicalKey(kv[:colon]), from, to, true
+}
+
+// line is Line with the name left in kv: kv[:colon], which canonical says
+// is in canonical form already.
+func line(kv []byte) (colon, from, to int, canonical, ok bool) {
+	colon = -1
+	canonical, upper := true, true
 	for i, c := range kv {
 		if c == ':' {
 			colon = i
 			break
 		}
 		if !httpguts.IsTokenRune(rune(c)) {
-			return "", 0, 0, false
+			return 0, 0, 0, false, false
 		}
+		if upper && 'a' <= c && c <= 'z' || !upper && 'A' <= c && c <= 'Z' {
+			canonical = false
+		}
+		upper = c == '-'
 	}
 	if colon <= 0 {
-		return "", 0, 0, false
+		return 0, 0, 0, false, false
 	}
 	from, to = colon+1, len(kv)
 	for from < to && (kv[from] == ' ' || kv[from] == '\t') {
@@ -110,9 +133,9 @@ func Line(kv []byte) (key string, from, to int, ok bool) {
 		to--
 	}
 	if !PlainText(kv[from:to]) {
-		return "", 0, 0, false
+		return 0, 0, 0, false, false
 	}
-	return canonicalKey(kv[:colon]), from, to, true
+	return colon, from, to, canonical, true
 }
 
 // canonicalKey returns name, a token, in canonical form: without

@@ -81,8 +81,27 @@ func TestHeader_Read(t *testing.T) {
 			}
 		}
 	}
-	head := "A: 1\r\nC: 2\r\n"
-	if n := testing.AllocsPerRun(100, func() { hd.Read([]byte(head), head, 0, all) }); n != 0 {
+	// Names in canonical form are their own keys, even those not in
+	// commonKeys: no allocation for them either.
+	head := "A: 1\r\nX-Uncommon-Name: 2\r\nContent-Length: 3\r\n"
+	b := []byte(head)
+	if n := testing.AllocsPerRun(100, func() { hd.Read(b, head, 0, all) }); n != 0 {
 		t.Errorf("Read allocates %v times a head it has room for, want 0", n)
+	}
+}
+
+// Read keys a line by its name in canonical form however it was sent:
+// canonical already, in lower or upper case, or mixed.
+func TestHeader_ReadNames(t *testing.T) {
+	head := "X-Uncommon-Name: 1\r\nx-uncommon-name: 2\r\nX-UNCOMMON-NAME: 3\r\ncontent-type: 4\r\n" +
+		"Content-type: 5\r\nX-Shoal-Entry-Ms: 6\r\nA-b-C: 7\r\nwww-authenticate: 8\r\n"
+	var hd Header
+	h, ok := hd.Read([]byte(head), head, 0, func(string, string) bool { return true })
+	want, err := textproto.NewReader(bufio.NewReader(strings.NewReader(head + "\r\n"))).ReadMIMEHeader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ok || !reflect.DeepEqual(h, http.Header(want)) {
+		t.Errorf("Read(%q) = %v, %v; want %v as textproto reads it", head, h, ok, want)
 	}
 }

@@ -293,7 +293,8 @@ class Invocation {
 // the headers are written during the call), and the invoker, which removes
 // the header, uses it to keep invocations that hold the event loop apart
 // from those that wait on I/O.
-const ENTRY_HEADER = 'x-shoal-entry-ms';
+// In canonical form, as serve reads names fastest.
+const ENTRY_HEADER = 'X-Shoal-Entry-Ms';
 
 function callHandler(inv, fn, thisArg, a, b) {
   inv.entryFrom = performance.now();
