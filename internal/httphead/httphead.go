@@ -44,11 +44,12 @@ func HeaderFrom(ctx context.Context) *Header {
 	return hd
 }
 
-// Read reads rest, header lines that each end in CRLF, into hd's map,
-// with values, and keys sent in canonical form, that are substrings of s, which holds rest's text from
-// offset at: the parsers allocate one string for a whole head. Each line's
-// name (canonical) and value go through check, which may refuse them; ok
-// is false if check refuses a line or Line does not read one.
+// Read reads rest, header lines that each end in CRLF, into hd's map, with
+// values, and keys sent in canonical form, that are substrings of s, which
+// holds rest's text from offset at: the parsers allocate one string for a
+// whole head. Each line's name (canonical) and value go through check,
+// which may refuse them; ok is false if check refuses a line or Line does
+// not read one.
 func (hd *Header) Read(rest []byte, s string, at int, check func(key, value string) bool) (h http.Header, ok bool) {
 	lines := bytes.Count(rest, []byte("\r\n"))
 	if len(hd.values) < lines {
