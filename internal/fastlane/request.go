@@ -14,7 +14,7 @@ import (
 // ends it, with half of http.ReadRequest's allocations, for the request
 // clients send most: HTTP/1.1, lines that end in CRLF, a target that is a
 // path (and a query) net/url leaves as it is, plain header lines (see
-// httphead.Line), no body, and a Connection, if any, of keep-alive or
+// httphead.Header.Read), no body, and a Connection, if any, of keep-alive or
 // close. It returns the request as http.ReadRequest would, or nil for any
 // other (a body, Pragma, which net/http rewrites, Expect, Upgrade, an
 // escaped or absolute target, two Host lines, anything malformed...),

@@ -48,8 +48,8 @@ func HeaderFrom(ctx context.Context) *Header {
 // values, and keys sent in canonical form, that are substrings of s, which
 // holds rest's text from offset at: the parsers allocate one string for a
 // whole head. Each line's name (canonical) and value go through check,
-// which may refuse them; ok is false if check refuses a line or Line does
-// not read one.
+// which may refuse them; ok is false if check refuses a line or a line is
+// not plain (see line).
 func (hd *Header) Read(rest []byte, s string, at int, check func(key, value string) bool) (h http.Header, ok bool) {
 	lines := bytes.Count(rest, []byte("\r\n"))
 	if len(hd.values) < lines {
@@ -92,21 +92,12 @@ func (hd *Header) Read(rest []byte, s string, at int, check func(key, value stri
 	return h, true
 }
 
-// Line reads kv, a header line without its CRLF, as
-// textproto.Reader.ReadMIMEHeader does: key is its name in canonical form,
-// and kv[from:to] its value without the spaces and tabs around it. ok is
-// false for a line that it would read otherwise or not at all: no colon, a
-// name that is not a token, or a control byte in the value.
-func Line(kv []byte) (key string, from, to int, ok bool) {
-	colon, from, to, _, ok := line(kv)
-	if !ok {
-		return "", 0, 0, false
-	}
-	return canonicalKey(kv[:colon]), from, to, true
-}
-
-// line is Line with the name left in kv: kv[:colon], which canonical says
-// is in canonical form already.
+// line reads kv, a header line without its CRLF, as
+// textproto.Reader.ReadMIMEHeader does: kv[:colon] is its name, which
+// canonical says is in canonical form already, and kv[from:to] its value
+// without the spaces and tabs around it. ok is false for a line that
+// textproto would read otherwise or not at all: no colon, a name that is
+// not a token, or a control byte in the value.
 func line(kv []byte) (colon, from, to int, canonical, ok bool) {
 	colon = -1
 	canonical, upper := true, true

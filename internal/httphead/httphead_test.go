@@ -9,7 +9,7 @@ import (
 	"testing"
 )
 
-// Line reads a header line as textproto does, or declines it.
+// line reads a header line as textproto does, or declines it.
 func TestLine(t *testing.T) {
 	for _, tc := range []struct {
 		kv, key, value string
@@ -29,12 +29,18 @@ func TestLine(t *testing.T) {
 		{"A: b\x7f", "", "", false},
 		{"\xe2: non-token name", "", "", false},
 	} {
-		key, from, to, ok := Line([]byte(tc.kv))
-		if ok != tc.ok || ok && (key != tc.key || tc.kv[from:to] != tc.value) {
-			t.Errorf("Line(%q) = %q, %q, %v; want %q, %q, %v", tc.kv, key, tc.kv[from:to], ok, tc.key, tc.value, tc.ok)
+		kv := []byte(tc.kv)
+		colon, from, to, canonical, ok := line(kv)
+		if ok != tc.ok {
+			t.Errorf("line(%q) read it: %v, want %v", tc.kv, ok, tc.ok)
 			continue
 		}
 		if !ok {
+			continue
+		}
+		key := canonicalKey(kv[:colon])
+		if key != tc.key || tc.kv[from:to] != tc.value || canonical != (tc.kv[:colon] == tc.key) {
+			t.Errorf("line(%q): name %q (canonical %v) as %q, value %q; want %q, %q", tc.kv, tc.kv[:colon], canonical, key, tc.kv[from:to], tc.key, tc.value)
 			continue
 		}
 		// What textproto makes of the same line.
